@@ -1,0 +1,293 @@
+//! `threadchat send` and `threadchat tail`: a blocking WebSocket client for shell scripts.
+//! Every read has a deadline, so a script never hangs on a silent server.
+
+use std::io::{self, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::{Message, WebSocket};
+
+use crate::config::{SendArgs, TailArgs};
+
+/// Why a client command failed; `exit_code` is what the process returns.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad URL, connection refused, DNS failure.
+    Connect(String),
+    /// The server answered the upgrade with an HTTP error status.
+    Refused(u16, String),
+    /// Nothing (or not enough) arrived in time.
+    Timeout(Duration),
+    /// The server closed the connection before we were done.
+    Closed(String),
+    /// The server replied `{"type":"error"}` to our request.
+    Rejected(String),
+    /// stdout is gone (the reader of our pipe exited).
+    Output(io::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Timeout(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Connect(e) => write!(f, "cannot connect: {e}"),
+            CliError::Refused(status, body) => write!(
+                f,
+                "server refused the connection: HTTP {status}: {}",
+                body.trim()
+            ),
+            CliError::Timeout(d) => write!(f, "timed out after {}s", d.as_secs_f64()),
+            CliError::Closed(why) => write!(f, "connection closed: {why}"),
+            CliError::Rejected(e) => write!(f, "server rejected the request: {e}"),
+            CliError::Output(e) => write!(f, "cannot write output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+type Ws = WebSocket<TcpStream>;
+
+/// `threadchat send URL TEXT`: prints the broadcast of our own message (matched by our
+/// client id) as one JSON line.
+pub fn send(args: &SendArgs) -> Result<(), CliError> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let deadline = Instant::now() + timeout;
+    let mut ws = connect(&args.url, deadline, timeout)?;
+    let my_id = wait_welcome(&mut ws, deadline, timeout)?;
+    if let Some(name) = &args.name {
+        write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
+    }
+    write(
+        &mut ws,
+        serde_json::json!({"type": "message", "text": args.text}),
+    )?;
+    loop {
+        let (raw, event) = next_event(&mut ws, deadline, timeout)?;
+        match event.get("type").and_then(Value::as_str) {
+            Some("message") if event.get("id").and_then(Value::as_u64) == Some(my_id) => {
+                print_line(&raw)?;
+                close(&mut ws);
+                return Ok(());
+            }
+            Some("error") => {
+                let error = event
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
+                return Err(CliError::Rejected(error.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `threadchat tail URL`: prints events (not the welcome) until `--count` is reached, the
+/// timeout passes, or the server closes.
+pub fn tail(args: &TailArgs) -> Result<(), CliError> {
+    let timeout = args.timeout_secs.map(Duration::from_secs);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    // The upgrade itself always gets a deadline, even when tailing forever.
+    let connect_timeout = timeout.unwrap_or(Duration::from_secs(10));
+    let connect_deadline = Instant::now() + connect_timeout;
+    let mut ws = connect(&args.url, connect_deadline, connect_timeout)?;
+    let my_id = wait_welcome(&mut ws, connect_deadline, connect_timeout)?;
+    // On stderr, so scripts can wait for it without mixing it into the events.
+    eprintln!("connected as client {my_id}");
+    let mut printed = 0;
+    if args.count == Some(0) {
+        close(&mut ws);
+        return Ok(());
+    }
+    loop {
+        let next = match (deadline, timeout) {
+            (Some(d), Some(t)) => next_event(&mut ws, d, t),
+            _ => next_event_forever(&mut ws),
+        };
+        let (raw, event) = match next {
+            Ok(ev) => ev,
+            // Without --count, the server closing is the normal end of a tail.
+            Err(CliError::Closed(_)) if args.count.is_none() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
+        if args.kind.as_deref().is_some_and(|want| want != kind) {
+            continue;
+        }
+        print_line(&raw)?;
+        printed += 1;
+        if Some(printed) == args.count {
+            close(&mut ws);
+            return Ok(());
+        }
+    }
+}
+
+fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
+    let request = url
+        .into_client_request()
+        .map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
+    let uri = request.uri();
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(CliError::Connect(
+                "wss:// is not supported by this client yet".into(),
+            ));
+        }
+        _ => {
+            return Err(CliError::Connect(format!(
+                "{url}: the URL must start with ws://"
+            )));
+        }
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| CliError::Connect(format!("{url}: no host")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
+    let mut last_error = io::Error::other("no address");
+    let mut stream = None;
+    for addr in addrs {
+        let left = remaining(deadline, timeout)?;
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let stream = stream.ok_or_else(|| CliError::Connect(format!("{host}:{port}: {last_error}")))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(remaining(deadline, timeout)?))
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    match tungstenite::client::client(request, stream) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            Err(CliError::Refused(resp.status().as_u16(), body))
+        }
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => {
+            Err(CliError::Timeout(timeout))
+        }
+        Err(HandshakeError::Interrupted(_)) => Err(CliError::Timeout(timeout)),
+        Err(HandshakeError::Failure(e)) => Err(CliError::Connect(e.to_string())),
+    }
+}
+
+fn wait_welcome(ws: &mut Ws, deadline: Instant, timeout: Duration) -> Result<u64, CliError> {
+    let (_, event) = next_event(ws, deadline, timeout)?;
+    match (
+        event.get("type").and_then(Value::as_str),
+        event.get("id").and_then(Value::as_u64),
+    ) {
+        (Some("welcome"), Some(id)) => Ok(id),
+        _ => Err(CliError::Connect(format!(
+            "expected a welcome, got {event}"
+        ))),
+    }
+}
+
+/// The next text frame as (raw text, parsed JSON), with the read deadline re-armed to
+/// the time left before each socket read.
+fn next_event(
+    ws: &mut Ws,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(String, Value), CliError> {
+    loop {
+        let left = remaining(deadline, timeout)?;
+        let _ = ws.get_ref().set_read_timeout(Some(left));
+        match read_one(ws)? {
+            Some(ev) => return Ok(ev),
+            None => continue,
+        }
+    }
+}
+
+fn next_event_forever(ws: &mut Ws) -> Result<(String, Value), CliError> {
+    let _ = ws.get_ref().set_read_timeout(None);
+    loop {
+        if let Some(ev) = read_one(ws)? {
+            return Ok(ev);
+        }
+    }
+}
+
+/// One read: `Some` for a JSON text frame, `None` for control frames.
+fn read_one(ws: &mut Ws) -> Result<Option<(String, Value)>, CliError> {
+    match ws.read() {
+        Ok(Message::Text(text)) => {
+            let value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+            Ok(Some((text.to_string(), value)))
+        }
+        Ok(Message::Close(frame)) => Err(CliError::Closed(match frame {
+            Some(f) => format!("code {} {}", u16::from(f.code), f.reason),
+            None => "no close code".into(),
+        })),
+        Ok(_) => Ok(None),
+        // A timed-out read surfaces as WouldBlock (SO_RCVTIMEO); the caller's deadline check
+        // turns it into a Timeout on the next turn.
+        Err(tungstenite::Error::Io(e)) if is_timeout(&e) => Ok(None),
+        Err(e) => Err(CliError::Closed(e.to_string())),
+    }
+}
+
+fn write(ws: &mut Ws, value: Value) -> Result<(), CliError> {
+    ws.send(Message::text(value.to_string()))
+        .map_err(|e| CliError::Closed(e.to_string()))
+}
+
+/// Polite close: send Close and wait briefly for the server's reply.
+fn close(ws: &mut Ws) {
+    let _ = ws.close(None);
+    let _ = ws.get_ref().set_read_timeout(Some(Duration::from_secs(2)));
+    while ws.read().is_ok() {}
+}
+
+fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, CliError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(CliError::Timeout(timeout))
+    } else {
+        Ok(left)
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn print_line(line: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .map_err(CliError::Output)
+}

@@ -1,0 +1,368 @@
+//! One client's thread: the WebSocket upgrade, then a blocking read loop until the
+//! connection ends, then cleanup.
+//!
+//! This thread is the only reader of its socket and the only user of its tungstenite state
+//! machine. It never writes to the socket itself: everything it (or tungstenite, for pongs
+//! and Close replies) sends goes into the connection's outbox (see `conn.rs`), the same
+//! queue broadcasts use, so frames from different threads never interleave.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
+
+use crate::conn::{Conn, Kind, Push};
+use crate::hub::close_code;
+use crate::protocol::{self, ClientMsg, ServerMsg};
+use crate::server::{LiveGuard, Shared};
+
+/// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
+/// clients would be over a GiB of mostly unused memory; chat frames are small, and larger
+/// ones simply take several reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// How long a closing connection may take to drain its last frames (our Close included)
+/// before the socket is shut anyway.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// How the read loop ended.
+enum End {
+    /// The client sent a Close frame (possibly answering ours).
+    ClientClosed,
+    /// The client broke the protocol; we close with this code and reason.
+    Failed(u16, String),
+    /// The TCP connection is gone (EOF, reset, or shut down by the heartbeat/shutdown).
+    Gone(String),
+}
+
+/// Entry point of a client thread.
+pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _live: LiveGuard) {
+    // Chat frames are small and latency matters more than packet count; our outbox already
+    // batches queued frames into one sendmsg, so Nagle would only add delay.
+    let _ = stream.set_nodelay(true);
+    let conn = Arc::new(Conn::new(
+        id,
+        peer,
+        stream,
+        shared.config.max_queued_bytes,
+        Arc::clone(&shared.flusher),
+    ));
+    if !shared.hub.add(Arc::clone(&conn)) {
+        return; // shutting down
+    }
+    // Removes us from the hub on every exit path, panics included.
+    let _membership = Membership {
+        shared,
+        conn: &conn,
+    };
+
+    let Some(mut ws) = handshake(&conn, shared) else {
+        return;
+    };
+    let kind = conn.kind();
+    log::info!(
+        "client {id} ({peer}): connected to {}",
+        if kind == Kind::Chat { "/ws" } else { "/echo" }
+    );
+
+    let end = read_loop(&mut ws, &conn, shared);
+    // Leave the list first, so the `leave` notice goes out now rather than after lingering.
+    shared.hub.remove(&conn);
+    match end {
+        End::ClientClosed => {
+            // tungstenite has queued its Close reply; writing it goes into our outbox, which
+            // drops it if we had already sent a Close of our own.
+            let _ = ws.flush();
+            log::info!("client {id} ({peer}): closed by client");
+            linger(&conn, false);
+        }
+        End::Failed(code, reason) => {
+            log::info!("client {id} ({peer}): closing with {code}: {reason}");
+            if conn.push_close(code, &reason) {
+                conn.flush();
+            }
+            linger(&conn, true);
+        }
+        End::Gone(why) => log::info!("client {id} ({peer}): disconnected ({why})"),
+    }
+}
+
+/// Drop guard: whatever ends the thread, the connection leaves the hub and is marked done.
+struct Membership<'a> {
+    shared: &'a Shared,
+    conn: &'a Arc<Conn>,
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        self.shared.hub.remove(self.conn);
+        self.conn.finished.store(true, Ordering::Release);
+    }
+}
+
+fn ws_config(shared: &Shared) -> WebSocketConfig {
+    let max = shared.config.max_message_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // 0: hand every frame to our stream at once; the outbox is the only buffer.
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Runs the HTTP upgrade with a deadline. On refusal the client gets a real HTTP status
+/// (404 unknown path, 503 full or shutting down, 400 not an upgrade, 431 headers too big).
+fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream>> {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let stream = ClientStream {
+        conn: Arc::clone(conn),
+        deadline: Some(deadline),
+        upgraded: false,
+    };
+    let mut kind = Kind::Handshaking;
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        kind = match req.uri().path() {
+            "/ws" => Kind::Chat,
+            "/echo" => Kind::Echo,
+            _ => {
+                return Err(refusal(
+                    StatusCode::NOT_FOUND,
+                    "no WebSocket endpoint here; use /ws or /echo",
+                ));
+            }
+        };
+        if shared.is_shutting_down() {
+            return Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is shutting down",
+            ));
+        }
+        if shared.live_clients() > shared.config.max_clients {
+            return Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is full (--max-clients)",
+            ));
+        }
+        Ok(resp)
+    };
+    let peer = conn.peer;
+    let mut ws =
+        match tungstenite::accept_hdr_with_config(stream, callback, Some(ws_config(shared))) {
+            Ok(ws) => ws,
+            Err(HandshakeError::Failure(WsError::Http(resp))) => {
+                log::info!("{peer}: upgrade refused with {}", resp.status());
+                linger(conn, false);
+                return None;
+            }
+            Err(HandshakeError::Failure(e)) => {
+                let refused = match &e {
+                    WsError::Io(_) => None, // timed out or hung up: nobody to answer
+                    WsError::Capacity(_) | WsError::AttackAttempt => Some((
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request headers too large".to_string(),
+                    )),
+                    WsError::Protocol(ProtocolError::HttparseError(
+                        httparse::Error::TooManyHeaders,
+                    )) => Some((
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "too many request headers".to_string(),
+                    )),
+                    other => Some((
+                        StatusCode::BAD_REQUEST,
+                        format!("not a valid WebSocket upgrade: {other}"),
+                    )),
+                };
+                match refused {
+                    Some((status, body)) => {
+                        log::info!("{peer}: upgrade refused with {status}: {body}");
+                        conn.push_control(plain_response(status, &body), false);
+                        conn.flush();
+                        linger(conn, false);
+                    }
+                    None => log::info!("{peer}: handshake abandoned ({e})"),
+                }
+                return None;
+            }
+            Err(HandshakeError::Interrupted(_)) => {
+                log::info!("{peer}: handshake timed out");
+                return None;
+            }
+        };
+    // Upgraded: from now on reads block without a deadline (the heartbeat watches liveness).
+    let stream = ws.get_mut();
+    stream.deadline = None;
+    stream.upgraded = true;
+    if conn.socket().set_read_timeout(None).is_err() {
+        return None;
+    }
+    match kind {
+        Kind::Chat => shared.hub.join_chat(conn),
+        other => conn.set_kind(other),
+    }
+    Some(ws)
+}
+
+fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(Some(format!("{body}\n")));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        "Content-Type",
+        "text/plain; charset=utf-8".parse().expect("static header"),
+    );
+    headers.insert("Content-Length", (body.len() + 1).into());
+    headers.insert("Connection", "close".parse().expect("static header"));
+    resp
+}
+
+fn plain_response(status: StatusCode, body: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+        body.len() + 1
+    ))
+}
+
+fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared) -> End {
+    let chat = conn.kind() == Kind::Chat;
+    loop {
+        let msg = match ws.read() {
+            Ok(msg) => msg,
+            Err(e) => return classify(e),
+        };
+        // Any frame proves the peer is alive, not just pongs.
+        conn.alive.store(true, Ordering::Release);
+        let reply = match msg {
+            Message::Text(text) if chat => handle_chat(conn, shared, text.as_str()),
+            Message::Text(text) => Some(protocol::text_frame(text.as_bytes())),
+            Message::Binary(_) if chat => Some(error_frame(
+                "binary frames are not supported; send JSON text",
+            )),
+            Message::Binary(data) => Some(protocol::binary_frame(&data)),
+            Message::Close(_) => return End::ClientClosed,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+        };
+        if let Some(frame) = reply {
+            if conn.send(frame) == Push::Overflow {
+                shared.hub.close_client(
+                    conn,
+                    close_code::POLICY,
+                    "slow consumer: too much unread data",
+                );
+            }
+        }
+    }
+}
+
+/// Handles one chat request; returns a frame to send back to this client only.
+fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
+    match protocol::parse_client(text) {
+        Ok(ClientMsg::Message { text }) => {
+            shared.hub.broadcast_message(conn, &conn.name(), &text);
+            None
+        }
+        Ok(ClientMsg::Name { name }) => {
+            let old = conn.set_name(&name);
+            shared.hub.announce_rename(conn, &old, &name);
+            None
+        }
+        Err(error) => Some(error_frame(&error)),
+    }
+}
+
+fn error_frame(error: &str) -> Bytes {
+    ServerMsg::Error { error }.to_frame()
+}
+
+/// Maps a read error to how the connection ends (and which close code the client gets).
+fn classify(e: WsError) -> End {
+    match e {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::ClientClosed,
+        WsError::Io(e) => End::Gone(e.to_string()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            End::Gone("closed without a Close frame".into())
+        }
+        WsError::Capacity(e) => End::Failed(close_code::TOO_BIG, format!("message too big: {e}")),
+        WsError::Utf8(_) => End::Failed(
+            close_code::INVALID_DATA,
+            "invalid UTF-8 in a text message".into(),
+        ),
+        WsError::Protocol(e) => End::Failed(close_code::PROTOCOL, format!("protocol error: {e}")),
+        other => End::Failed(close_code::INTERNAL, format!("internal error: {other}")),
+    }
+}
+
+/// Lets queued frames (our Close or a refusal) reach the client, then shuts the write side.
+/// With `drain_reads`, also reads and discards until the client closes: closing a socket
+/// with unread input makes the kernel send RST, which can destroy our Close frame in the
+/// client's receive buffer before it reads it.
+fn linger(conn: &Conn, drain_reads: bool) {
+    let deadline = Instant::now() + CLOSE_LINGER;
+    conn.wait_drained(deadline);
+    let socket = conn.socket();
+    let _ = socket.shutdown(Shutdown::Write);
+    if drain_reads {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match (&*socket).read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The stream tungstenite reads from and writes to: reads come straight from the socket
+/// (with a deadline during the handshake); writes go into the outbox.
+struct ClientStream {
+    conn: Arc<Conn>,
+    /// Handshake deadline; `None` once upgraded.
+    deadline: Option<Instant>,
+    /// After the upgrade, writes are WebSocket frames (checked for Close); before it, HTTP.
+    upgraded: bool,
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            // A per-read timeout alone would let a client trickle one byte per timeout
+            // forever; re-arming it with the time left bounds the whole handshake.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.conn.socket().set_read_timeout(Some(left))?;
+        }
+        (&*self.conn.socket()).read(buf)
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let is_close = self.upgraded && protocol::contains_close_frame(buf);
+        // Refused (Closed) means a Close already went out: anything after it is dropped,
+        // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
+        self.conn
+            .push_control(Bytes::copy_from_slice(buf), is_close);
+        if !self.upgraded {
+            self.conn.flush();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.conn.flush();
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Command line and environment → one validated [`Config`], before anything starts.
+//!
+//! `Cli` is what clap parses (flags, env vars, defaults, `--help`); [`Config`] is what the
+//! server runs with. Everything a flag can get wrong is rejected here with a one-line error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "threadchat",
+    version,
+    about = "A synchronous, thread-per-connection WebSocket chat server",
+    long_about = "A synchronous, thread-per-connection WebSocket chat server.\n\n\
+        With no subcommand, `threadchat` serves: a chat page and JSON API over HTTP, and the \
+        chat (/ws) and echo (/echo) WebSocket endpoints on a second port. On start it prints \
+        `http listening on http://ADDR` and `ws listening on ws://ADDR` to stdout.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Connect to a chat URL, send one message, print its broadcast as JSON and exit.
+    Send(SendArgs),
+    /// Connect to a chat URL and print every event received, one JSON object per line.
+    Tail(TailArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address for the HTTP server (chat page, API). Port 0 picks a free port.
+    #[arg(long, env = "THREADCHAT_HTTP_ADDR", default_value = "127.0.0.1:3000")]
+    pub http_addr: SocketAddr,
+
+    /// Address for the WebSocket listener (/ws chat, /echo). Port 0 picks a free port.
+    #[arg(long, env = "THREADCHAT_WS_ADDR", default_value = "127.0.0.1:3001")]
+    pub ws_addr: SocketAddr,
+
+    /// Serve the page from this directory instead of the copy built into the binary.
+    #[arg(long, env = "THREADCHAT_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Largest WebSocket message a client may send; larger ones close the connection with 1009.
+    #[arg(long, env = "THREADCHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Seconds between heartbeat pings; a client that has not answered by the next ping is dropped.
+    #[arg(long, env = "THREADCHAT_PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ping_interval_secs: u64,
+
+    /// Most simultaneous WebSocket connections; further upgrades get HTTP 503.
+    #[arg(long, env = "THREADCHAT_MAX_CLIENTS", default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// Most bytes queued for one client that is not reading; past it the client is closed with 1008.
+    #[arg(long, env = "THREADCHAT_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Seconds a new connection has to complete its WebSocket upgrade request.
+    #[arg(long, env = "THREADCHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// WebSocket URL the page should use (behind a proxy); by default it is derived from the
+    /// page's host and the WebSocket port.
+    #[arg(long, env = "THREADCHAT_PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
+
+    /// Threads answering HTTP requests.
+    #[arg(long, env = "THREADCHAT_HTTP_THREADS", default_value_t = 4)]
+    pub http_threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws
+    pub url: String,
+    /// Text of the message.
+    pub text: String,
+    /// Give up (exit 3) if the message has not come back within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// Set this display name before sending.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws
+    pub url: String,
+    /// Exit 0 after printing this many events (default: run until closed).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Exit 3 if `--count` events have not arrived within this many seconds.
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// Print only events of this type (e.g. `message`). The welcome is never printed.
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+}
+
+/// Everything the server runs with, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    /// `None`: serve the page built into the binary.
+    pub static_dir: Option<PathBuf>,
+    /// Cap on one incoming WebSocket message (and frame). Over it: close 1009.
+    pub max_message_bytes: usize,
+    /// Heartbeat period. A client gets one full period to answer a ping.
+    pub ping_interval: Duration,
+    pub max_clients: usize,
+    /// Per-client outgoing cap. Must fit the largest frame the server sends one client
+    /// (an echo of a max-size message), so it is at least `max_message_bytes` + 16.
+    pub max_queued_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub public_ws_url: Option<String>,
+    pub http_threads: usize,
+}
+
+impl Default for Config {
+    /// The documented defaults, but on free ports: what tests start from.
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            static_dir: None,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(30),
+            max_clients: 10_000,
+            max_queued_bytes: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            public_ws_url: None,
+            http_threads: 4,
+        }
+    }
+}
+
+impl TryFrom<ServeArgs> for Config {
+    type Error = String;
+
+    fn try_from(a: ServeArgs) -> Result<Config, String> {
+        let config = Config {
+            http_addr: a.http_addr,
+            ws_addr: a.ws_addr,
+            static_dir: a.static_dir,
+            max_message_bytes: a.max_message_bytes,
+            ping_interval: Duration::from_secs(a.ping_interval_secs),
+            max_clients: a.max_clients,
+            max_queued_bytes: a.max_queued_bytes,
+            handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
+            public_ws_url: a.public_ws_url,
+            http_threads: a.http_threads,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Checks every field; the error is one line naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(128..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err("--max-message-bytes must be between 128 and 67108864".into());
+        }
+        if !(1..=3600).contains(&self.ping_interval.as_secs()) {
+            return Err("--ping-interval-secs must be between 1 and 3600".into());
+        }
+        if !(1..=1_000_000).contains(&self.max_clients) {
+            return Err("--max-clients must be between 1 and 1000000".into());
+        }
+        if self.max_queued_bytes < self.max_message_bytes + 16 {
+            return Err(format!(
+                "--max-queued-bytes must be at least --max-message-bytes + 16 ({})",
+                self.max_message_bytes + 16
+            ));
+        }
+        if !(1..=300).contains(&self.handshake_timeout.as_secs()) {
+            return Err("--handshake-timeout-secs must be between 1 and 300".into());
+        }
+        if !(1..=256).contains(&self.http_threads) {
+            return Err("--http-threads must be between 1 and 256".into());
+        }
+        if let Some(url) = &self.public_ws_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err("--public-ws-url must start with ws:// or wss://".into());
+            }
+        }
+        if let Some(dir) = &self.static_dir {
+            if !dir.is_dir() {
+                return Err(format!("--static-dir {} is not a directory", dir.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("threadchat").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::try_from(cli.serve)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.http_addr.port(), 3000);
+        assert_eq!(c.ws_addr.port(), 3001);
+        assert_eq!(c.max_message_bytes, 65536);
+        assert_eq!(c.ping_interval, Duration::from_secs(30));
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_flag_name() {
+        assert!(
+            parse(&["--max-message-bytes", "10"])
+                .unwrap_err()
+                .contains("--max-message-bytes")
+        );
+        assert!(
+            parse(&["--ping-interval-secs", "0"])
+                .unwrap_err()
+                .contains("--ping-interval-secs")
+        );
+        assert!(
+            parse(&["--max-clients", "0"])
+                .unwrap_err()
+                .contains("--max-clients")
+        );
+        assert!(
+            parse(&["--max-queued-bytes", "100"])
+                .unwrap_err()
+                .contains("--max-queued-bytes")
+        );
+        assert!(
+            parse(&["--public-ws-url", "http://x"])
+                .unwrap_err()
+                .contains("--public-ws-url")
+        );
+        assert!(parse(&["--ws-addr", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! One WebSocket connection as the rest of the server sees it: an id, the socket, and the
+//! outbox through which **every** byte sent to that socket passes.
+//!
+//! Why an outbox instead of a writer thread per client: a second thread per client doubles the
+//! thread count (this machine tops out near 16k threads) and waking it costs more than the
+//! write itself. Instead, whoever has something to send (a broadcaster, the heartbeat, the
+//! client's own thread) appends pre-framed bytes to the queue and then tries to become the
+//! queue's single *writer*. The writer sends with `MSG_DONTWAIT`, so it never blocks: if the
+//! kernel's send buffer is full, the rest waits in the queue and the socket is handed to the
+//! flusher thread, which finishes the job when epoll says the socket is writable again.
+//!
+//! Invariants:
+//! - At most one thread writes to the socket at a time (`Writer::Busy` / `Writer::Parked`
+//!   mark the owner), so frames never interleave.
+//! - Bytes leave in the order they were queued.
+//! - Nothing is queued after a Close frame (RFC 6455 §5.5.1).
+//! - Queued bytes never exceed `max_queued` (plus one Close frame): a client that lets them
+//!   pile up is closed with 1008 by the caller that saw [`Push::Overflow`].
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use parking_lot::{Condvar, Mutex};
+
+use crate::flusher::Flusher;
+use crate::protocol;
+
+/// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
+/// is already far more than a burst usually holds and keeps the stack array small.
+const MAX_IOVECS: usize = 64;
+
+/// What the connection is used for; decided by the path at the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Still in the HTTP upgrade: receives nothing.
+    Handshaking = 0,
+    /// `/ws`: receives broadcasts.
+    Chat = 1,
+    /// `/echo`: receives only its own messages back.
+    Echo = 2,
+}
+
+/// Result of queueing a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued; call [`Conn::flush`] (outside any shared lock) to send it.
+    Queued,
+    /// Not queued: it would exceed the byte cap. The caller closes the client with 1008.
+    Overflow,
+    /// Not queued: the connection is closing or dead; nothing more can go out.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writer {
+    /// Nobody is writing; the next `flush` takes over.
+    Idle,
+    /// A thread is inside `write_queued` and owns the socket's write side.
+    Busy,
+    /// The kernel buffer was full; the flusher thread owns the socket until it drains.
+    Parked,
+}
+
+struct Outbox {
+    /// Frames waiting to be written, oldest first. The first may be partly written already
+    /// (`Bytes::advance` drops the sent prefix without copying).
+    queue: VecDeque<Bytes>,
+    /// An empty deque kept to swap with `queue`, so a writer can take the whole batch out of
+    /// the lock without allocating.
+    spare: VecDeque<Bytes>,
+    /// Bytes in `queue` plus bytes a writer has taken out but not yet sent.
+    queued_bytes: usize,
+    writer: Writer,
+    /// A Close frame has been queued; later frames are refused.
+    close_queued: bool,
+    /// The socket failed (reset, broken pipe); everything is dropped.
+    dead: bool,
+}
+
+/// A connection's shared state. Held in `Arc`s by its own thread, the hub's client list, the
+/// flusher (while parked) and the heartbeat (weakly, while a close is pending).
+pub struct Conn {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// The only file descriptor for this connection: the client thread reads from it through
+    /// `&TcpStream`, writers send through the outbox. (No `try_clone`: a dup per client would
+    /// double the fd count, and `ulimit -n` is a real limit here.)
+    socket: TcpStream,
+    out: Mutex<Outbox>,
+    /// Signalled when the outbox becomes empty or dead; the client thread waits on it to let a
+    /// final Close frame drain before it closes the socket.
+    drained: Condvar,
+    max_queued: usize,
+    flusher: Arc<Flusher>,
+    kind: AtomicU8,
+    /// Set when anything (a pong or any frame) arrives; the heartbeat clears it each round
+    /// and terminates the client if it is still clear at the next one.
+    pub alive: AtomicBool,
+    /// Set when the client thread has finished; a pending close deadline then has nothing to do.
+    pub finished: AtomicBool,
+    /// Display name; written only by the client's own thread, read by whoever broadcasts
+    /// about this client (leave notices).
+    name: Mutex<Arc<str>>,
+}
+
+impl Conn {
+    pub fn new(
+        id: u64,
+        peer: SocketAddr,
+        socket: TcpStream,
+        max_queued: usize,
+        flusher: Arc<Flusher>,
+    ) -> Self {
+        Conn {
+            id,
+            peer,
+            socket,
+            out: Mutex::new(Outbox {
+                queue: VecDeque::new(),
+                spare: VecDeque::new(),
+                queued_bytes: 0,
+                writer: Writer::Idle,
+                close_queued: false,
+                dead: false,
+            }),
+            drained: Condvar::new(),
+            max_queued,
+            flusher,
+            kind: AtomicU8::new(Kind::Handshaking as u8),
+            alive: AtomicBool::new(true),
+            finished: AtomicBool::new(false),
+            name: Mutex::new(Arc::from(format!("guest-{id}"))),
+        }
+    }
+
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.kind.load(Ordering::Acquire) {
+            1 => Kind::Chat,
+            2 => Kind::Echo,
+            _ => Kind::Handshaking,
+        }
+    }
+
+    pub fn set_kind(&self, kind: Kind) {
+        self.kind.store(kind as u8, Ordering::Release);
+    }
+
+    pub fn name(&self) -> Arc<str> {
+        self.name.lock().clone()
+    }
+
+    pub fn set_name(&self, name: &str) -> Arc<str> {
+        std::mem::replace(&mut *self.name.lock(), Arc::from(name))
+    }
+
+    /// Queues a frame without doing any I/O, so it is safe to call while holding the hub lock.
+    pub fn push(&self, frame: Bytes) -> Push {
+        let mut out = self.out.lock();
+        if out.close_queued || out.dead {
+            return Push::Closed;
+        }
+        if out.queued_bytes + frame.len() > self.max_queued {
+            return Push::Overflow;
+        }
+        out.queued_bytes += frame.len();
+        out.queue.push_back(frame);
+        Push::Queued
+    }
+
+    /// Queues raw bytes written by tungstenite (handshake responses, pongs, Close replies).
+    /// These bypass the byte cap: they are small and answer the client's own requests (a
+    /// ping flood is bounded by the read side, which processes one frame at a time).
+    pub fn push_control(&self, bytes: Bytes, is_close: bool) -> Push {
+        let mut out = self.out.lock();
+        if out.close_queued || out.dead {
+            return Push::Closed;
+        }
+        out.close_queued |= is_close;
+        out.queued_bytes += bytes.len();
+        out.queue.push_back(bytes);
+        Push::Queued
+    }
+
+    /// Queues a Close frame with `code` unless one is already queued. Returns whether this
+    /// call queued it (the caller then owns the close handshake's timeout).
+    pub fn push_close(&self, code: u16, reason: &str) -> bool {
+        self.push_control(protocol::close_frame(code, reason), true) == Push::Queued
+    }
+
+    /// Queues and sends. Returns `Push::Overflow` for the caller to act on.
+    pub fn send(self: &Arc<Self>, frame: Bytes) -> Push {
+        let result = self.push(frame);
+        if result == Push::Queued {
+            self.flush();
+        }
+        result
+    }
+
+    /// Sends whatever is queued unless another thread is already the writer (then that
+    /// thread will send our frames too, since it loops until the queue is empty).
+    pub fn flush(self: &Arc<Self>) {
+        if self.write_queued(false) == Flushed::Blocked {
+            self.flusher.park(Arc::clone(self));
+        }
+    }
+
+    /// Called by the flusher thread when epoll reports the parked socket writable.
+    pub(crate) fn flush_parked(&self) -> Flushed {
+        self.write_queued(true)
+    }
+
+    /// The writer loop. Takes ownership of the socket's write side (or returns at once if
+    /// someone else has it), then sends batches until the queue is empty, the kernel buffer
+    /// is full (→ `Blocked`, ownership passes to the flusher) or the socket fails.
+    fn write_queued(&self, from_flusher: bool) -> Flushed {
+        let mut out = self.out.lock();
+        let may_write = match out.writer {
+            Writer::Idle => !from_flusher,
+            Writer::Parked => from_flusher,
+            Writer::Busy => false,
+        };
+        if !may_write || out.dead {
+            return Flushed::NotOwner;
+        }
+        loop {
+            if out.queue.is_empty() {
+                out.writer = Writer::Idle;
+                self.drained.notify_all();
+                return Flushed::Empty;
+            }
+            out.writer = Writer::Busy;
+            // Take the whole queue out of the lock: pushers keep appending to the (empty)
+            // spare while we are in the syscall, and never wait for our I/O.
+            let mut batch = std::mem::take(&mut out.spare);
+            std::mem::swap(&mut batch, &mut out.queue);
+            drop(out);
+
+            let result = self.send_batch(&mut batch);
+
+            out = self.out.lock();
+            let sent = result.as_ref().map_or(0, |n| *n);
+            out.queued_bytes -= sent;
+            match result {
+                Ok(_) if batch.is_empty() => {
+                    out.spare = batch;
+                }
+                Ok(_) => {
+                    // Kernel buffer full. Put the unsent rest back in front of anything queued
+                    // meanwhile, and let the flusher wait for room.
+                    batch.append(&mut out.queue);
+                    out.queue = batch;
+                    out.writer = Writer::Parked;
+                    return Flushed::Blocked;
+                }
+                Err(_) => {
+                    out.dead = true;
+                    out.queue.clear();
+                    out.queued_bytes = 0;
+                    out.writer = Writer::Idle;
+                    drop(out);
+                    // Wake the client thread (blocked in read) so it cleans up.
+                    let _ = self.socket.shutdown(Shutdown::Both);
+                    self.drained.notify_all();
+                    return Flushed::Dead;
+                }
+            }
+        }
+    }
+
+    /// Writes as much of `batch` as the kernel takes without blocking, in as few `sendmsg`
+    /// calls as possible. Sent frames are popped; a partly sent one is advanced. Returns the
+    /// bytes sent; stops early (Ok) on `EAGAIN`.
+    fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
+        let sock = socket2::SockRef::from(&self.socket);
+        let mut total = 0;
+        while !batch.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(batch.iter()) {
+                *slot = IoSlice::new(frame);
+                count += 1;
+            }
+            // MSG_DONTWAIT makes just this call non-blocking, while the socket stays in
+            // blocking mode for the client thread's reads. MSG_NOSIGNAL: a reset peer gives
+            // EPIPE, not a process-killing SIGPIPE.
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            let mut n = match sock.send_vectored_with_flags(&slices[..count], flags) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            total += n;
+            while n > 0 {
+                let Some(front) = batch.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    batch.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Waits until everything queued has been written (or the socket died), at most until
+    /// `deadline`. Returns whether the outbox drained.
+    pub fn wait_drained(&self, deadline: Instant) -> bool {
+        let mut out = self.out.lock();
+        while !(out.queue.is_empty() && out.writer == Writer::Idle) && !out.dead {
+            if self.drained.wait_until(&mut out, deadline).timed_out() {
+                return out.queue.is_empty() || out.dead;
+            }
+        }
+        true
+    }
+
+    /// Whether a Close frame has already been queued (by anyone).
+    pub fn close_queued(&self) -> bool {
+        self.out.lock().close_queued
+    }
+
+    /// Bytes waiting to be sent (for tests and metrics).
+    pub fn queued_bytes(&self) -> usize {
+        self.out.lock().queued_bytes
+    }
+
+    /// Hard stop: both directions shut, which wakes the client thread's blocking read.
+    pub fn terminate(&self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// What a writer pass ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything queued was written.
+    Empty,
+    /// The kernel buffer is full; the socket is parked with the flusher.
+    Blocked,
+    /// Another thread owns the writes (or nothing is parked).
+    NotOwner,
+    /// The socket failed.
+    Dead,
+}

@@ -1,0 +1,101 @@
+//! The heartbeat thread: pings every client each `ping_interval`, terminates the ones that
+//! did not answer the previous ping, and enforces the deadlines of server-initiated closes.
+//!
+//! A half-open TCP connection (peer vanished without FIN or RST) never makes `read()`
+//! return, so without this the client's thread and socket would live forever. The thread
+//! sleeps in `recv_timeout` between rounds: idle clients cost no CPU in between.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::conn::Kind;
+use crate::hub::PendingClose;
+use crate::protocol;
+use crate::server::Shared;
+
+pub struct Heartbeat {
+    pub thread: JoinHandle<()>,
+    pub stop: Sender<()>,
+}
+
+/// Starts the thread. `closing` carries the close deadlines queued by the hub.
+pub fn spawn(shared: Arc<Shared>, closing: Receiver<PendingClose>) -> std::io::Result<Heartbeat> {
+    let (stop, stop_rx) = crossbeam_channel::bounded(1);
+    let thread = std::thread::Builder::new()
+        .name("heartbeat".into())
+        .stack_size(256 * 1024)
+        .spawn(move || run(&shared, &closing, &stop_rx))?;
+    Ok(Heartbeat { thread, stop })
+}
+
+fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
+    let interval = shared.config.ping_interval;
+    let ping = protocol::ping_frame();
+    let mut next_round = Instant::now() + interval;
+    // Pending closes, in deadline order (every deadline is now + the same timeout, so the
+    // channel already delivers them sorted).
+    let mut pending: std::collections::VecDeque<PendingClose> = Default::default();
+    loop {
+        let wake_at = pending
+            .front()
+            .map_or(next_round, |p| p.deadline.min(next_round));
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(closing) -> msg => match msg {
+                Ok(p) => pending.push_back(p),
+                Err(_) => return,
+            },
+            default(wake_at.saturating_duration_since(Instant::now())) => {}
+        }
+
+        let now = Instant::now();
+        while pending.front().is_some_and(|p| p.deadline <= now) {
+            let Some(p) = pending.pop_front() else { break };
+            if let Some(conn) = p.conn.upgrade() {
+                if !conn.finished.load(Ordering::Acquire) {
+                    log::info!(
+                        "client {}: no answer to our Close in time; cutting",
+                        conn.id
+                    );
+                    conn.terminate();
+                }
+            }
+        }
+
+        if now >= next_round {
+            next_round = now + interval;
+            round(shared, &ping);
+        }
+    }
+}
+
+/// One heartbeat round. The snapshot is taken under the hub lock; pings are sent after it
+/// is released (each `send` only queues and tries a non-blocking write).
+fn round(shared: &Shared, ping: &bytes::Bytes) {
+    for conn in shared.hub.snapshot().iter() {
+        if conn.kind() == Kind::Handshaking {
+            continue;
+        }
+        if conn.alive.swap(false, Ordering::AcqRel) {
+            // A ping counts toward the byte cap like anything else; an overflowing client
+            // is the hub's to close.
+            if conn.send(ping.clone()) == crate::conn::Push::Overflow {
+                shared
+                    .hub
+                    .close_client(conn, crate::hub::close_code::POLICY, "slow consumer");
+            }
+        } else {
+            log::info!(
+                "client {} ({}): no pong since the last ping; terminating",
+                conn.id,
+                conn.peer
+            );
+            shared.hub.remove(conn);
+            conn.terminate();
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! threadchat: a synchronous, thread-per-connection WebSocket chat server.
+//!
+//! The architecture (every thread, channel and lock) is described at the top of
+//! `src/main.rs` and in the README. Modules, one role each:
+//!
+//! - [`config`]: flags and env vars → one validated [`config::Config`].
+//! - [`server`]: binds the listeners, starts the threads, graceful shutdown.
+//! - [`http`]: tiny_http workers for the page and the JSON API.
+//! - [`ws_server`]: the WebSocket accept loop.
+//! - [`client`]: one connection's thread (upgrade, read loop, cleanup).
+//! - [`conn`]: one connection's outbox, through which every byte to its socket passes.
+//! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
+//! - [`hub`]: the shared client list and fan-out.
+//! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
+//! - [`protocol`]: message types, validation, framing.
+//! - [`cli`]: the `send` / `tail` client commands.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod flusher;
+pub mod heartbeat;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod ws_server;
+
+pub use config::Config;
+pub use server::ServerHandle;

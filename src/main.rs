@@ -1,0 +1,97 @@
+//! `threadchat`: serve, or act as a command-line chat client.
+//!
+//! # Architecture
+//!
+//! Threads (all blocking, no async runtime):
+//! - **main**: parses the config, starts the server, prints the two `listening` lines, then
+//!   waits on a channel for Ctrl-C / SIGTERM (from the `ctrlc` handler thread) and runs the
+//!   graceful shutdown.
+//! - **http-N** (`--http-threads`, default 4): loop on `tiny_http::Server::recv()` and answer
+//!   the page and API. tiny_http adds its own accept thread and a thread per open HTTP
+//!   connection.
+//! - **ws-accept**: accepts WebSocket TCP connections and spawns a client thread for each.
+//!   It never reads a socket.
+//! - **client-N** (one per connection): the upgrade (with a deadline), then the only reader
+//!   of its socket: a blocking `read()` loop through tungstenite, handling each message.
+//! - **heartbeat**: every `--ping-interval-secs` pings each client and terminates those that
+//!   did not answer the previous ping; also cuts clients that ignore a server Close.
+//! - **flusher**: one epoll loop (mio) that finishes writes to sockets whose kernel send
+//!   buffer was full.
+//!
+//! Who writes each socket: nobody writes directly. Every byte (handshake response,
+//! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
+//! connection's outbox (`conn.rs`, a `parking_lot::Mutex`), and one thread at a time — the
+//! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
+//! kernel buffer is full the flusher thread becomes the writer until it drains.
+//!
+//! Locks: the hub's list lock (`hub.rs`: the client list and the message `seq`), each
+//! connection's outbox lock, its name lock, and the live-thread counter. Order: hub → outbox,
+//! never the reverse; no lock is held during a blocking call.
+//!
+//! Channels: flusher commands (park a socket / stop), heartbeat close deadlines, heartbeat
+//! stop, and the signal channel to main.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use threadchat::config::{Cli, Command, Config, ServeArgs};
+use threadchat::{ServerHandle, cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: the first line of clap's message.
+            let rendered = e.render().to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Send(args)) => cli::send(&args).map_err(|e| (e.to_string(), e.exit_code())),
+        Some(Command::Tail(args)) => cli::tail(&args).map_err(|e| (e.to_string(), e.exit_code())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), (String, i32)> {
+    let config = Config::try_from(args).map_err(|e| (e, 2))?;
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = signal_tx.try_send(());
+    })
+    .map_err(|e| (format!("cannot install the signal handler: {e}"), 1))?;
+
+    let server = ServerHandle::start(config).map_err(|e| (e.to_string(), 1))?;
+    // stdout carries only these two lines, for scripts to parse.
+    println!("http listening on http://{}", server.http_addr());
+    println!("ws listening on ws://{}", server.ws_addr());
+
+    let _ = signal_rx.recv();
+    log::info!("signal received; shutting down");
+    server.shutdown();
+    log::info!("bye");
+    Ok(())
+}

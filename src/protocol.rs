@@ -1,0 +1,333 @@
+//! The chat protocol spoken on `/ws`: what clients may send, what the server sends back,
+//! and the WebSocket framing of server frames (done once per broadcast, not once per receiver).
+//!
+//! Every message is a JSON object with a `type` field; `docs/protocol.md` is the reference.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control as OpCtl, Data as OpData, OpCode};
+
+/// Longest chat text accepted, in characters. The frame cap (`--max-message-bytes`) bounds
+/// memory; this bounds what a reader has to scroll past.
+pub const MAX_TEXT_CHARS: usize = 4000;
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// A request from a chat client, after validation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// Broadcast `text` to every chat client.
+    Message { text: String },
+    /// Change the sender's display name.
+    Name { name: String },
+}
+
+/// Parses and validates one text frame from a chat client. The error string is sent back to
+/// the client verbatim in `{"type":"error","error":...}`, so it says what was wrong.
+pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
+    let value: Value = serde_json::from_str(frame).map_err(|_| "invalid JSON".to_string())?;
+    let Value::Object(mut obj) = value else {
+        return Err("message must be a JSON object".into());
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(kind)) => kind.clone(),
+        Some(_) => return Err("\"type\" must be a string".into()),
+        None => return Err("missing \"type\"".into()),
+    };
+    match kind.as_str() {
+        "message" => {
+            let text = take_string(&mut obj, "text")?;
+            validate_text(&text)?;
+            Ok(ClientMsg::Message { text })
+        }
+        "name" => {
+            let name = take_string(&mut obj, "name")?;
+            validate_name(&name)?;
+            Ok(ClientMsg::Name { name })
+        }
+        other => Err(format!("unknown type {:?}", truncate(other, 40))),
+    }
+}
+
+fn take_string(obj: &mut serde_json::Map<String, Value>, field: &str) -> Result<String, String> {
+    match obj.remove(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("\"{field}\" must be a string")),
+        None => Err(format!("missing \"{field}\"")),
+    }
+}
+
+fn validate_text(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("\"text\" must not be empty".into());
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(format!(
+            "\"text\" is longer than {MAX_TEXT_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Names are shown on every screen, so they are short and may not carry control characters
+/// (newlines, escape sequences, bidi overrides would let one user disguise another's lines).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || name.trim().is_empty() {
+        return Err("\"name\" must not be empty".into());
+    }
+    if chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "\"name\" is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(is_forbidden_in_name) {
+        return Err("\"name\" must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn is_forbidden_in_name(c: char) -> bool {
+    // Cc (C0/C1 controls) plus the Unicode bidi controls that reorder displayed text.
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Everything the server sends on `/ws`. Serialized with `type` as the tag.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMsg<'a> {
+    Welcome {
+        id: u64,
+        name: &'a str,
+    },
+    Message {
+        seq: u64,
+        id: u64,
+        name: &'a str,
+        text: &'a str,
+        ts: u64,
+    },
+    Join {
+        id: u64,
+        name: &'a str,
+    },
+    Leave {
+        id: u64,
+        name: &'a str,
+    },
+    Name {
+        id: u64,
+        name: &'a str,
+        old: &'a str,
+    },
+    Error {
+        error: &'a str,
+    },
+}
+
+impl ServerMsg<'_> {
+    /// Serializes to JSON and frames it as one unmasked, final text frame.
+    pub fn to_frame(&self) -> Bytes {
+        // Serializing these plain structs cannot fail: no maps with non-string keys, no
+        // user types with fallible Serialize impls.
+        let json = serde_json::to_vec(self).expect("ServerMsg serializes");
+        frame(OpCode::Data(OpData::Text), &json)
+    }
+}
+
+/// A server-to-client text frame holding `payload` (already valid UTF-8).
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(OpData::Text), payload)
+}
+
+/// A server-to-client binary frame.
+pub fn binary_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(OpData::Binary), payload)
+}
+
+/// A Ping with an empty payload, as the heartbeat sends.
+pub fn ping_frame() -> Bytes {
+    frame(OpCode::Control(OpCtl::Ping), &[])
+}
+
+/// A Close frame with `code` and a reason (cut to fit the 123 bytes a control frame allows).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut reason = &reason[..reason.len().min(123)];
+    while !reason.is_empty() && std::str::from_utf8(reason.as_bytes()).is_err() {
+        reason = &reason[..reason.len() - 1];
+    }
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    frame(OpCode::Control(OpCtl::Close), &payload)
+}
+
+/// Frames `payload` once into a single buffer: header then payload, never masked (RFC 6455
+/// §5.1: a server must not mask). The result can be shared by any number of receivers.
+fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let header = FrameHeader {
+        is_final: true,
+        opcode,
+        mask: None,
+        ..FrameHeader::default()
+    };
+    let len = payload.len() as u64;
+    let mut buf = Vec::with_capacity(header.len(len) + payload.len());
+    header
+        .format(len, &mut buf)
+        .expect("writing to a Vec cannot fail");
+    buf.extend_from_slice(payload);
+    Bytes::from(buf)
+}
+
+/// Whether `buf`, a sequence of whole server frames, contains a Close frame. Used to notice
+/// the Close replies tungstenite writes by itself, so no second Close ever follows one.
+pub fn contains_close_frame(mut buf: &[u8]) -> bool {
+    while buf.len() >= 2 {
+        if buf[0] & 0x0F == 0x8 {
+            return true;
+        }
+        let (header_len, payload_len): (usize, usize) = match buf[1] & 0x7F {
+            126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+            127 if buf.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&buf[2..10]);
+                (
+                    10,
+                    usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
+                )
+            }
+            126 | 127 => return false,
+            n => (2, n as usize),
+        };
+        let mask_len = if buf[1] & 0x80 != 0 { 4 } else { 0 };
+        let total = header_len
+            .saturating_add(mask_len)
+            .saturating_add(payload_len);
+        if total > buf.len() {
+            return false;
+        }
+        buf = &buf[total..];
+    }
+    false
+}
+
+/// Milliseconds since the Unix epoch, as carried in `ts`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_message_and_name() {
+        assert_eq!(
+            parse_client(r#"{"type":"message","text":"hi"}"#),
+            Ok(ClientMsg::Message { text: "hi".into() })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"name","name":"ada"}"#),
+            Ok(ClientMsg::Name { name: "ada".into() })
+        );
+    }
+
+    #[test]
+    fn explains_every_rejection() {
+        let cases = [
+            ("{", "invalid JSON"),
+            ("[1,2]", "message must be a JSON object"),
+            (r#"{"text":"x"}"#, "missing \"type\""),
+            (r#"{"type":5}"#, "\"type\" must be a string"),
+            (r#"{"type":"dance"}"#, "unknown type \"dance\""),
+            (r#"{"type":"message"}"#, "missing \"text\""),
+            (
+                r#"{"type":"message","text":7}"#,
+                "\"text\" must be a string",
+            ),
+            (
+                r#"{"type":"message","text":"  "}"#,
+                "\"text\" must not be empty",
+            ),
+            (r#"{"type":"name","name":""}"#, "\"name\" must not be empty"),
+            (
+                r#"{"type":"name","name":"a\nb"}"#,
+                "\"name\" must not contain control characters",
+            ),
+            (
+                r#"{"type":"name","name":"a\u202eb"}"#,
+                "\"name\" must not contain control characters",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_client(input), Err(want.to_string()), "input {input}");
+        }
+        let long = format!(
+            r#"{{"type":"message","text":"{}"}}"#,
+            "x".repeat(MAX_TEXT_CHARS + 1)
+        );
+        assert!(parse_client(&long).unwrap_err().contains("longer than"));
+        let long_name = format!(
+            r#"{{"type":"name","name":"{}"}}"#,
+            "é".repeat(MAX_NAME_CHARS + 1)
+        );
+        assert!(
+            parse_client(&long_name)
+                .unwrap_err()
+                .contains("longer than")
+        );
+        assert!(parse_client(&format!(r#"{{"type":"name","name":"{}"}}"#, "é".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(parse_client(&deep), Err("invalid JSON".into()));
+    }
+
+    #[test]
+    fn frames_have_correct_headers() {
+        let small = text_frame(b"hello");
+        assert_eq!(&small[..2], &[0x81, 5]);
+        assert_eq!(&small[2..], b"hello");
+        let medium = binary_frame(&[7u8; 300]);
+        assert_eq!(&medium[..4], &[0x82, 126, 1, 44]);
+        assert_eq!(medium.len(), 304);
+        let big = text_frame(&vec![b'a'; 70_000]);
+        assert_eq!(big[1], 127);
+        assert_eq!(u64::from_be_bytes(big[2..10].try_into().unwrap()), 70_000);
+        let close = close_frame(1009, "too big");
+        assert_eq!(&close[..4], &[0x88, 9, 0x03, 0xF1]);
+    }
+
+    #[test]
+    fn finds_close_frames_among_others() {
+        let mut buf = ping_frame().to_vec();
+        buf.extend_from_slice(&text_frame(&[b'x'; 200]));
+        assert!(!contains_close_frame(&buf));
+        buf.extend_from_slice(&close_frame(1000, ""));
+        assert!(contains_close_frame(&buf));
+        assert!(!contains_close_frame(&[0x81]));
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let frame = close_frame(1001, &"é".repeat(100));
+        assert!(frame.len() <= 2 + 125);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+}

@@ -1,0 +1,242 @@
+//! Starting and stopping a server: binds both listeners, starts every long-lived thread, and
+//! returns a [`ServerHandle`] whose [`shutdown`](ServerHandle::shutdown) (or `Drop`) stops
+//! them all. Tests start servers in-process through this; `main` does the same plus Ctrl-C.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Config;
+use crate::flusher::Flusher;
+use crate::hub::{Hub, close_code};
+use crate::{heartbeat, http, ws_server};
+
+/// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
+/// flush, before it cuts the remaining sockets.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// State shared by every thread of one server.
+pub struct Shared {
+    pub config: Config,
+    pub hub: Hub,
+    pub flusher: Arc<Flusher>,
+    /// The bound addresses (ports resolved when the config said 0).
+    pub http_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    /// Written once, by `shutdown`; when true the accept loops exit and no client joins.
+    pub shutting_down: AtomicBool,
+    /// Client threads alive; `shutdown` waits for it to reach 0.
+    live: Mutex<usize>,
+    live_changed: Condvar,
+}
+
+impl Shared {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Counts a client thread as alive until the returned guard drops (on every exit path,
+    /// panics included).
+    pub fn enter_client(self: &Arc<Self>) -> LiveGuard {
+        *self.live.lock() += 1;
+        LiveGuard(Arc::clone(self))
+    }
+
+    pub fn live_clients(&self) -> usize {
+        *self.live.lock()
+    }
+}
+
+pub struct LiveGuard(Arc<Shared>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut live = self.0.live.lock();
+        *live -= 1;
+        self.0.live_changed.notify_all();
+    }
+}
+
+/// A running server. Dropping it shuts it down.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    http: Arc<tiny_http::Server>,
+    heartbeat_stop: crossbeam_channel::Sender<()>,
+    stopped: bool,
+}
+
+/// Why the server could not start (as opposed to a client's connection failing).
+#[derive(Debug)]
+pub enum StartError {
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind { what, addr, source } => {
+                write!(f, "cannot listen for {what} on {addr}: {source}")
+            }
+            StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl ServerHandle {
+    /// Binds both listeners and starts the accept loops, HTTP workers, heartbeat and flusher.
+    pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+        let ws_listener = TcpListener::bind(config.ws_addr).map_err(|source| StartError::Bind {
+            what: "WebSocket",
+            addr: config.ws_addr,
+            source,
+        })?;
+        let ws_addr = ws_listener.local_addr().map_err(StartError::Thread)?;
+        let http_server =
+            tiny_http::Server::http(config.http_addr).map_err(|e| StartError::Bind {
+                what: "HTTP",
+                addr: config.http_addr,
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let http_addr = http_server.server_addr().to_ip().ok_or_else(|| {
+            StartError::Thread(std::io::Error::other("HTTP server has no IP address"))
+        })?;
+        let http = Arc::new(http_server);
+
+        let (flusher, flusher_thread) = Flusher::start().map_err(StartError::Thread)?;
+        let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            hub: Hub::new(closing_tx),
+            flusher,
+            http_addr,
+            ws_addr,
+            shutting_down: AtomicBool::new(false),
+            live: Mutex::new(0),
+            live_changed: Condvar::new(),
+            config,
+        });
+
+        let heartbeat =
+            heartbeat::spawn(Arc::clone(&shared), closing_rx).map_err(StartError::Thread)?;
+        let heartbeat_stop = heartbeat.stop.clone();
+        let mut threads = vec![flusher_thread, heartbeat.thread];
+        threads.push(
+            ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared))
+                .map_err(StartError::Thread)?,
+        );
+        for i in 0..shared.config.http_threads {
+            threads.push(
+                http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared))
+                    .map_err(StartError::Thread)?,
+            );
+        }
+        Ok(ServerHandle {
+            shared,
+            threads,
+            http,
+            heartbeat_stop,
+            stopped: false,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.shared.http_addr
+    }
+
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.shared.ws_addr
+    }
+
+    /// The shared state, for tests that inspect the hub.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Graceful stop: stop accepting on both listeners, send every client Close 1001, give
+    /// them `SHUTDOWN_GRACE` to answer and drain, cut the rest, and join every thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let shared = &self.shared;
+        shared.shutting_down.store(true, Ordering::Release);
+
+        // Wake the blocking accept() with a connection to ourselves (the accept loop checks
+        // the flag first thing after every accept). Same trick as tiny_http's own Drop.
+        let _ = TcpStream::connect_timeout(&wake_addr(shared.ws_addr), Duration::from_secs(1));
+        // Each unblock() releases exactly one thread waiting in recv().
+        for _ in 0..shared.config.http_threads {
+            self.http.unblock();
+        }
+
+        let count = shared
+            .hub
+            .close_all(close_code::GOING_AWAY, "server shutting down");
+        log::info!("shutting down: closing {count} connection(s)");
+
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut live = shared.live.lock();
+        while *live > 0
+            && !shared
+                .live_changed
+                .wait_until(&mut live, deadline)
+                .timed_out()
+        {}
+        if *live > 0 {
+            log::warn!("{} client(s) did not close in time; cutting them", *live);
+            drop(live);
+            shared.hub.terminate_all();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            live = shared.live.lock();
+            while *live > 0
+                && !shared
+                    .live_changed
+                    .wait_until(&mut live, deadline)
+                    .timed_out()
+            {}
+        }
+        drop(live);
+
+        shared.flusher.stop();
+        let _ = self.heartbeat_stop.try_send(());
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("a server thread panicked during shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The address to connect to in order to wake our own listener (0.0.0.0 is not connectable).
+fn wake_addr(bound: SocketAddr) -> SocketAddr {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
