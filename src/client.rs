@@ -128,6 +128,8 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
         upgraded: false,
     };
     let mut kind = Kind::Handshaking;
+    // The Err type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         kind = match req.uri().path() {
             "/ws" => Kind::Chat,
@@ -239,6 +241,11 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
         };
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) && conn.close_queued() {
+            // We are closing this client (slow consumer, shutdown): keep reading only to
+            // see its Close reply; its requests are no longer acted on.
+            continue;
+        }
         let reply = match msg {
             Message::Text(text) if chat => handle_chat(conn, shared, text.as_str()),
             Message::Text(text) => Some(protocol::text_frame(text.as_bytes())),
@@ -249,14 +256,14 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
             Message::Close(_) => return End::ClientClosed,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
         };
-        if let Some(frame) = reply {
-            if conn.send(frame) == Push::Overflow {
-                shared.hub.close_client(
-                    conn,
-                    close_code::POLICY,
-                    "slow consumer: too much unread data",
-                );
-            }
+        if let Some(frame) = reply
+            && conn.send(frame) == Push::Overflow
+        {
+            shared.hub.close_client(
+                conn,
+                close_code::POLICY,
+                "slow consumer: too much unread data",
+            );
         }
     }
 }
@@ -344,7 +351,7 @@ impl Read for ClientStream {
             }
             self.conn.socket().set_read_timeout(Some(left))?;
         }
-        (&*self.conn.socket()).read(buf)
+        self.conn.socket().read(buf)
     }
 }
 
@@ -355,9 +362,9 @@ impl Write for ClientStream {
         // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
         self.conn
             .push_control(Bytes::copy_from_slice(buf), is_close);
-        if !self.upgraded {
-            self.conn.flush();
-        }
+        // Send at once: tungstenite does not always call flush() after writing (its Close
+        // reply path returns early), and pongs should not wait for the next read.
+        self.conn.flush();
         Ok(buf.len())
     }
 

@@ -193,15 +193,15 @@ impl Config {
         if !(1..=256).contains(&self.http_threads) {
             return Err("--http-threads must be between 1 and 256".into());
         }
-        if let Some(url) = &self.public_ws_url {
-            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-                return Err("--public-ws-url must start with ws:// or wss://".into());
-            }
+        if let Some(url) = &self.public_ws_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err("--public-ws-url must start with ws:// or wss://".into());
         }
-        if let Some(dir) = &self.static_dir {
-            if !dir.is_dir() {
-                return Err(format!("--static-dir {} is not a directory", dir.display()));
-            }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(format!("--static-dir {} is not a directory", dir.display()));
         }
         Ok(())
     }

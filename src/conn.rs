@@ -357,3 +357,19 @@ pub(crate) enum Flushed {
     /// The socket failed.
     Dead,
 }
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let out = self.out.lock();
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("kind", &self.kind())
+            .field("queued_frames", &out.queue.len())
+            .field("queued_bytes", &out.queued_bytes)
+            .field("writer", &out.writer)
+            .field("close_queued", &out.close_queued)
+            .field("dead", &out.dead)
+            .finish()
+    }
+}

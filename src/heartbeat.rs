@@ -55,14 +55,14 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
         let now = Instant::now();
         while pending.front().is_some_and(|p| p.deadline <= now) {
             let Some(p) = pending.pop_front() else { break };
-            if let Some(conn) = p.conn.upgrade() {
-                if !conn.finished.load(Ordering::Acquire) {
-                    log::info!(
-                        "client {}: no answer to our Close in time; cutting",
-                        conn.id
-                    );
-                    conn.terminate();
-                }
+            if let Some(conn) = p.conn.upgrade()
+                && !conn.finished.load(Ordering::Acquire)
+            {
+                log::info!(
+                    "client {}: no answer to our Close in time; cutting",
+                    conn.id
+                );
+                conn.terminate();
             }
         }
 

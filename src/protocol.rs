@@ -162,10 +162,11 @@ pub fn ping_frame() -> Bytes {
 
 /// A Close frame with `code` and a reason (cut to fit the 123 bytes a control frame allows).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut reason = &reason[..reason.len().min(123)];
-    while !reason.is_empty() && std::str::from_utf8(reason.as_bytes()).is_err() {
-        reason = &reason[..reason.len() - 1];
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let reason = &reason[..end];
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());

@@ -1,0 +1,213 @@
+//! The chat protocol on `/ws`, over real sockets.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use tungstenite::Message;
+
+use crate::support::*;
+
+#[test]
+fn welcome_gives_an_id_and_a_name() {
+    let server = TestServer::start();
+    let a = server.chat();
+    let b = server.chat();
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.name, format!("guest-{}", a.id));
+}
+
+#[test]
+fn message_reaches_everyone_including_the_sender() {
+    let server = TestServer::start();
+    let mut a = server.chat();
+    let mut b = server.chat();
+    a.recv_type("join"); // b's arrival
+    a.say("hello there");
+    let sender = a.id;
+    for client in [&mut a, &mut b] {
+        let m = client.recv_type("message");
+        assert_eq!(m["text"], "hello there");
+        assert_eq!(m["id"], sender);
+        assert_eq!(m["name"], format!("guest-{sender}"));
+        assert!(m["seq"].as_u64().unwrap() >= 1);
+        assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+}
+
+#[test]
+fn every_client_sees_every_message_in_the_same_seq_order() {
+    const CLIENTS: usize = 4;
+    const PER_CLIENT: usize = 50;
+    let server = TestServer::start();
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.chat()).collect();
+    // Make sure everyone is a member before the burst starts.
+    wait_until("all joined", || server.hub_len() == CLIENTS);
+    let senders: Vec<_> = clients
+        .iter_mut()
+        .map(|c| {
+            let url = server.chat_url();
+            let id = c.id;
+            std::thread::spawn(move || {
+                let mut sender = Client::connect(&url);
+                for i in 0..PER_CLIENT {
+                    sender.say(&format!("from {id} #{i}"));
+                }
+                // Stay connected until our own last message came back.
+                loop {
+                    let m = sender.recv_type("message");
+                    if m["id"] == sender.id && m["text"] == format!("from {id} #{}", PER_CLIENT - 1)
+                    {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut orders = vec![];
+    for c in clients.iter_mut() {
+        let mut seqs = vec![];
+        let mut texts = HashSet::new();
+        while seqs.len() < CLIENTS * PER_CLIENT {
+            let m = c.recv_type("message");
+            seqs.push(m["seq"].as_u64().unwrap());
+            texts.insert(m["text"].as_str().unwrap().to_string());
+        }
+        assert_eq!(
+            texts.len(),
+            CLIENTS * PER_CLIENT,
+            "no duplicates, nothing missing"
+        );
+        orders.push(seqs);
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    let first = &orders[0];
+    assert!(
+        first.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq increases by one: {first:?}"
+    );
+    for other in &orders[1..] {
+        assert_eq!(other, first, "every client sees the same order");
+    }
+}
+
+#[test]
+fn join_and_leave_are_announced() {
+    let server = TestServer::start();
+    let mut a = server.chat();
+    let b = server.chat();
+    let join = a.recv_type("join");
+    assert_eq!(join["id"], b.id);
+    assert_eq!(join["name"], b.name);
+    drop(b); // TCP closed without a Close frame: still one leave
+    let leave = a.recv_type("leave");
+    assert_eq!(leave["id"], join["id"]);
+    wait_until("b removed", || server.hub_len() == 1);
+}
+
+#[test]
+fn polite_close_is_answered_and_announced() {
+    let server = TestServer::start();
+    let mut a = server.chat();
+    let mut b = server.chat();
+    a.recv_type("join");
+    b.ws.close(None).unwrap();
+    let reply = b.expect_close();
+    assert!(
+        reply.is_none()
+            || reply.unwrap().code == tungstenite::protocol::frame::coding::CloseCode::Normal
+    );
+    assert_eq!(a.recv_type("leave")["id"], b.id);
+}
+
+#[test]
+fn name_change_is_validated_and_announced() {
+    let server = TestServer::start();
+    let mut a = server.chat();
+    let mut b = server.chat();
+    a.recv_type("join");
+    b.send_json(json!({"type": "name", "name": "Ada"}));
+    let (b_id, b_name) = (b.id, b.name.clone());
+    for c in [&mut a, &mut b] {
+        let n = c.recv_type("name");
+        assert_eq!(n["id"], b_id);
+        assert_eq!(n["name"], "Ada");
+        assert_eq!(n["old"], b_name);
+    }
+    b.say("hi");
+    assert_eq!(a.recv_type("message")["name"], "Ada");
+
+    for (bad, why) in [
+        (json!(""), "must not be empty"),
+        (json!("x".repeat(33)), "longer than 32"),
+        (json!("evil\u{7}bell"), "control characters"),
+        (json!(5), "must be a string"),
+    ] {
+        b.send_json(json!({"type": "name", "name": bad}));
+        let e = b.recv_type("error");
+        assert!(
+            e["error"].as_str().unwrap().contains(why),
+            "{e} should mention {why}"
+        );
+    }
+}
+
+#[test]
+fn bad_requests_get_an_error_and_the_connection_stays_open() {
+    let server = TestServer::start();
+    let mut c = server.chat();
+    let cases: [(&str, &str); 7] = [
+        ("not json", "invalid JSON"),
+        ("{\"type\":\"message\"", "invalid JSON"),
+        ("[]", "message must be a JSON object"),
+        (r#"{"type":"shout","text":"x"}"#, "unknown type \"shout\""),
+        (r#"{"type":"message"}"#, "missing \"text\""),
+        (
+            r#"{"type":"message","text":""}"#,
+            "\"text\" must not be empty",
+        ),
+        (r#"{"text":"no type"}"#, "missing \"type\""),
+    ];
+    for (input, want) in cases {
+        c.ws.send(Message::text(input)).unwrap();
+        let e = c.recv();
+        assert_eq!(
+            e,
+            json!({"type": "error", "error": want}),
+            "for input {input}"
+        );
+    }
+    let long = "y".repeat(threadchat::protocol::MAX_TEXT_CHARS + 1);
+    c.say(&long);
+    assert!(
+        c.recv_type("error")["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than")
+    );
+
+    c.ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+    assert!(
+        c.recv_type("error")["error"]
+            .as_str()
+            .unwrap()
+            .contains("binary")
+    );
+
+    // Hostile but valid text is carried verbatim; escaping is the page's job (textContent).
+    let nasty = "<script>alert(1)</script> \u{202e}gnp.exe \u{0}";
+    c.say(nasty);
+    assert_eq!(c.recv_type("message")["text"], nasty);
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_crash() {
+    let server = TestServer::start();
+    let mut c = server.chat();
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    c.ws.send(Message::text(deep)).unwrap();
+    assert_eq!(c.recv()["error"], "invalid JSON");
+    c.say("still here");
+    assert_eq!(c.recv_type("message")["text"], "still here");
+}

@@ -1,0 +1,132 @@
+//! The HTTP listener: page, API, health, traversal, and 426 for misplaced upgrades.
+
+use crate::support::*;
+
+#[test]
+fn serves_the_page_with_content_types() {
+    let server = TestServer::start();
+    for (path, ctype, needle) in [
+        ("/", "text/html; charset=utf-8", "<title>threadchat</title>"),
+        ("/index.html", "text/html; charset=utf-8", "id=\"messages\""),
+        ("/app.js", "text/javascript; charset=utf-8", "textContent"),
+        ("/style.css", "text/css; charset=utf-8", ".status"),
+    ] {
+        let r = http_get(server.http, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("Content-Type"), Some(ctype), "{path}");
+        assert!(r.text().contains(needle), "{path} should contain {needle}");
+    }
+}
+
+#[test]
+fn healthz_and_config() {
+    let server = TestServer::start();
+    let r = http_get(server.http, "/healthz");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+
+    let r = http_get(server.http, "/api/config");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["ws_url"],
+        format!("ws://127.0.0.1:{}/ws", server.ws.port())
+    );
+    assert_eq!(v["max_message_bytes"], 65536);
+
+    // The page's host is reused, so a browser that came through a name gets that name back.
+    let r = http_request(
+        server.http,
+        "GET",
+        "/api/config",
+        &["Host: chat.example:8080"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["ws_url"],
+        format!("ws://chat.example:{}/ws", server.ws.port())
+    );
+
+    let r = http_get(server.http, "/api/nothing");
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn public_ws_url_overrides_the_derived_one() {
+    let server = TestServer::with(|c| c.public_ws_url = Some("wss://chat.example.org/ws".into()));
+    let v: serde_json::Value =
+        serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
+    assert_eq!(v["ws_url"], "wss://chat.example.org/ws");
+}
+
+#[test]
+fn traversal_attempts_get_404() {
+    // Serve from a real directory next to a secret file, so an escape would be visible.
+    let root = std::env::temp_dir().join(format!("threadchat-static-{}", std::process::id()));
+    let www = root.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(root.join("secret.txt"), "TOP SECRET").unwrap();
+    std::fs::write(www.join("index.html"), "<p>home</p>").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), www.join("link.txt")).ok();
+    let server = TestServer::with(|c| c.static_dir = Some(www.clone()));
+
+    assert_eq!(http_get(server.http, "/").text(), "<p>home</p>");
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/..%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/%252e%252e/secret.txt",
+        "/./../secret.txt",
+        "//secret.txt",
+        "/link.txt",
+        "/index.html%00.txt",
+        "/nope.html",
+        "/..",
+    ] {
+        let r = http_get(server.http, path);
+        assert_eq!(r.status, 404, "{path} must be 404");
+        assert!(!r.text().contains("TOP SECRET"), "{path} leaked the file");
+    }
+    // The embedded copy refuses the same paths.
+    let embedded = TestServer::start();
+    for path in ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/src/main.rs"] {
+        assert_eq!(http_get(embedded.http, path).status, 404, "{path}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn websocket_upgrade_on_the_http_port_gets_426_naming_the_ws_address() {
+    let server = TestServer::start();
+    let r = http_request(
+        server.http,
+        "GET",
+        "/ws",
+        &[
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+    );
+    assert_eq!(r.status, 426);
+    assert!(
+        r.text()
+            .contains(&format!("ws://127.0.0.1:{}/ws", server.ws.port())),
+        "{}",
+        r.text()
+    );
+    // And a real WebSocket client pointed at the HTTP port fails with that status.
+    match connect_raw(&format!("ws://{}/ws", server.http)) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 426),
+        other => panic!("expected HTTP 426, got {other:?}"),
+    }
+}
+
+#[test]
+fn other_methods_are_405() {
+    let server = TestServer::start();
+    assert_eq!(http_request(server.http, "DELETE", "/", &[]).status, 405);
+}

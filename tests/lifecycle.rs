@@ -1,0 +1,81 @@
+//! Heartbeat reaping and graceful shutdown.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::*;
+
+#[test]
+fn heartbeat_terminates_a_client_that_does_not_answer_pings() {
+    let server = TestServer::with(|c| c.ping_interval = Duration::from_secs(1));
+    let mut alive = server.chat();
+    // A client that never reads never answers a ping (tungstenite replies while reading).
+    let dead = connect_raw(&server.chat_url()).unwrap();
+    let join = alive.recv_type("join");
+    // The live client keeps answering across several rounds while the dead one is reaped
+    // within two rounds.
+    let leave = alive.recv_type("leave");
+    assert_eq!(leave["id"], join["id"]);
+    wait_until("dead client's thread gone", || server.live_clients() == 1);
+    alive.say("still connected");
+    assert_eq!(alive.recv_type("message")["text"], "still connected");
+    drop(dead);
+}
+
+#[test]
+fn shutdown_sends_1001_and_waits_for_clients() {
+    let mut server = TestServer::start();
+    let mut a = server.chat();
+    let mut b = server.chat();
+    let ws_addr = server.ws;
+    let handle = server.handle.take().unwrap();
+    let stopper = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        handle.shutdown();
+        start.elapsed()
+    });
+    for c in [&mut a, &mut b] {
+        let frame = c.expect_close().expect("a close code");
+        assert_eq!(frame.code, CloseCode::Away);
+        let _ = c.ws.flush(); // sends tungstenite's Close reply
+    }
+    let took = stopper.join().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?} although clients answered"
+    );
+    // No listener is left: the accept loop has exited and the socket is closed.
+    assert!(TcpStream::connect_timeout(&ws_addr, Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn shutdown_does_not_wait_forever_for_silent_clients() {
+    let mut server = TestServer::start();
+    let _silent = connect_raw(&server.chat_url()).unwrap(); // never reads, never answers
+    let took = server.shutdown();
+    assert!(
+        took < threadchat::server::SHUTDOWN_GRACE + Duration::from_secs(3),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_close_clients_with_1001_and_exit_0() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut server = BinaryServer::start(&[]);
+        let mut c = Client::connect(&server.chat_url());
+        server.signal(sig);
+        assert_eq!(
+            c.expect_close().expect("a close code").code,
+            CloseCode::Away
+        );
+        let _ = c.ws.flush();
+        let status = server.wait_exit(Duration::from_secs(8));
+        assert!(
+            status.success(),
+            "exit status {status:?} after signal {sig}"
+        );
+    }
+}

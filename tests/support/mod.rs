@@ -1,0 +1,373 @@
+//! Shared test helpers: servers on free ports (in-process or the real binary), a WebSocket
+//! client whose every read has a timeout, and a raw HTTP client that sends paths verbatim.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use threadchat::{Config, ServerHandle};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// Default time any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// An in-process server on free ports; dropping it shuts it down.
+pub struct TestServer {
+    pub handle: Option<ServerHandle>,
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::with(|_| {})
+    }
+
+    pub fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        // Server logs show up for failing tests (RUST_LOG=info for more).
+        let _ = env_logger::builder().is_test(true).try_init();
+        let mut config = Config::default();
+        adjust(&mut config);
+        config.validate().expect("test config is valid");
+        let handle = ServerHandle::start(config).expect("server starts");
+        TestServer {
+            http: handle.http_addr(),
+            ws: handle.ws_addr(),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn chat_url(&self) -> String {
+        format!("ws://{}/ws", self.ws)
+    }
+
+    pub fn echo_url(&self) -> String {
+        format!("ws://{}/echo", self.ws)
+    }
+
+    pub fn chat(&self) -> Client {
+        Client::connect(&self.chat_url())
+    }
+
+    pub fn hub_len(&self) -> usize {
+        self.handle.as_ref().map_or(0, |h| h.shared().hub.len())
+    }
+
+    pub fn live_clients(&self) -> usize {
+        self.handle
+            .as_ref()
+            .map_or(0, |h| h.shared().live_clients())
+    }
+
+    /// Shuts down and returns how long it took.
+    pub fn shutdown(&mut self) -> Duration {
+        let start = Instant::now();
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+        start.elapsed()
+    }
+}
+
+/// A WebSocket client in which every read times out after `WAIT`.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub id: u64,
+    pub name: String,
+}
+
+impl Client {
+    /// Connects to a chat URL and consumes the welcome.
+    pub fn connect(url: &str) -> Client {
+        let mut ws = connect_raw(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let welcome = read_json(&mut ws);
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame must be the welcome: {welcome}"
+        );
+        let id = welcome["id"].as_u64().expect("welcome.id is a number");
+        let name = welcome["name"]
+            .as_str()
+            .expect("welcome.name is a string")
+            .to_string();
+        Client { ws, id, name }
+    }
+
+    pub fn send_json(&mut self, value: Value) {
+        self.ws
+            .send(Message::text(value.to_string()))
+            .expect("send");
+    }
+
+    pub fn say(&mut self, text: &str) {
+        self.send_json(json!({"type": "message", "text": text}));
+    }
+
+    /// Next JSON text frame (control frames are skipped; pongs are answered by tungstenite).
+    pub fn recv(&mut self) -> Value {
+        read_json(&mut self.ws)
+    }
+
+    /// Next event of type `kind`, skipping others.
+    pub fn recv_type(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no {kind} event within {WAIT:?}");
+            let v = self.recv();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server's Close frame and returns it.
+    pub fn expect_close(&mut self) -> Option<CloseFrame> {
+        expect_close(&mut self.ws)
+    }
+}
+
+pub fn connect_raw(url: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    let addr: SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("test URLs are ws://IP:PORT/path");
+    let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    match tungstenite::client::client(url, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))
+        }
+    }
+}
+
+pub fn read_json(ws: &mut WebSocket<TcpStream>) -> Value {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                return serde_json::from_str(t.as_str())
+                    .unwrap_or_else(|e| panic!("server sent non-JSON {t}: {e}"));
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(other) => panic!("expected a JSON text frame, got {other:?}"),
+            Err(e) => panic!("read failed (timeout is {WAIT:?}): {e}"),
+        }
+    }
+}
+
+pub fn expect_close(ws: &mut WebSocket<TcpStream>) -> Option<CloseFrame> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no Close frame within {WAIT:?}");
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a Close frame, got error {e}"),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `GET path` exactly as given (no client-side normalization of `..`), with `extra`
+/// header lines, and reads the whole response (the server closes: `Connection: close`).
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> HttpResponse {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !extra
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).expect("write request");
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .expect("read response (timeout is WAIT)");
+    parse_response(&raw)
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(addr, "GET", path, &[])
+}
+
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response has a header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `WAIT` passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The real `threadchat` binary on free ports; killed on drop if still running.
+pub struct BinaryServer {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+}
+
+impl BinaryServer {
+    pub fn start(extra_args: &[&str]) -> BinaryServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_threadchat"))
+            .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn threadchat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = || {
+            rx.recv_timeout(WAIT)
+                .expect("the server prints its addresses")
+        };
+        let http = line()
+            .strip_prefix("http listening on http://")
+            .expect("http line")
+            .parse()
+            .unwrap();
+        let ws = line()
+            .strip_prefix("ws listening on ws://")
+            .expect("ws line")
+            .parse()
+            .unwrap();
+        BinaryServer { child, http, ws }
+    }
+
+    pub fn chat_url(&self) -> String {
+        format!("ws://{}/ws", self.ws)
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit; panics after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary as a CLI client with a timeout; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], within: Duration) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_threadchat"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn threadchat");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "`threadchat {}` did not finish within {within:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}

@@ -1,0 +1,17 @@
+//! threadchat's integration tests: real sockets on 127.0.0.1:0, servers started in-process
+//! or as the real binary. Every read has a timeout (`support::WAIT`).
+
+mod support;
+
+// Chat protocol on /ws: welcome, broadcast order, names, join/leave, error replies.
+mod chat;
+// /echo: text and binary echoed verbatim.
+mod echo;
+// HTTP side: static files, traversal, /healthz, /api/config, 426.
+mod http;
+// Close codes and limits: 1009, 1007, 1002, 404 before 101, 503 over capacity, slow consumers.
+mod limits;
+// Heartbeat reaping and graceful shutdown (in-process and the binary with SIGTERM).
+mod lifecycle;
+// The `send` / `tail` client commands and flag validation of the real binary.
+mod cli;
