@@ -61,10 +61,21 @@ type Ws = WebSocket<TcpStream>;
 
 /// `threadchat send URL TEXT`: prints the broadcast of our own message (matched by our
 /// client id) as one JSON line.
+///
+/// Against an `/echo` URL it sends TEXT verbatim (no JSON, no welcome) and prints what
+/// comes back.
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let deadline = Instant::now() + timeout;
     let mut ws = connect(&args.url, deadline, timeout)?;
+    if is_echo_url(&args.url) {
+        ws.send(Message::text(args.text.as_str()))
+            .map_err(|e| CliError::Closed(e.to_string()))?;
+        let (raw, _) = next_event(&mut ws, deadline, timeout)?;
+        print_line(&raw)?;
+        close(&mut ws);
+        return Ok(());
+    }
     let my_id = wait_welcome(&mut ws, deadline, timeout)?;
     if let Some(name) = &args.name {
         write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
@@ -132,6 +143,12 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
             return Ok(());
         }
     }
+}
+
+fn is_echo_url(url: &str) -> bool {
+    url.split(['?', '#'])
+        .next()
+        .is_some_and(|u| u.ends_with("/echo"))
 }
 
 fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {

@@ -32,6 +32,7 @@ pub enum Command {
     /// Run the server (the default when no subcommand is given).
     Serve(ServeArgs),
     /// Connect to a chat URL, send one message, print its broadcast as JSON and exit.
+    /// Against an /echo URL: send TEXT verbatim and print the echo.
     Send(SendArgs),
     /// Connect to a chat URL and print every event received, one JSON object per line.
     Tail(TailArgs),

@@ -83,6 +83,13 @@ struct Outbox {
     dead: bool,
 }
 
+impl Outbox {
+    /// Nothing left to send: empty and no writer mid-batch, or the socket is dead.
+    fn is_drained(&self) -> bool {
+        self.dead || (self.queue.is_empty() && self.writer == Writer::Idle)
+    }
+}
+
 /// A connection's shared state. Held in `Arc`s by its own thread, the hub's client list, the
 /// flusher (while parked) and the heartbeat (weakly, while a close is pending).
 pub struct Conn {
@@ -321,9 +328,9 @@ impl Conn {
     /// `deadline`. Returns whether the outbox drained.
     pub fn wait_drained(&self, deadline: Instant) -> bool {
         let mut out = self.out.lock();
-        while !(out.queue.is_empty() && out.writer == Writer::Idle) && !out.dead {
+        while !out.is_drained() {
             if self.drained.wait_until(&mut out, deadline).timed_out() {
-                return out.queue.is_empty() || out.dead;
+                return out.is_drained();
             }
         }
         true

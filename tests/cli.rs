@@ -73,6 +73,14 @@ fn wait_child(child: &mut std::process::Child) -> (std::process::ExitStatus, Str
 }
 
 #[test]
+fn send_to_echo_prints_the_echo() {
+    let server = TestServer::start();
+    let (code, out, err) = run_cli(&["send", &server.echo_url(), "ping? pong!"], CLI_WAIT);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "ping? pong!\n");
+}
+
+#[test]
 fn send_fails_clearly() {
     let server = TestServer::start();
     let (code, _, err) = run_cli(

@@ -1,0 +1,47 @@
+# Helpers shared by the scripts in this folder. Source it; do not run it.
+
+# Installs Debian packages that are missing (CI and fresh machines run as root).
+ensure_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# start_server OUTDIR [ARGS...]: starts target/debug/threadchat on free ports in the
+# background; sets SERVER_PID, HTTP (host:port) and WS (host:port) from its stdout.
+start_server() {
+  local out="$1"; shift
+  "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 "$@" >"$out/server.out" 2>"$out/server.err" &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if [ "$(wc -l <"$out/server.out")" -ge 2 ]; then break; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      cat "$out/server.err" >&2; echo "server exited during start-up" >&2; return 1
+    fi
+    sleep 0.05
+  done
+  HTTP=$(sed -n 's|^http listening on http://||p' "$out/server.out")
+  WS=$(sed -n 's|^ws listening on ws://||p' "$out/server.out")
+  [ -n "$HTTP" ] && [ -n "$WS" ] || { echo "server did not print its addresses" >&2; return 1; }
+}
+
+# wait_exit PID SECONDS: waits for a background process to end; returns its status, or
+# 124 if it was still running after SECONDS.
+wait_exit() {
+  local pid=$1 limit=$2 i
+  for i in $(seq 1 $((limit * 20))); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"; return $?
+    fi
+    sleep 0.05
+  done
+  return 124
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Smoke test of the built binary with nothing but curl and the binary itself: the page,
+# the API, chat through `send`/`tail`, /echo, and a clean exit on Ctrl-C (SIGINT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+BIN=${BIN:-target/debug/threadchat}
+[ -x "$BIN" ] || cargo build --quiet
+command -v curl >/dev/null || ensure_apt curl
+
+work=$(mktemp -d)
+trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$work"' EXIT
+pass=0
+check() { # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then pass=$((pass + 1)); echo "ok   $name"; else echo "FAIL $name" >&2; exit 1; fi
+}
+
+start_server "$work"
+echo "server: http://$HTTP ws://$WS"
+
+curl -fsS "http://$HTTP/" -o "$work/index.html"
+check "page is served" grep -q "<title>threadchat</title>" "$work/index.html"
+ctype=$(curl -fsS -o /dev/null -w '%{content_type}' "http://$HTTP/app.js")
+check "app.js content type" [ "$ctype" = "text/javascript; charset=utf-8" ]
+check "healthz" [ "$(curl -fsS "http://$HTTP/healthz")" = "ok" ]
+check "config names the ws url" grep -q "\"ws_url\":\"ws://127.0.0.1:${WS##*:}/ws\"" <(curl -fsS "http://$HTTP/api/config")
+status=$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "http://$HTTP/../Cargo.toml")
+check "traversal is 404" [ "$status" = "404" ]
+status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' "http://$HTTP/ws")
+check "upgrade on the http port is 426" [ "$status" = "426" ]
+status=$(curl -s -o /dev/null -w '%{http_code}' "http://$WS/nope")
+check "plain request on the ws port is refused" [ "$status" = "400" ]
+
+"$BIN" tail "ws://$WS/ws" --count 2 --type message --timeout-secs 10 >"$work/tail.out" 2>"$work/tail.err" &
+tail_pid=$!
+for _ in $(seq 1 100); do grep -q connected "$work/tail.err" && break; sleep 0.05; done
+check "tail connected" grep -q "connected as client" "$work/tail.err"
+
+"$BIN" send "ws://$WS/ws" "hello from smoke" --name smoke >"$work/send1.out"
+check "send prints its broadcast" grep -q '"text":"hello from smoke"' "$work/send1.out"
+"$BIN" send "ws://$WS/ws" "second" >/dev/null
+wait_exit "$tail_pid" 10
+check "tail got both messages" [ "$(grep -c '"type":"message"' "$work/tail.out")" = "2" ]
+check "tail saw the name" grep -q '"name":"smoke"' "$work/tail.out"
+
+check "echo" [ "$("$BIN" send "ws://$WS/echo" 'echo me')" = "echo me" ]
+
+set +e
+"$BIN" send "ws://$WS/nowhere" x 2>"$work/err.txt"; code=$?
+set -e
+check "send to a bad path fails" [ "$code" = "1" ]
+check "with a clear message" grep -q "HTTP 404" "$work/err.txt"
+
+kill -INT "$SERVER_PID"
+set +e
+wait_exit "$SERVER_PID" 10; code=$?
+set -e
+check "Ctrl-C exits 0" [ "$code" = "0" ]
+echo "smoke: $pass passed, 0 failed"

@@ -1,0 +1,139 @@
+// The chat page in a real browser: headless Chromium (Debian's package) driven by
+// playwright-core, against the real threadchat binary started on free ports.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createInterface } from "node:readline";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.THREADCHAT_BIN || path.join(ROOT, "target/debug/threadchat");
+const SHOTS = path.join(ROOT, "target");
+const WAIT = 10_000; // every wait in this file fails after this many ms
+
+let browser;
+
+// Starts the binary; resolves with { proc, http, ws } once it printed both addresses.
+function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0") {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, ["--http-addr", httpAddr, "--ws-addr", wsAddr], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, RUST_LOG: "warn" },
+    });
+    const timer = setTimeout(() => reject(new Error("server did not start")), WAIT);
+    const addrs = {};
+    createInterface({ input: proc.stdout }).on("line", (line) => {
+      const m = line.match(/^(http|ws) listening on \w+:\/\/(.+)$/);
+      if (m) addrs[m[1]] = m[2];
+      if (addrs.http && addrs.ws) {
+        clearTimeout(timer);
+        resolve({ proc, http: addrs.http, ws: addrs.ws });
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+}
+
+function stopServer(server) {
+  return new Promise((resolve) => {
+    if (server.proc.exitCode !== null) return resolve(server.proc.exitCode);
+    server.proc.once("exit", (code) => resolve(code));
+    server.proc.kill("SIGINT");
+  });
+}
+
+async function openChat(url) {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => { throw e; });
+  await page.goto(url);
+  await page.locator("#status.connected").waitFor({ timeout: WAIT });
+  return page;
+}
+
+function messageTexts(page) {
+  return page.locator("#messages li.message .text").allTextContents();
+}
+
+async function send(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    // The machine has no internet: keep Chromium from trying to phone home.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test("a message typed in one page appears in both, as text", async () => {
+  const server = await startServer();
+  try {
+    const url = `http://${server.http}/`;
+    const alice = await openChat(url);
+    const bob = await openChat(url);
+
+    await alice.fill("#name", "Alice");
+    await alice.click("#name-form button");
+    await bob.locator("#messages li.notice", { hasText: "is now Alice" }).waitFor({ timeout: WAIT });
+
+    await send(alice, "hello from Alice");
+    for (const page of [alice, bob]) {
+      await page.locator("#messages li.message", { hasText: "hello from Alice" }).waitFor({ timeout: WAIT });
+    }
+    assert.deepEqual(await messageTexts(bob), ["hello from Alice"]);
+    assert.equal(await bob.locator("#messages li.message .who").first().textContent(), "Alice:");
+    assert.equal(await alice.inputValue("#text"), "", "the input is cleared after sending");
+
+    // Markup in a message is shown, never run.
+    const evil = '<img src=x onerror="window.__pwned=1"><b>bold?</b>';
+    await send(bob, evil);
+    await alice.locator("#messages li.message", { hasText: "bold?" }).waitFor({ timeout: WAIT });
+    assert.deepEqual(await messageTexts(alice), ["hello from Alice", evil]);
+    assert.equal(await alice.locator("#messages img, #messages b").count(), 0);
+    assert.equal(await alice.evaluate(() => window.__pwned), undefined);
+
+    // Errors from the server are shown.
+    await alice.fill("#name", "bad\u0007name");
+    await alice.click("#name-form button");
+    await alice.locator("#messages li.error", { hasText: "control characters" }).waitFor({ timeout: WAIT });
+
+    await bob.close();
+    await alice.locator("#messages li.notice", { hasText: "left." }).waitFor({ timeout: WAIT });
+    await alice.screenshot({ path: path.join(SHOTS, "browser-chat.png"), fullPage: true });
+    await alice.close();
+  } finally {
+    assert.equal(await stopServer(server), 0, "server exits 0 on SIGINT");
+  }
+});
+
+test("the page shows a lost connection and reconnects by itself", async () => {
+  const first = await startServer();
+  const page = await openChat(`http://${first.http}/`);
+  assert.equal(await stopServer(first), 0);
+  // The server said goodbye with 1001, and the page says so.
+  await page.locator("#status.disconnected").waitFor({ timeout: WAIT });
+  await page.locator("#messages li.notice", { hasText: "1001" }).waitFor({ timeout: WAIT });
+
+  // Same ports again: the page's backoff brings it back without a reload.
+  const second = await startServer(first.http, first.ws);
+  try {
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    await send(page, "back again");
+    await page.locator("#messages li.message", { hasText: "back again" }).waitFor({ timeout: WAIT });
+    await page.screenshot({ path: path.join(SHOTS, "browser-reconnect.png") });
+    await page.close();
+  } finally {
+    assert.equal(await stopServer(second), 0);
+  }
+});
