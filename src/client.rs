@@ -35,8 +35,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How the read loop ended.
 enum End {
-    /// The client sent a Close frame (possibly answering ours).
-    ClientClosed,
+    /// The client sent a Close frame (possibly answering ours): its code and reason.
+    ClientClosed(String),
     /// The client broke the protocol; we close with this code and reason.
     Failed(u16, String),
     /// The TCP connection is gone (EOF, reset, or shut down by the heartbeat/shutdown).
@@ -77,11 +77,11 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.hub.remove(&conn);
     match end {
-        End::ClientClosed => {
+        End::ClientClosed(how) => {
             // tungstenite has queued its Close reply; writing it goes into our outbox, which
             // drops it if we had already sent a Close of our own.
             let _ = ws.flush();
-            log::info!("client {id} ({peer}): closed by client");
+            log::info!("client {id} ({peer}): closed by client ({how})");
             linger(&conn, false);
         }
         End::Failed(code, reason) => {
@@ -253,7 +253,12 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
                 "binary frames are not supported; send JSON text",
             )),
             Message::Binary(data) => Some(protocol::binary_frame(&data)),
-            Message::Close(_) => return End::ClientClosed,
+            Message::Close(frame) => {
+                return End::ClientClosed(match frame {
+                    Some(f) => format!("code {} {:?}", u16::from(f.code), f.reason.as_str()),
+                    None => "no code".into(),
+                });
+            }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
         };
         if let Some(frame) = reply
@@ -291,7 +296,9 @@ fn error_frame(error: &str) -> Bytes {
 /// Maps a read error to how the connection ends (and which close code the client gets).
 fn classify(e: WsError) -> End {
     match e {
-        WsError::ConnectionClosed | WsError::AlreadyClosed => End::ClientClosed,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            End::ClientClosed("already closed".into())
+        }
         WsError::Io(e) => End::Gone(e.to_string()),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             End::Gone("closed without a Close frame".into())
