@@ -36,6 +36,53 @@ pub enum Command {
     Send(SendArgs),
     /// Connect to a chat URL and print every event received, one JSON object per line.
     Tail(TailArgs),
+    /// Load generator: many simulated clients against any server that broadcasts text.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// WebSocket URL that broadcasts every text message, e.g. ws://127.0.0.1:3001/ws
+    pub url: String,
+    /// Simulated clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// How many of the clients send.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Total messages per second over all senders; 0 = as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// With --rate 0: messages each sender keeps in flight (sent, not yet seen back).
+    #[arg(long, default_value_t = 4)]
+    pub window: u32,
+    /// Seconds to measure (after connecting and the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+    /// Seconds allowed for all clients to connect.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout_secs: u64,
+    /// Clients (counted from the last) that never read anything.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// Pad each message (its JSON) to about this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+    /// Measure handshakes per second instead: each client connects, upgrades, drops, repeats.
+    #[arg(long)]
+    pub handshakes: bool,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Server process to measure CPU time and RSS of (from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,7 +14,9 @@
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
 //! - [`protocol`]: message types, validation, framing.
 //! - [`cli`]: the `send` / `tail` client commands.
+//! - [`bench`]: the `bench` load generator.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

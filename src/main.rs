@@ -34,7 +34,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use threadchat::config::{Cli, Command, Config, ServeArgs};
+use threadchat::config::{BenchArgs, Cli, Command, Config, ServeArgs};
 use threadchat::{ServerHandle, cli};
 
 fn main() -> ExitCode {
@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Send(args)) => cli::send(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Tail(args)) => cli::tail(&args).map_err(|e| (e.to_string(), e.exit_code())),
+        Some(Command::Bench(args)) => bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +75,17 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
+    let report = threadchat::bench::run(args).map_err(|e| (e, 1))?;
+    if args.json {
+        let json = serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?;
+        println!("{json}");
+    } else {
+        threadchat::bench::print_table(&report);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), (String, i32)> {

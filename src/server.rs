@@ -97,7 +97,7 @@ impl std::error::Error for StartError {}
 impl ServerHandle {
     /// Binds both listeners and starts the accept loops, HTTP workers, heartbeat and flusher.
     pub fn start(config: Config) -> Result<ServerHandle, StartError> {
-        let ws_listener = TcpListener::bind(config.ws_addr).map_err(|source| StartError::Bind {
+        let ws_listener = bind_listener(config.ws_addr).map_err(|source| StartError::Bind {
             what: "WebSocket",
             addr: config.ws_addr,
             source,
@@ -227,6 +227,23 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Connections the kernel queues for `accept()`. std's `TcpListener::bind` asks for 128;
+/// a burst of browsers reconnecting after a restart overflows that, and every dropped SYN
+/// costs its client a 1 s retransmit. (The kernel caps it at `net.core.somaxconn`.)
+const ACCEPT_BACKLOG: i32 = 1024;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The address to connect to in order to wake our own listener (0.0.0.0 is not connectable).

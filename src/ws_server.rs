@@ -1,9 +1,12 @@
 //! The WebSocket accept loop: one thread that only accepts TCP connections and gives each
-//! its own client thread. It never reads from a socket, so a client that connects and says
+//! its own client thread (a recycled one when one is idle). It never reads from a socket, so a client that connects and says
 //! nothing (slowloris) holds up only its own thread, which its handshake deadline ends.
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::Receiver;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,6 +22,18 @@ pub const CLIENT_STACK_BYTES: usize = 256 * 1024;
 /// `503` properly. Past this many extra, new connections are closed at once instead.
 const OVER_CAPACITY_SLACK: usize = 64;
 
+/// Idle client threads kept for reuse. Creating a thread costs an `mmap` for its stack and
+/// an `mprotect` for the guard page — which makes the kernel interrupt every other core to
+/// flush its TLB — and exiting costs an `munmap`. Profiling showed that to be most of a
+/// handshake's cost, so a finished client thread waits a while to serve the next
+/// connection instead of exiting. Still one thread per connection, just recycled.
+const MAX_IDLE_THREADS: usize = 64;
+/// How long an idle client thread waits for a new connection before exiting.
+const IDLE_THREAD_KEEP: Duration = Duration::from_secs(30);
+
+/// A connection waiting for a thread.
+type Job = Box<dyn FnOnce() + Send>;
+
 pub fn spawn_accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -30,6 +45,10 @@ pub fn spawn_accept_loop(
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    // Zero capacity: `try_send` succeeds only if an idle thread is blocked in `recv` right
+    // now, i.e. it hands the connection straight to that thread.
+    let (handoff, idle) = crossbeam_channel::bounded::<Job>(0);
+    let idle_count = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -54,16 +73,50 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         let id = shared.hub.next_id();
         // Counted from here, so the cap above sees threads that are still starting.
         let live = shared.enter_client();
+        let job: Job = Box::new({
+            let shared = Arc::clone(shared);
+            move || client::run(stream, peer, id, &shared, live)
+        });
+        let job = match handoff.try_send(job) {
+            Ok(()) => continue,
+            Err(e) => e.into_inner(),
+        };
         let spawned = std::thread::Builder::new()
-            .name(format!("client-{id}"))
+            .name("ws-client".into())
             .stack_size(CLIENT_STACK_BYTES)
             .spawn({
-                let shared = Arc::clone(shared);
-                move || client::run(stream, peer, id, &shared, live)
+                let idle = idle.clone();
+                let idle_count = Arc::clone(&idle_count);
+                move || client_thread(job, &idle, &idle_count)
             });
         if let Err(e) = spawned {
-            // The closure (and with it the socket) is dropped: the client sees a reset.
+            // The job (and with it the socket) is dropped: the client sees a reset.
             log::error!("{peer}: cannot start a client thread: {e}");
+        }
+    }
+}
+
+/// A client thread: serves its first connection, then others handed over by the accept
+/// loop while it is idle, until it has waited `IDLE_THREAD_KEEP` for nothing (or enough
+/// threads are idle already, or the server shut down and dropped the sender).
+fn client_thread(first: Job, idle: &Receiver<Job>, idle_count: &AtomicUsize) {
+    let mut job = first;
+    loop {
+        // A panic while serving one client must not kill the thread silently or touch
+        // anyone else: the client's drop guards clean up during unwinding, the default
+        // hook has printed the message, and this thread goes back to work.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            log::error!("a client thread panicked; its connection was dropped");
+        }
+        if idle_count.fetch_add(1, Ordering::AcqRel) >= MAX_IDLE_THREADS {
+            idle_count.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let next = idle.recv_timeout(IDLE_THREAD_KEEP);
+        idle_count.fetch_sub(1, Ordering::AcqRel);
+        match next {
+            Ok(next) => job = next,
+            Err(_) => return,
         }
     }
 }

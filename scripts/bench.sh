@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: threadchat against the Node `ws` reference server written the
+# tutorials' way (scripts/reference/server.js), driven by the same load generator
+# (`threadchat bench`), the two servers alternating within each scenario.
+#
+#   scripts/bench.sh              all scenarios, one round (about 4 minutes)
+#   ROUNDS=3 scripts/bench.sh     median of three rounds
+#   SCENARIOS="1 2" scripts/bench.sh
+#
+# Prints a table of ratios (threadchat / node) and writes every raw report (JSON) and the
+# table to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ROUNDS=${ROUNDS:-1}
+SCENARIOS=${SCENARIOS:-"1 2 3 4 5"}
+
+command -v node >/dev/null || ensure_apt nodejs npm
+cargo build --release --quiet
+BIN=target/release/threadchat
+(cd scripts/reference && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# 10,000 clients need 10,000 fds in the server and in the load generator.
+ulimit -n "$(ulimit -Hn)"
+
+out=target/bench
+rm -rf "$out" && mkdir -p "$out"
+work=$(mktemp -d)
+PID=""
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$work"' EXIT
+
+# start SERVER: sets PID and URL. Benchmarks lift only the connection cap (--max-clients);
+# every other limit stays at its default.
+start() {
+  case $1 in
+    threadchat)
+      RUST_LOG=warn "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
+        >"$work/server.out" 2>"$work/server.err" &
+      PID=$! ;;
+    node)
+      node scripts/reference/server.js 0 >"$work/server.out" 2>"$work/server.err" &
+      PID=$! ;;
+  esac
+  for _ in $(seq 1 100); do
+    grep -q "^ws listening on" "$work/server.out" && break
+    sleep 0.05
+  done
+  URL="ws://$(sed -n 's|^ws listening on ws://||p' "$work/server.out")${WSPATH:-/ws}"
+  [ "${URL#ws://}" != "${WSPATH:-/ws}" ] || { cat "$work/server.err"; echo "$1 did not start" >&2; exit 1; }
+}
+
+stop() {
+  kill -INT "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID=""
+}
+
+# run NAME ROUND SERVER BENCH-ARGS...
+run() {
+  local name=$1 round=$2 server=$3; shift 3
+  start "$server"
+  echo "scenario $name, round $round: $server" >&2
+  "$BIN" bench "$URL" --server-pid "$PID" --json "$@" >"$out/$name-$server-$round.json"
+  stop
+  sleep 1 # let TIME_WAIT and the other core settle
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  # Alternate which server goes first, so neither always runs on a warmer machine.
+  if [ $((round % 2)) = 1 ]; then order="threadchat node"; else order="node threadchat"; fi
+  for s in $SCENARIOS; do
+    for server in $order; do
+      case $s in
+        1) run 1-fanout "$round" "$server" --clients 200 --senders 10 --rate 0 --window 4 --duration-secs 10 ;;
+        2) run 2-latency "$round" "$server" --clients 1000 --senders 10 --rate 100 --duration-secs 15 ;;
+        3) run 3-idle "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 15 --threads 2
+           run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2 ;;
+        4) run 4-base "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 4096 --duration-secs 20
+           run 4-stalled "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 4096 --duration-secs 20 --stalled 1 ;;
+        # threadchat's /ws also broadcasts join and leave to the other 63 clients on every
+        # connect; /echo is the bare upgrade, which is all the reference's /ws does.
+        5) if [ "$server" = threadchat ]; then
+             WSPATH=/echo run 5-handshakes "$round" "$server" --handshakes --clients 64 --duration-secs 5
+             run 5-handshakes_ws "$round" "$server" --handshakes --clients 64 --duration-secs 5
+           else
+             run 5-handshakes "$round" "$server" --handshakes --clients 64 --duration-secs 5
+           fi ;;
+      esac
+    done
+  done
+done
+
+python3 scripts/bench_table.py "$out" | tee "$out/table.md"

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Turns the JSON reports of scripts/bench.sh into a Markdown table of ratios.
+
+Usage: bench_table.py DIR   (files named SCENARIO-SERVER-ROUND.json)
+Medians are taken over rounds. Ratio = threadchat / node.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def load(directory):
+    runs = {}
+    for f in sorted(Path(directory).glob("*.json")):
+        scenario, server, _round = f.stem.rsplit("-", 2)
+        runs.setdefault((scenario, server), []).append(json.loads(f.read_text()))
+    return runs
+
+
+def median(runs, scenario, server, key):
+    values = [r[key] for r in runs.get((scenario, server), []) if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=3):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}" if isinstance(v, float) else f"{v:,}"
+
+
+def main():
+    runs = load(sys.argv[1])
+    rows = []
+
+    def row(label, scenario, key, target=None, lower_is_better=True, scenario_node=None):
+        tc = median(runs, scenario, "threadchat", key)
+        node = median(runs, scenario_node or scenario, "node", key)
+        ratio = tc / node if tc is not None and node not in (None, 0) else None
+        verdict = ""
+        if target is not None and ratio is not None:
+            ok = ratio <= target if lower_is_better else ratio >= target
+            verdict = ("met" if ok else "MISSED") + f" (target {'≤' if lower_is_better else '≥'} {target}×)"
+        rows.append((label, fmt(tc), fmt(node), fmt(ratio, 2) + "×" if ratio is not None else "n/a", verdict))
+
+    if ("1-fanout", "threadchat") in runs:
+        row("1 fan-out: server CPU ms per 1k deliveries", "1-fanout", "server_cpu_ms_per_1k_deliveries", 0.5)
+        row("1 fan-out: deliveries/s", "1-fanout", "deliveries_per_sec", None, False)
+    if ("2-latency", "threadchat") in runs:
+        row("2 latency: p50 ms", "2-latency", "latency_p50_ms")
+        row("2 latency: p99 ms", "2-latency", "latency_p99_ms", 0.5)
+        row("2 latency: server CPU % of a core", "2-latency", "server_cpu_percent")
+    if ("3-idle", "threadchat") in runs:
+        row("3 idle: clients connected", "3-idle", "connected", 1.0, False)
+        row("3 idle: RSS per client KiB", "3-idle", "server_rss_per_client_kib", 2.0)
+        row("3 idle: server CPU % at 1 msg/s (10k deliveries/s)", "3-idle", "server_cpu_percent")
+        row("3 idle: server CPU % with no messages", "3-quiet", "server_cpu_percent")
+    if ("4-base", "threadchat") in runs:
+        row("4 4KiB msgs, no stall: p99 ms", "4-base", "latency_p99_ms")
+        row("4 4KiB msgs, one stalled client: p99 ms", "4-stalled", "latency_p99_ms")
+        row("4 stalled: server RSS growth KiB", "4-stalled", "server_rss_growth_kib")
+        row("4 stalled: clients closed by the server", "4-stalled", "closed_by_server")
+    if ("5-handshakes", "threadchat") in runs:
+        row("5 handshakes/s (threadchat /echo: bare upgrade)", "5-handshakes", "handshakes_per_sec", 1.0, False)
+        row("5 handshake p99 ms (threadchat /echo)", "5-handshakes", "connect_p99_ms")
+        row("5 handshakes/s (threadchat /ws: + join/leave to 63 others)", "5-handshakes_ws", "handshakes_per_sec",
+            None, False, scenario_node="5-handshakes")
+
+    print("| metric | threadchat | node ws | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    for server in ("threadchat", "node"):
+        for (scenario, s), reports in sorted(runs.items()):
+            if s == server and any(r.get("errors") for r in reports):
+                print(f"\nnote: {server} {scenario}: {reports[0]['errors']} client errors")
+
+
+if __name__ == "__main__":
+    main()
