@@ -74,8 +74,8 @@ for round in $(seq 1 "$ROUNDS"); do
         2) run 2-latency "$round" "$server" --clients 1000 --senders 10 --rate 100 --duration-secs 15 ;;
         3) run 3-idle "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 15 --threads 2
            run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2 ;;
-        4) run 4-base "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 4096 --duration-secs 20
-           run 4-stalled "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 4096 --duration-secs 20 --stalled 1 ;;
+        4) run 4-base "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 3800 --duration-secs 25
+           run 4-stalled "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 3800 --duration-secs 25 --stalled 1 ;;
         # threadchat's /ws also broadcasts join and leave to the other 63 clients on every
         # connect; /echo is the bare upgrade, which is all the reference's /ws does.
         5) if [ "$server" = threadchat ]; then

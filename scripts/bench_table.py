@@ -58,8 +58,8 @@ def main():
         row("3 idle: server CPU % at 1 msg/s (10k deliveries/s)", "3-idle", "server_cpu_percent")
         row("3 idle: server CPU % with no messages", "3-quiet", "server_cpu_percent")
     if ("4-base", "threadchat") in runs:
-        row("4 4KiB msgs, no stall: p99 ms", "4-base", "latency_p99_ms")
-        row("4 4KiB msgs, one stalled client: p99 ms", "4-stalled", "latency_p99_ms")
+        row("4 3.8KB msgs, no stall: p99 ms", "4-base", "latency_p99_ms")
+        row("4 3.8KB msgs, one stalled client: p99 ms", "4-stalled", "latency_p99_ms")
         row("4 stalled: server RSS growth KiB", "4-stalled", "server_rss_growth_kib")
         row("4 stalled: clients closed by the server", "4-stalled", "closed_by_server")
     if ("5-handshakes", "threadchat") in runs:

@@ -451,12 +451,12 @@ fn start_connect(addr: SocketAddr, index: usize) -> io::Result<TcpStream> {
     socket.set_tcp_nodelay(true)?;
     // RST on close: a benchmark that closes thousands of sockets must not fill TIME_WAIT.
     socket.set_linger(Some(Duration::ZERO))?;
-    if let IpAddr::V4(ip) = addr.ip() {
-        if ip.is_loopback() {
-            let n = (index / PORTS_PER_SOURCE_IP) as u8;
-            let src = Ipv4Addr::new(127, 0, 0, 1u8.wrapping_add(n).max(1));
-            socket.bind(&SocketAddr::new(IpAddr::V4(src), 0).into())?;
-        }
+    if let IpAddr::V4(ip) = addr.ip()
+        && ip.is_loopback()
+    {
+        let n = (index / PORTS_PER_SOURCE_IP) as u8;
+        let src = Ipv4Addr::new(127, 0, 0, 1u8.wrapping_add(n).max(1));
+        socket.bind(&SocketAddr::new(IpAddr::V4(src), 0).into())?;
     }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -510,16 +510,16 @@ fn drive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if sim.state == State::Upgrading {
-            if let Some(end) = find(&sim.rbuf, b"\r\n\r\n") {
-                if !sim.rbuf.starts_with(b"HTTP/1.1 101") {
-                    return Err(io::Error::other("upgrade refused"));
-                }
-                sim.rbuf.drain(..end + 4);
-                sim.state = State::Open;
-                if args.handshakes {
-                    return Ok(());
-                }
+        if sim.state == State::Upgrading
+            && let Some(end) = find(&sim.rbuf, b"\r\n\r\n")
+        {
+            if !sim.rbuf.starts_with(b"HTTP/1.1 101") {
+                return Err(io::Error::other("upgrade refused"));
+            }
+            sim.rbuf.drain(..end + 4);
+            sim.state = State::Open;
+            if args.handshakes {
+                return Ok(());
             }
         }
         if sim.state == State::Open {

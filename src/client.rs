@@ -21,13 +21,15 @@ use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::conn::{Conn, Kind, Push};
 use crate::hub::close_code;
+use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ServerMsg};
 use crate::server::{LiveGuard, Shared};
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
-/// clients would be over a GiB of mostly unused memory; chat frames are small, and larger
-/// ones simply take several reads.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
+/// read, so all of it is resident for every client. Chat frames are small: 1 KiB holds a
+/// typical message in one read, and larger ones simply take several.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// How long a closing connection may take to drain its last frames (our Close included)
 /// before the socket is shut anyway.
@@ -54,6 +56,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         stream,
         shared.config.max_queued_bytes,
         Arc::clone(&shared.flusher),
+        Arc::clone(&shared.metrics),
     ));
     if !shared.hub.add(Arc::clone(&conn)) {
         return; // shutting down
@@ -67,15 +70,31 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     let Some(mut ws) = handshake(&conn, shared) else {
         return;
     };
+    // The handshake was the deepest this thread will go for a while; an idle client then
+    // keeps only the few KiB its blocking read needs.
+    crate::ws_server::release_unused_stack();
     let kind = conn.kind();
     log::info!(
         "client {id} ({peer}): connected to {}",
         if kind == Kind::Chat { "/ws" } else { "/echo" }
     );
 
+    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+
     let end = read_loop(&mut ws, &conn, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.hub.remove(&conn);
+    conn.set_close_reason(match &end {
+        End::ClientClosed(_) => Disconnect::ClientClose,
+        End::Gone(_) => Disconnect::Gone,
+        End::Failed(close_code::TOO_BIG, _) => Disconnect::TooBig,
+        End::Failed(close_code::INVALID_DATA, _) => Disconnect::InvalidUtf8,
+        End::Failed(close_code::PROTOCOL, _) => Disconnect::Protocol,
+        End::Failed(..) => Disconnect::Error,
+    });
+    shared
+        .metrics
+        .disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
     match end {
         End::ClientClosed(how) => {
             // tungstenite has queued its Close reply; writing it goes into our outbox, which
@@ -120,6 +139,9 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 
 /// Runs the HTTP upgrade with a deadline. On refusal the client gets a real HTTP status
 /// (404 unknown path, 503 full or shutting down, 400 not an upgrade, 431 headers too big).
+// Not inlined (nor are `linger` and `handle_chat`): their big frames must not become part
+// of the frames a connection idles in for hours; see `ws_server::release_unused_stack`.
+#[inline(never)]
 fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream>> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let stream = ClientStream {
@@ -161,6 +183,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
             Ok(ws) => ws,
             Err(HandshakeError::Failure(WsError::Http(resp))) => {
                 log::info!("{peer}: upgrade refused with {}", resp.status());
+                shared.metrics.rejected(Some(resp.status().as_u16()));
                 linger(conn, false);
                 return None;
             }
@@ -185,16 +208,21 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
                 match refused {
                     Some((status, body)) => {
                         log::info!("{peer}: upgrade refused with {status}: {body}");
+                        shared.metrics.rejected(Some(status.as_u16()));
                         conn.push_control(plain_response(status, &body), false);
                         conn.flush();
                         linger(conn, false);
                     }
-                    None => log::info!("{peer}: handshake abandoned ({e})"),
+                    None => {
+                        log::info!("{peer}: handshake abandoned ({e})");
+                        shared.metrics.rejected(None);
+                    }
                 }
                 return None;
             }
             Err(HandshakeError::Interrupted(_)) => {
                 log::info!("{peer}: handshake timed out");
+                shared.metrics.rejected(None);
                 return None;
             }
         };
@@ -246,10 +274,16 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
             // see its Close reply; its requests are no longer acted on.
             continue;
         }
+        if let Message::Text(t) = &msg {
+            count_frame(shared, t.len());
+        } else if let Message::Binary(b) = &msg {
+            count_frame(shared, b.len());
+        }
         let reply = match msg {
             Message::Text(text) if chat => handle_chat(conn, shared, text.as_str()),
             Message::Text(text) => Some(protocol::text_frame(text.as_bytes())),
             Message::Binary(_) if chat => Some(error_frame(
+                shared,
                 "binary frames are not supported; send JSON text",
             )),
             Message::Binary(data) => Some(protocol::binary_frame(&data)),
@@ -274,6 +308,7 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
 }
 
 /// Handles one chat request; returns a frame to send back to this client only.
+#[inline(never)]
 fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
     match protocol::parse_client(text) {
         Ok(ClientMsg::Message { text }) => {
@@ -285,11 +320,20 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
             shared.hub.announce_rename(conn, &old, &name);
             None
         }
-        Err(error) => Some(error_frame(&error)),
+        Err(error) => Some(error_frame(shared, &error)),
     }
 }
 
-fn error_frame(error: &str) -> Bytes {
+fn count_frame(shared: &Shared, len: usize) {
+    shared.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .bytes_in
+        .fetch_add(len as u64, Ordering::Relaxed);
+}
+
+fn error_frame(shared: &Shared, error: &str) -> Bytes {
+    shared.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
     ServerMsg::Error { error }.to_frame()
 }
 
@@ -317,6 +361,7 @@ fn classify(e: WsError) -> End {
 /// With `drain_reads`, also reads and discards until the client closes: closing a socket
 /// with unread input makes the kernel send RST, which can destroy our Close frame in the
 /// client's receive buffer before it reads it.
+#[inline(never)]
 fn linger(conn: &Conn, drain_reads: bool) {
     let deadline = Instant::now() + CLOSE_LINGER;
     conn.wait_drained(deadline);

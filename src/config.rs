@@ -127,6 +127,11 @@ pub struct ServeArgs {
     /// Threads answering HTTP requests.
     #[arg(long, env = "THREADCHAT_HTTP_THREADS", default_value_t = 4)]
     pub http_threads: usize,
+
+    /// Broadcast join/leave notices only while the chat has at most this many members
+    /// (each notice goes to every member; in a crowd they cost N² deliveries and are noise).
+    #[arg(long, env = "THREADCHAT_JOIN_NOTICE_LIMIT", default_value_t = 1000)]
+    pub join_notice_limit: usize,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +181,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub public_ws_url: Option<String>,
     pub http_threads: usize,
+    /// Join/leave notices are broadcast only while the chat has at most this many members.
+    pub join_notice_limit: usize,
 }
 
 impl Default for Config {
@@ -192,6 +199,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             public_ws_url: None,
             http_threads: 4,
+            join_notice_limit: 1000,
         }
     }
 }
@@ -211,6 +219,7 @@ impl TryFrom<ServeArgs> for Config {
             handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
+            join_notice_limit: a.join_notice_limit,
         };
         config.validate()?;
         Ok(config)

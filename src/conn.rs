@@ -28,6 +28,7 @@ use bytes::{Buf, Bytes};
 use parking_lot::{Condvar, Mutex};
 
 use crate::flusher::Flusher;
+use crate::metrics::{Disconnect, Metrics};
 use crate::protocol;
 
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
@@ -105,7 +106,12 @@ pub struct Conn {
     drained: Condvar,
     max_queued: usize,
     flusher: Arc<Flusher>,
+    metrics: Arc<Metrics>,
     kind: AtomicU8,
+    /// Why the connection is ending, as a `Disconnect`; 0 until someone decides. The first
+    /// writer wins, so a client closed as a slow consumer is counted as that, not as the
+    /// "client closed" its answering Close frame would otherwise suggest.
+    close_reason: AtomicU8,
     /// Set when anything (a pong or any frame) arrives; the heartbeat clears it each round
     /// and terminates the client if it is still clear at the next one.
     pub alive: AtomicBool,
@@ -123,6 +129,7 @@ impl Conn {
         socket: TcpStream,
         max_queued: usize,
         flusher: Arc<Flusher>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Conn {
             id,
@@ -139,7 +146,9 @@ impl Conn {
             drained: Condvar::new(),
             max_queued,
             flusher,
+            metrics,
             kind: AtomicU8::new(Kind::Handshaking as u8),
+            close_reason: AtomicU8::new(0),
             alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
             name: Mutex::new(Arc::from(format!("guest-{id}"))),
@@ -160,6 +169,17 @@ impl Conn {
 
     pub fn set_kind(&self, kind: Kind) {
         self.kind.store(kind as u8, Ordering::Release);
+    }
+
+    /// Records why the connection ends, unless a reason was recorded already.
+    pub fn set_close_reason(&self, why: Disconnect) {
+        let _ =
+            self.close_reason
+                .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub fn close_reason(&self) -> Option<Disconnect> {
+        Disconnect::from_u8(self.close_reason.load(Ordering::Acquire))
     }
 
     pub fn name(&self) -> Arc<str> {
@@ -270,6 +290,7 @@ impl Conn {
                     return Flushed::Blocked;
                 }
                 Err(_) => {
+                    self.set_close_reason(Disconnect::Gone);
                     out.dead = true;
                     out.queue.clear();
                     out.queued_bytes = 0;
@@ -308,6 +329,9 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             total += n;
+            self.metrics
+                .bytes_out
+                .fetch_add(n as u64, Ordering::Relaxed);
             while n > 0 {
                 let Some(front) = batch.front_mut() else {
                     break;

@@ -94,6 +94,7 @@ fn round(shared: &Shared, ping: &bytes::Bytes) {
                 conn.id,
                 conn.peer
             );
+            conn.set_close_reason(crate::metrics::Disconnect::Heartbeat);
             shared.hub.remove(conn);
             conn.terminate();
         }

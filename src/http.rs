@@ -21,6 +21,8 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../static/index.html")),
     ("app.js", include_bytes!("../static/app.js")),
     ("style.css", include_bytes!("../static/style.css")),
+    ("stats.html", include_bytes!("../static/stats.html")),
+    ("stats.js", include_bytes!("../static/stats.js")),
 ];
 
 pub fn spawn_worker(
@@ -80,6 +82,21 @@ fn route(request: &Request, shared: &Shared) -> HttpResponse {
                 "max_text_chars": crate::protocol::MAX_TEXT_CHARS,
             });
             json(200, &body)
+        }
+        (Method::Get | Method::Head, "/metrics") => {
+            Response::from_data(shared.metrics.render(&shared.gauges()).into_bytes())
+                .with_status_code(200)
+                .with_header(header(
+                    "Content-Type",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ))
+        }
+        (Method::Get | Method::Head, "/api/stats") => {
+            let body = serde_json::json!({
+                "interval_secs": crate::metrics::SAMPLE_INTERVAL.as_secs(),
+                "samples": shared.metrics.history(),
+            });
+            json(200, &body).with_header(header("Cache-Control", "no-store"))
         }
         (Method::Get | Method::Head, _) if path.starts_with("/api/") => {
             json(404, &serde_json::json!({"error": "no such API endpoint"}))

@@ -22,6 +22,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::conn::{Conn, Kind, Push};
+use crate::metrics::{Disconnect, Metrics};
 use crate::protocol::{self, ServerMsg};
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
@@ -51,6 +52,8 @@ struct HubState {
     clients: Arc<Vec<Arc<Conn>>>,
     /// `seq` of the next chat message. Only read and bumped under the lock.
     next_seq: u64,
+    /// How many of `clients` are chat members (kind `Chat`).
+    chat_members: usize,
     /// Set at shutdown: no client joins after this.
     closed: bool,
 }
@@ -59,19 +62,30 @@ pub struct Hub {
     state: Mutex<HubState>,
     next_id: AtomicU64,
     closing: Sender<PendingClose>,
+    metrics: Arc<Metrics>,
+    /// Above this many chat members, individual join/leave notices are not broadcast:
+    /// each would be one delivery per member, so N arrivals would cost N² deliveries.
+    join_notice_limit: usize,
 }
 
 impl Hub {
     /// `closing` is the heartbeat thread's queue of close deadlines.
-    pub fn new(closing: Sender<PendingClose>) -> Self {
+    pub fn new(
+        closing: Sender<PendingClose>,
+        metrics: Arc<Metrics>,
+        join_notice_limit: usize,
+    ) -> Self {
         Hub {
             state: Mutex::new(HubState {
                 clients: Arc::new(Vec::new()),
                 next_seq: 1,
+                chat_members: 0,
                 closed: false,
             }),
             next_id: AtomicU64::new(1),
             closing,
+            metrics,
+            join_notice_limit,
         }
     }
 
@@ -118,10 +132,15 @@ impl Hub {
         }
         .to_frame();
         let (clients, overflowed) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             conn.set_kind(Kind::Chat);
+            st.chat_members += 1;
             conn.push(welcome);
-            let overflowed = push_to_chat(&st.clients, &join, Some(conn.id));
+            let overflowed = if st.chat_members <= self.join_notice_limit {
+                self.push_to_chat(&st.clients, &join, Some(conn.id))
+            } else {
+                vec![]
+            };
             (st.clients.clone(), overflowed)
         };
         conn.flush();
@@ -133,6 +152,7 @@ impl Hub {
     pub fn broadcast_message(&self, from: &Conn, name: &str, text: &str) -> u64 {
         let ts = protocol::now_ms();
         let mut seq = 0;
+        self.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
         self.broadcast_with(None, |st| {
             seq = st.next_seq;
             st.next_seq += 1;
@@ -181,10 +201,14 @@ impl Hub {
                 return false;
             };
             Arc::make_mut(&mut st.clients).remove(pos);
-            if conn.kind() != Kind::Chat || st.closed {
+            if conn.kind() != Kind::Chat {
                 return true;
             }
-            overflowed.extend(push_to_chat(&st.clients, &leave, None));
+            st.chat_members -= 1;
+            if st.closed || st.chat_members >= self.join_notice_limit {
+                return true;
+            }
+            overflowed.extend(self.push_to_chat(&st.clients, &leave, None));
             st.clients.clone()
         };
         flush_chat(&clients, None);
@@ -200,6 +224,14 @@ impl Hub {
     }
 
     fn close_one(&self, conn: &Arc<Conn>, code: u16, reason: &str, work: &mut Vec<Arc<Conn>>) {
+        conn.set_close_reason(match code {
+            close_code::POLICY => Disconnect::SlowConsumer,
+            close_code::GOING_AWAY => Disconnect::Shutdown,
+            close_code::TOO_BIG => Disconnect::TooBig,
+            close_code::PROTOCOL => Disconnect::Protocol,
+            close_code::INVALID_DATA => Disconnect::InvalidUtf8,
+            _ => Disconnect::Error,
+        });
         self.remove_one(conn, work);
         if conn.push_close(code, reason) {
             conn.flush();
@@ -234,7 +266,7 @@ impl Hub {
         let (clients, overflowed) = {
             let mut st = self.state.lock();
             let frame = build(&mut st);
-            let overflowed = push_to_chat(&st.clients, &frame, skip);
+            let overflowed = self.push_to_chat(&st.clients, &frame, skip);
             (st.clients.clone(), overflowed)
         };
         self.finish_fan_out(&clients, skip, overflowed);
@@ -247,6 +279,33 @@ impl Hub {
         }
     }
 
+    /// Queues `frame` for every chat client but `skip` (memory only: called under the
+    /// lock); returns those over their cap.
+    fn push_to_chat(
+        &self,
+        clients: &[Arc<Conn>],
+        frame: &Bytes,
+        skip: Option<u64>,
+    ) -> Vec<Arc<Conn>> {
+        let mut overflowed = Vec::new();
+        let mut delivered = 0;
+        for conn in clients {
+            if conn.kind() != Kind::Chat || Some(conn.id) == skip {
+                continue;
+            }
+            match conn.push(frame.clone()) {
+                Push::Queued => delivered += 1,
+                Push::Overflow => overflowed.push(Arc::clone(conn)),
+                Push::Closed => {}
+            }
+        }
+        self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        overflowed
+    }
+
     /// Shutdown: no more joins; every upgraded client is sent Close `code`, and connections
     /// still in the handshake are cut. Returns how many connections there were.
     pub fn close_all(&self, code: u16, reason: &str) -> usize {
@@ -256,6 +315,7 @@ impl Hub {
             st.clients.clone()
         };
         for conn in clients.iter() {
+            conn.set_close_reason(Disconnect::Shutdown);
             if conn.kind() == Kind::Handshaking {
                 conn.terminate();
             } else if conn.push_close(code, reason) {
@@ -271,20 +331,6 @@ impl Hub {
             conn.terminate();
         }
     }
-}
-
-/// Queues `frame` for every chat client but `skip`; returns those over their cap.
-fn push_to_chat(clients: &[Arc<Conn>], frame: &Bytes, skip: Option<u64>) -> Vec<Arc<Conn>> {
-    let mut overflowed = Vec::new();
-    for conn in clients {
-        if conn.kind() != Kind::Chat || Some(conn.id) == skip {
-            continue;
-        }
-        if conn.push(frame.clone()) == Push::Overflow {
-            overflowed.push(Arc::clone(conn));
-        }
-    }
-    overflowed
 }
 
 fn flush_chat(clients: &[Arc<Conn>], skip: Option<u64>) {

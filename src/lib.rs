@@ -12,6 +12,7 @@
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
 //! - [`hub`]: the shared client list and fan-out.
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
+//! - [`metrics`]: counters for `/metrics` and the stats history.
 //! - [`protocol`]: message types, validation, framing.
 //! - [`cli`]: the `send` / `tail` client commands.
 //! - [`bench`]: the `bench` load generator.
@@ -25,6 +26,7 @@ pub mod flusher;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod ws_server;

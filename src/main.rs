@@ -11,12 +11,14 @@
 //!   connection.
 //! - **ws-accept**: accepts WebSocket TCP connections and spawns a client thread for each.
 //!   It never reads a socket.
-//! - **client-N** (one per connection): the upgrade (with a deadline), then the only reader
+//! - **ws-client** (one per connection): the upgrade (with a deadline), then the only reader
 //!   of its socket: a blocking `read()` loop through tungstenite, handling each message.
+//!   Finished client threads idle for a while and are reused for new connections.
 //! - **heartbeat**: every `--ping-interval-secs` pings each client and terminates those that
 //!   did not answer the previous ping; also cuts clients that ignore a server Close.
 //! - **flusher**: one epoll loop (mio) that finishes writes to sockets whose kernel send
 //!   buffer was full.
+//! - **stats**: samples the counters once a second for `/api/stats`.
 //!
 //! Who writes each socket: nobody writes directly. Every byte (handshake response,
 //! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
@@ -29,7 +31,8 @@
 //! never the reverse; no lock is held during a blocking call.
 //!
 //! Channels: flusher commands (park a socket / stop), heartbeat close deadlines, heartbeat
-//! stop, and the signal channel to main.
+//! and stats stop, the accept loop's hand-off to idle client threads, and the signal
+//! channel to main.
 
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::flusher::Flusher;
 use crate::hub::{Hub, close_code};
+use crate::metrics::{Gauges, Metrics};
 use crate::{heartbeat, http, ws_server};
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
@@ -23,6 +24,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct Shared {
     pub config: Config,
     pub hub: Hub,
+    pub metrics: Arc<Metrics>,
     pub flusher: Arc<Flusher>,
     /// The bound addresses (ports resolved when the config said 0).
     pub http_addr: SocketAddr,
@@ -49,6 +51,27 @@ impl Shared {
     pub fn live_clients(&self) -> usize {
         *self.live.lock()
     }
+
+    /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges {
+            chat_clients: 0,
+            echo_clients: 0,
+            handshaking: 0,
+            client_threads: 0,
+            queued_bytes: 0,
+        };
+        for conn in self.hub.snapshot().iter() {
+            match conn.kind() {
+                crate::conn::Kind::Chat => g.chat_clients += 1,
+                crate::conn::Kind::Echo => g.echo_clients += 1,
+                crate::conn::Kind::Handshaking => g.handshaking += 1,
+            }
+            g.queued_bytes += conn.queued_bytes();
+        }
+        g.client_threads = self.live_clients();
+        g
+    }
 }
 
 pub struct LiveGuard(Arc<Shared>);
@@ -67,6 +90,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     http: Arc<tiny_http::Server>,
     heartbeat_stop: crossbeam_channel::Sender<()>,
+    stats_stop: crossbeam_channel::Sender<()>,
     stopped: bool,
 }
 
@@ -116,8 +140,10 @@ impl ServerHandle {
 
         let (flusher, flusher_thread) = Flusher::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
+        let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
-            hub: Hub::new(closing_tx),
+            hub: Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit),
+            metrics,
             flusher,
             http_addr,
             ws_addr,
@@ -130,7 +156,13 @@ impl ServerHandle {
         let heartbeat =
             heartbeat::spawn(Arc::clone(&shared), closing_rx).map_err(StartError::Thread)?;
         let heartbeat_stop = heartbeat.stop.clone();
-        let mut threads = vec![flusher_thread, heartbeat.thread];
+        // Baseline before any client can arrive, so the first second's activity shows
+        // in the first sample.
+        shared.metrics.sample(0);
+        let (stats_stop, stats_stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let stats_thread =
+            spawn_stats(Arc::clone(&shared), stats_stop_rx).map_err(StartError::Thread)?;
+        let mut threads = vec![flusher_thread, heartbeat.thread, stats_thread];
         threads.push(
             ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared))
                 .map_err(StartError::Thread)?,
@@ -146,6 +178,7 @@ impl ServerHandle {
             threads,
             http,
             heartbeat_stop,
+            stats_stop,
             stopped: false,
         })
     }
@@ -215,6 +248,7 @@ impl ServerHandle {
 
         shared.flusher.stop();
         let _ = self.heartbeat_stop.try_send(());
+        let _ = self.stats_stop.try_send(());
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 log::error!("a server thread panicked during shutdown");
@@ -227,6 +261,30 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The stats thread: once a second, samples the counters into the history that
+/// `/api/stats` (and the stats page) shows.
+fn spawn_stats(
+    shared: Arc<Shared>,
+    stop: crossbeam_channel::Receiver<()>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("stats".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stop.recv_timeout(crate::metrics::SAMPLE_INTERVAL)
+            {
+                let chat = shared
+                    .hub
+                    .snapshot()
+                    .iter()
+                    .filter(|c| c.kind() == crate::conn::Kind::Chat)
+                    .count();
+                shared.metrics.sample(chat);
+            }
+        })
 }
 
 /// Connections the kernel queues for `accept()`. std's `TcpListener::bind` asks for 128;

@@ -13,5 +13,7 @@ mod http;
 mod limits;
 // Heartbeat reaping and graceful shutdown (in-process and the binary with SIGTERM).
 mod lifecycle;
+// /metrics, /api/stats, join-notice limit.
+mod observability;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;

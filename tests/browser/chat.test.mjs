@@ -137,3 +137,39 @@ test("the page shows a lost connection and reconnects by itself", async () => {
     assert.equal(await stopServer(second), 0);
   }
 });
+
+test("the stats page plots live activity", async () => {
+  const server = await startServer();
+  try {
+    const stats = await browser.newPage();
+    stats.on("pageerror", (e) => { throw e; });
+    await stats.goto(`http://${server.http}/stats.html`);
+    await stats.locator("#status.connected").waitFor({ timeout: WAIT });
+
+    const chat = await openChat(`http://${server.http}/`);
+    for (let i = 0; i < 10; i++) await send(chat, `burst ${i}`);
+    await chat.locator("#messages li.message", { hasText: "burst 9" }).waitFor({ timeout: WAIT });
+
+    // The plots' scale shows the busiest second of the window: the burst.
+    await stats.waitForFunction(
+      () => parseFloat(document.getElementById("scale-messages_per_sec").textContent.replace("max ", "")) >= 5,
+      null, { timeout: WAIT },
+    );
+    await stats.waitForFunction(
+      () => document.getElementById("now-clients").textContent === "1", null, { timeout: WAIT },
+    );
+    // Something was drawn: the canvas is not blank.
+    const painted = await stats.evaluate(() => {
+      const c = document.getElementById("plot-messages_per_sec");
+      const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
+      return false;
+    });
+    assert.ok(painted, "the messages/s plot has pixels");
+    await stats.screenshot({ path: path.join(SHOTS, "browser-stats.png"), fullPage: true });
+    await stats.close();
+    await chat.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});

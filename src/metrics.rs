@@ -1,0 +1,345 @@
+//! Counters for `/metrics` (Prometheus text format) and the per-second history behind
+//! `/api/stats` and the live stats page.
+//!
+//! Counters are relaxed atomics bumped where things happen: one atomic add per broadcast,
+//! per received frame and per `sendmsg`, never per byte. The `stats` thread samples them
+//! once a second into a five-minute ring buffer.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+/// Samples kept for `/api/stats`: five minutes at one per second.
+pub const HISTORY_LEN: usize = 300;
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a connection ended; counted once per connection (the first reason recorded wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Disconnect {
+    /// The client sent a Close frame.
+    ClientClose = 1,
+    /// The TCP connection dropped without a Close (EOF or reset).
+    Gone = 2,
+    /// No pong by the next heartbeat round.
+    Heartbeat = 3,
+    /// Outgoing queue over `--max-queued-bytes` (1008).
+    SlowConsumer = 4,
+    /// Protocol violation (1002).
+    Protocol = 5,
+    /// Message over `--max-message-bytes` (1009).
+    TooBig = 6,
+    /// Invalid UTF-8 (1007).
+    InvalidUtf8 = 7,
+    /// Server shutdown (1001).
+    Shutdown = 8,
+    /// Anything else (1011, failed writes).
+    Error = 9,
+}
+
+const DISCONNECT_NAMES: [&str; 10] = [
+    "",
+    "client_close",
+    "gone",
+    "heartbeat",
+    "slow_consumer",
+    "protocol_error",
+    "too_big",
+    "invalid_utf8",
+    "shutdown",
+    "error",
+];
+
+impl Disconnect {
+    pub fn from_u8(v: u8) -> Option<Disconnect> {
+        use Disconnect::*;
+        Some(match v {
+            1 => ClientClose,
+            2 => Gone,
+            3 => Heartbeat,
+            4 => SlowConsumer,
+            5 => Protocol,
+            6 => TooBig,
+            7 => InvalidUtf8,
+            8 => Shutdown,
+            9 => Error,
+            _ => return None,
+        })
+    }
+}
+
+/// HTTP statuses the WebSocket listener refuses upgrades with (index into `rejections`).
+const REJECTION_STATUSES: [u16; 5] = [400, 404, 431, 503, 0];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Chat messages accepted and broadcast.
+    pub messages_in: AtomicU64,
+    /// Text and binary frames received (chat and echo).
+    pub frames_in: AtomicU64,
+    /// Payload bytes of those frames.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to client sockets (frames, handshakes, everything).
+    pub bytes_out: AtomicU64,
+    /// Broadcast events (messages, joins, leaves, renames).
+    pub broadcasts: AtomicU64,
+    /// Frames queued to a client by a broadcast: one broadcast to N clients is N deliveries.
+    pub deliveries: AtomicU64,
+    /// `{"type":"error"}` replies.
+    pub error_replies: AtomicU64,
+    /// Completed upgrades.
+    pub connections: AtomicU64,
+    disconnects: [AtomicU64; 10],
+    /// Refused upgrades by status; the last slot counts handshakes that timed out.
+    rejections: [AtomicU64; 5],
+    history: Mutex<History>,
+}
+
+#[derive(Default)]
+struct History {
+    samples: VecDeque<Sample>,
+    last: Option<(Instant, u64, u64)>,
+}
+
+/// One second of activity, as the stats page plots it.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Sample {
+    /// Unix time, ms.
+    pub t: u64,
+    pub clients: usize,
+    pub messages_per_sec: f64,
+    pub deliveries_per_sec: f64,
+}
+
+/// Gauges that live elsewhere (the hub knows them); passed in when rendering.
+pub struct Gauges {
+    pub chat_clients: usize,
+    pub echo_clients: usize,
+    pub handshaking: usize,
+    pub client_threads: usize,
+    pub queued_bytes: usize,
+}
+
+impl Metrics {
+    pub fn disconnected(&self, why: Disconnect) {
+        self.disconnects[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A refused upgrade; `None` for a handshake that timed out or was abandoned.
+    pub fn rejected(&self, status: Option<u16>) {
+        let slot = match status {
+            Some(s) => REJECTION_STATUSES
+                .iter()
+                .position(|&x| x == s)
+                .unwrap_or(REJECTION_STATUSES.len() - 1),
+            None => REJECTION_STATUSES.len() - 1,
+        };
+        self.rejections[slot].fetch_add(1, Relaxed);
+    }
+
+    pub fn disconnects(&self, why: Disconnect) -> u64 {
+        self.disconnects[why as usize].load(Relaxed)
+    }
+
+    /// Called once a second by the stats thread.
+    pub fn sample(&self, clients: usize) {
+        let now = Instant::now();
+        let messages = self.messages_in.load(Relaxed);
+        let deliveries = self.deliveries.load(Relaxed);
+        let mut h = self.history.lock();
+        if let Some((then, m0, d0)) = h.last {
+            let secs = now.duration_since(then).as_secs_f64().max(1e-3);
+            let sample = Sample {
+                t: crate::protocol::now_ms(),
+                clients,
+                messages_per_sec: (messages - m0) as f64 / secs,
+                deliveries_per_sec: (deliveries - d0) as f64 / secs,
+            };
+            if h.samples.len() == HISTORY_LEN {
+                h.samples.pop_front();
+            }
+            h.samples.push_back(sample);
+        }
+        h.last = Some((now, messages, deliveries));
+    }
+
+    pub fn history(&self) -> Vec<Sample> {
+        self.history.lock().samples.iter().copied().collect()
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP threadchat_{name} {help}");
+            let _ = writeln!(out, "# TYPE threadchat_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "threadchat_{name}{labels} {value}");
+            }
+        };
+        metric(
+            "clients",
+            "gauge",
+            "Open WebSocket connections by endpoint.",
+            &[
+                ("{endpoint=\"chat\"}", g.chat_clients as u64),
+                ("{endpoint=\"echo\"}", g.echo_clients as u64),
+                ("{endpoint=\"handshake\"}", g.handshaking as u64),
+            ],
+        );
+        metric(
+            "client_threads",
+            "gauge",
+            "Threads serving a connection.",
+            &[("", g.client_threads as u64)],
+        );
+        metric(
+            "queued_bytes",
+            "gauge",
+            "Bytes waiting in client outboxes.",
+            &[("", g.queued_bytes as u64)],
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Completed WebSocket upgrades.",
+            &[("", self.connections.load(Relaxed))],
+        );
+        metric(
+            "messages_received_total",
+            "counter",
+            "Chat messages accepted and broadcast.",
+            &[("", self.messages_in.load(Relaxed))],
+        );
+        metric(
+            "frames_received_total",
+            "counter",
+            "Text and binary frames received.",
+            &[("", self.frames_in.load(Relaxed))],
+        );
+        metric(
+            "bytes_received_total",
+            "counter",
+            "Payload bytes of received frames.",
+            &[("", self.bytes_in.load(Relaxed))],
+        );
+        metric(
+            "bytes_sent_total",
+            "counter",
+            "Bytes written to client sockets.",
+            &[("", self.bytes_out.load(Relaxed))],
+        );
+        metric(
+            "broadcasts_total",
+            "counter",
+            "Broadcast events (messages, joins, leaves, renames).",
+            &[("", self.broadcasts.load(Relaxed))],
+        );
+        metric(
+            "deliveries_total",
+            "counter",
+            "Frames queued to clients by broadcasts.",
+            &[("", self.deliveries.load(Relaxed))],
+        );
+        metric(
+            "error_replies_total",
+            "counter",
+            "Error replies sent to clients.",
+            &[("", self.error_replies.load(Relaxed))],
+        );
+        let disconnects: Vec<(String, u64)> = (1..DISCONNECT_NAMES.len())
+            .map(|i| {
+                (
+                    format!("{{reason=\"{}\"}}", DISCONNECT_NAMES[i]),
+                    self.disconnects[i].load(Relaxed),
+                )
+            })
+            .collect();
+        let disconnects: Vec<(&str, u64)> =
+            disconnects.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "disconnects_total",
+            "counter",
+            "Connections ended, by reason.",
+            &disconnects,
+        );
+        let rejections: Vec<(String, u64)> = REJECTION_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let label = if *s == 0 {
+                    "timeout".to_string()
+                } else {
+                    s.to_string()
+                };
+                (
+                    format!("{{status=\"{label}\"}}"),
+                    self.rejections[i].load(Relaxed),
+                )
+            })
+            .collect();
+        let rejections: Vec<(&str, u64)> =
+            rejections.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "handshake_rejections_total",
+            "counter",
+            "Refused WebSocket upgrades, by HTTP status.",
+            &rejections,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.messages_in.fetch_add(3, Relaxed);
+        m.disconnected(Disconnect::SlowConsumer);
+        m.rejected(Some(404));
+        m.rejected(None);
+        let text = m.render(&Gauges {
+            chat_clients: 2,
+            echo_clients: 1,
+            handshaking: 0,
+            client_threads: 3,
+            queued_bytes: 0,
+        });
+        assert!(text.contains("threadchat_clients{endpoint=\"chat\"} 2\n"));
+        assert!(text.contains("threadchat_messages_received_total 3\n"));
+        assert!(text.contains("threadchat_disconnects_total{reason=\"slow_consumer\"} 1\n"));
+        assert!(text.contains("threadchat_handshake_rejections_total{status=\"404\"} 1\n"));
+        assert!(text.contains("threadchat_handshake_rejections_total{status=\"timeout\"} 1\n"));
+        assert!(text.contains("# TYPE threadchat_deliveries_total counter\n"));
+        // Every sample line is NAME[{labels}] VALUE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("threadchat_"), "{line}");
+            value.parse::<u64>().unwrap();
+        }
+    }
+
+    #[test]
+    fn history_keeps_rates_for_five_minutes() {
+        let m = Metrics::default();
+        m.sample(1); // first call only sets the baseline
+        assert!(m.history().is_empty());
+        m.messages_in.fetch_add(10, Relaxed);
+        m.sample(2);
+        let h = m.history();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].clients, 2);
+        assert!(h[0].messages_per_sec > 0.0);
+        for _ in 0..HISTORY_LEN + 10 {
+            m.sample(1);
+        }
+        assert_eq!(m.history().len(), HISTORY_LEN);
+    }
+}
