@@ -136,21 +136,13 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
 
     // Connect phase: wait until everyone is connected (or the connect timeout).
     let connect_deadline = Instant::now() + Duration::from_secs(args.connect_timeout_secs);
-    let expected = if args.handshakes {
-        0
-    } else {
-        args.clients as u64
-    };
+    let expected = if args.handshakes { 0 } else { args.clients as u64 };
     let mut last_progress = Instant::now();
     while clock.connected.load(Ordering::Relaxed) < expected && Instant::now() < connect_deadline {
         std::thread::sleep(Duration::from_millis(20));
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = Instant::now();
-            eprintln!(
-                "bench: connecting… {}/{}",
-                clock.connected.load(Ordering::Relaxed),
-                expected
-            );
+            eprintln!("bench: connecting… {}/{}", clock.connected.load(Ordering::Relaxed), expected);
         }
     }
     let connected = clock.connected.load(Ordering::Relaxed);
@@ -165,17 +157,12 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     let start = Instant::now();
     let duration = Duration::from_secs_f64(args.duration_secs);
     while start.elapsed() < duration {
-        std::thread::sleep(
-            Duration::from_millis(100).min(duration.saturating_sub(start.elapsed())),
-        );
+        std::thread::sleep(Duration::from_millis(100).min(duration.saturating_sub(start.elapsed())));
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = Instant::now();
             let secs = start.elapsed().as_secs_f64();
             let d = clock.deliveries.load(Ordering::Relaxed);
-            eprintln!(
-                "bench: {secs:.0}s, {d} deliveries ({:.0}/s)",
-                d as f64 / secs
-            );
+            eprintln!("bench: {secs:.0}s, {d} deliveries ({:.0}/s)", d as f64 / secs);
         }
     }
     clock.measuring.store(false, Ordering::Release);
@@ -186,9 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
 
     let mut total = ThreadStats::default();
     for h in handles {
-        let s = h
-            .join()
-            .map_err(|_| "a bench thread panicked".to_string())??;
+        let s = h.join().map_err(|_| "a bench thread panicked".to_string())??;
         total.deliveries += s.deliveries;
         total.sent += s.sent;
         total.latencies_us.extend(s.latencies_us);
@@ -215,16 +200,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         deliveries_per_sec: total.deliveries as f64 / elapsed,
         latency_p50_ms: percentile_ms(&total.latencies_us, 0.50),
         latency_p99_ms: percentile_ms(&total.latencies_us, 0.99),
-        latency_max_ms: total
-            .latencies_us
-            .last()
-            .map_or(0.0, |&us| us as f64 / 1000.0),
+        latency_max_ms: total.latencies_us.last().map_or(0.0, |&us| us as f64 / 1000.0),
         connect_p50_ms: percentile_ms(&total.connect_us, 0.50),
         connect_p99_ms: percentile_ms(&total.connect_us, 0.99),
-        connect_max_ms: total
-            .connect_us
-            .last()
-            .map_or(0.0, |&us| us as f64 / 1000.0),
+        connect_max_ms: total.connect_us.last().map_or(0.0, |&us| us as f64 / 1000.0),
         handshakes_per_sec: total.handshakes as f64 / elapsed,
         errors: total.errors,
         closed_by_server: total.closed_by_server,
@@ -236,9 +215,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         server_rss_before_kib: rss_before,
         server_rss_kib: rss_end,
         server_rss_per_client_kib: match (rss_before, rss_connected) {
-            (Some(a), Some(b)) if connected > 0 => {
-                Some((b.saturating_sub(a)) as f64 / connected as f64)
-            }
+            (Some(a), Some(b)) if connected > 0 => Some((b.saturating_sub(a)) as f64 / connected as f64),
             _ => None,
         },
         server_rss_growth_kib: match (rss_connected, rss_end) {
@@ -256,9 +233,7 @@ struct Target {
 }
 
 fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or("the bench URL must start with ws://")?;
+    let rest = url.strip_prefix("ws://").ok_or("the bench URL must start with ws://")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -268,19 +243,10 @@ fn parse_url(url: &str) -> Result<Target, String> {
         .map_err(|e| format!("{hostport}: {e}"))?
         .next()
         .ok_or_else(|| format!("{hostport}: no address"))?;
-    Ok(Target {
-        addr,
-        host: hostport.to_string(),
-        path: path.to_string(),
-    })
+    Ok(Target { addr, host: hostport.to_string(), path: path.to_string() })
 }
 
-fn run_thread(
-    args: &BenchArgs,
-    target: &Target,
-    indices: Vec<usize>,
-    clock: &Clock,
-) -> Result<ThreadStats, String> {
+fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Clock) -> Result<ThreadStats, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(1024);
     let mut stats = ThreadStats::default();
@@ -329,11 +295,7 @@ fn run_thread(
             match start_connect(target.addr, global) {
                 Ok(mut stream) => {
                     poll.registry()
-                        .register(
-                            &mut stream,
-                            Token(slot),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )
+                        .register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
                         .map_err(|e| e.to_string())?;
                     let sim = &mut sims[slot];
                     sim.stream = Some(stream);
@@ -356,20 +318,12 @@ fn run_thread(
         let now = Instant::now();
         let mut timeout = Duration::from_millis(50);
         if send_interval.is_some() {
-            for sim in sims
-                .iter()
-                .filter(|s| s.sender.is_some() && s.state == State::Open)
-            {
+            for sim in sims.iter().filter(|s| s.sender.is_some() && s.state == State::Open) {
                 timeout = timeout.min(sim.next_send.saturating_duration_since(now));
             }
         }
-        poll.poll(&mut events, Some(timeout)).or_else(|e| {
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e.to_string())
-            }
-        })?;
+        poll.poll(&mut events, Some(timeout))
+            .or_else(|e| if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e.to_string()) })?;
 
         for event in events.iter() {
             let slot = event.token().0;
@@ -388,9 +342,7 @@ fn run_thread(
             }
             if before != State::Open && sim.state == State::Open {
                 pending -= 1;
-                stats
-                    .connect_us
-                    .push(sim.started.elapsed().as_micros() as u32);
+                stats.connect_us.push(sim.started.elapsed().as_micros() as u32);
                 if args.handshakes {
                     if clock.measuring.load(Ordering::Relaxed) {
                         stats.handshakes += 1;
@@ -410,10 +362,7 @@ fn run_thread(
 
         // Senders.
         let now = Instant::now();
-        for sim in sims
-            .iter_mut()
-            .filter(|s| s.sender.is_some() && s.state == State::Open)
-        {
+        for sim in sims.iter_mut().filter(|s| s.sender.is_some() && s.state == State::Open) {
             let due = match send_interval {
                 Some(iv) => {
                     let mut n = 0;
@@ -542,10 +491,7 @@ fn parse_frames(sim: &mut Sim, clock: &Clock, stats: &mut ThreadStats) -> io::Re
         let opcode = buf[0] & 0x0F;
         let (hlen, plen) = match buf[1] & 0x7F {
             126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
-            127 if buf.len() >= 10 => (
-                10,
-                u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize,
-            ),
+            127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize),
             126 | 127 => break,
             n => (2, n as usize),
         };
@@ -673,40 +619,23 @@ pub fn read_rss_kib(pid: u32) -> Option<u64> {
 
 /// The human-readable table.
 pub fn print_table(r: &Report) {
-    let opt =
-        |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.3} {unit}"));
+    let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.3} {unit}"));
     println!("target                 {}", r.url);
     println!(
         "clients                {} ({} connected), {} senders, rate {}",
         r.clients,
         r.connected,
         r.senders,
-        if r.rate > 0.0 {
-            format!("{} msg/s", r.rate)
-        } else {
-            "max".into()
-        }
+        if r.rate > 0.0 { format!("{} msg/s", r.rate) } else { "max".into() }
     );
     println!("measured               {:.1} s", r.duration_secs);
-    println!(
-        "sent / deliveries      {} / {} ({:.0} deliveries/s)",
-        r.sent, r.deliveries, r.deliveries_per_sec
-    );
-    println!(
-        "latency p50/p99/max    {:.3} / {:.3} / {:.3} ms",
-        r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms
-    );
-    println!(
-        "connect p50/p99/max    {:.3} / {:.3} / {:.3} ms",
-        r.connect_p50_ms, r.connect_p99_ms, r.connect_max_ms
-    );
+    println!("sent / deliveries      {} / {} ({:.0} deliveries/s)", r.sent, r.deliveries, r.deliveries_per_sec);
+    println!("latency p50/p99/max    {:.3} / {:.3} / {:.3} ms", r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
+    println!("connect p50/p99/max    {:.3} / {:.3} / {:.3} ms", r.connect_p50_ms, r.connect_p99_ms, r.connect_max_ms);
     if r.handshakes_per_sec > 0.0 {
         println!("handshakes/s           {:.0}", r.handshakes_per_sec);
     }
-    println!(
-        "errors / closed        {} / {}",
-        r.errors, r.closed_by_server
-    );
+    println!("errors / closed        {} / {}", r.errors, r.closed_by_server);
     println!(
         "server CPU             {} ({} per 1k deliveries, {})",
         opt(r.server_cpu_secs, "s"),
@@ -716,8 +645,7 @@ pub fn print_table(r: &Report) {
     println!(
         "server RSS             {} KiB (before {} KiB, {} per client)",
         r.server_rss_kib.map_or("n/a".into(), |v| v.to_string()),
-        r.server_rss_before_kib
-            .map_or("n/a".into(), |v| v.to_string()),
+        r.server_rss_before_kib.map_or("n/a".into(), |v| v.to_string()),
         opt(r.server_rss_per_client_kib, "KiB")
     );
 }
@@ -728,10 +656,7 @@ mod tests {
 
     #[test]
     fn finds_the_marker_in_json_and_raw_text() {
-        assert_eq!(
-            find_marker(br#"{"type":"message","text":"tcb:3:12345: fox"}"#),
-            Some((3, 12345))
-        );
+        assert_eq!(find_marker(br#"{"type":"message","text":"tcb:3:12345: fox"}"#), Some((3, 12345)));
         assert_eq!(find_marker(b"tcb:0:99"), Some((0, 99)));
         assert_eq!(find_marker(b"no marker"), None);
     }
@@ -744,12 +669,7 @@ mod tests {
         assert_eq!(out[1], 0x80 | 126);
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), 300);
         let mask = &out[4..8];
-        assert!(
-            out[8..]
-                .iter()
-                .enumerate()
-                .all(|(i, b)| b ^ mask[i % 4] == b'a')
-        );
+        assert!(out[8..].iter().enumerate().all(|(i, b)| b ^ mask[i % 4] == b'a'));
     }
 
     #[test]

@@ -42,11 +42,9 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Connect(e) => write!(f, "cannot connect: {e}"),
-            CliError::Refused(status, body) => write!(
-                f,
-                "server refused the connection: HTTP {status}: {}",
-                body.trim()
-            ),
+            CliError::Refused(status, body) => {
+                write!(f, "server refused the connection: HTTP {status}: {}", body.trim())
+            }
             CliError::Timeout(d) => write!(f, "timed out after {}s", d.as_secs_f64()),
             CliError::Closed(why) => write!(f, "connection closed: {why}"),
             CliError::Rejected(e) => write!(f, "server rejected the request: {e}"),
@@ -69,8 +67,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
     let deadline = Instant::now() + timeout;
     let mut ws = connect(&args.url, deadline, timeout)?;
     if is_echo_url(&args.url) {
-        ws.send(Message::text(args.text.as_str()))
-            .map_err(|e| CliError::Closed(e.to_string()))?;
+        ws.send(Message::text(args.text.as_str())).map_err(|e| CliError::Closed(e.to_string()))?;
         let (raw, _) = next_event(&mut ws, deadline, timeout)?;
         print_line(&raw)?;
         close(&mut ws);
@@ -80,10 +77,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
     if let Some(name) = &args.name {
         write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
     }
-    write(
-        &mut ws,
-        serde_json::json!({"type": "message", "text": args.text}),
-    )?;
+    write(&mut ws, serde_json::json!({"type": "message", "text": args.text}))?;
     loop {
         let (raw, event) = next_event(&mut ws, deadline, timeout)?;
         match event.get("type").and_then(Value::as_str) {
@@ -93,10 +87,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
                 return Ok(());
             }
             Some("error") => {
-                let error = event
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
+                let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(CliError::Rejected(error.to_string()));
             }
             _ => {}
@@ -146,37 +137,25 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
 }
 
 fn is_echo_url(url: &str) -> bool {
-    url.split(['?', '#'])
-        .next()
-        .is_some_and(|u| u.ends_with("/echo"))
+    url.split(['?', '#']).next().is_some_and(|u| u.ends_with("/echo"))
 }
 
 fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
-    let request = url
-        .into_client_request()
-        .map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
+    let request = url.into_client_request().map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
     let uri = request.uri();
     match uri.scheme_str() {
         Some("ws") => {}
         Some("wss") => {
-            return Err(CliError::Connect(
-                "wss:// is not supported by this client yet".into(),
-            ));
+            return Err(CliError::Connect("wss:// is not supported by this client yet".into()));
         }
         _ => {
-            return Err(CliError::Connect(format!(
-                "{url}: the URL must start with ws://"
-            )));
+            return Err(CliError::Connect(format!("{url}: the URL must start with ws://")));
         }
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| CliError::Connect(format!("{url}: no host")))?;
+    let host = uri.host().ok_or_else(|| CliError::Connect(format!("{url}: no host")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
+    let addrs = (host, port).to_socket_addrs().map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
     let mut last_error = io::Error::other("no address");
     let mut stream = None;
     for addr in addrs {
@@ -191,26 +170,15 @@ fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliErr
     }
     let stream = stream.ok_or_else(|| CliError::Connect(format!("{host}:{port}: {last_error}")))?;
     let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(remaining(deadline, timeout)?))
-        .map_err(|e| CliError::Connect(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| CliError::Connect(e.to_string()))?;
+    stream.set_read_timeout(Some(remaining(deadline, timeout)?)).map_err(|e| CliError::Connect(e.to_string()))?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| CliError::Connect(e.to_string()))?;
     match tungstenite::client::client(request, stream) {
         Ok((ws, _response)) => Ok(ws),
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
             Err(CliError::Refused(resp.status().as_u16(), body))
         }
-        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => {
-            Err(CliError::Timeout(timeout))
-        }
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => Err(CliError::Timeout(timeout)),
         Err(HandshakeError::Interrupted(_)) => Err(CliError::Timeout(timeout)),
         Err(HandshakeError::Failure(e)) => Err(CliError::Connect(e.to_string())),
     }
@@ -218,24 +186,15 @@ fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliErr
 
 fn wait_welcome(ws: &mut Ws, deadline: Instant, timeout: Duration) -> Result<u64, CliError> {
     let (_, event) = next_event(ws, deadline, timeout)?;
-    match (
-        event.get("type").and_then(Value::as_str),
-        event.get("id").and_then(Value::as_u64),
-    ) {
+    match (event.get("type").and_then(Value::as_str), event.get("id").and_then(Value::as_u64)) {
         (Some("welcome"), Some(id)) => Ok(id),
-        _ => Err(CliError::Connect(format!(
-            "expected a welcome, got {event}"
-        ))),
+        _ => Err(CliError::Connect(format!("expected a welcome, got {event}"))),
     }
 }
 
 /// The next text frame as (raw text, parsed JSON), with the read deadline re-armed to
 /// the time left before each socket read.
-fn next_event(
-    ws: &mut Ws,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<(String, Value), CliError> {
+fn next_event(ws: &mut Ws, deadline: Instant, timeout: Duration) -> Result<(String, Value), CliError> {
     loop {
         let left = remaining(deadline, timeout)?;
         let _ = ws.get_ref().set_read_timeout(Some(left));
@@ -275,8 +234,7 @@ fn read_one(ws: &mut Ws) -> Result<Option<(String, Value)>, CliError> {
 }
 
 fn write(ws: &mut Ws, value: Value) -> Result<(), CliError> {
-    ws.send(Message::text(value.to_string()))
-        .map_err(|e| CliError::Closed(e.to_string()))
+    ws.send(Message::text(value.to_string())).map_err(|e| CliError::Closed(e.to_string()))
 }
 
 /// Polite close: send Close and wait briefly for the server's reply.
@@ -288,23 +246,14 @@ fn close(ws: &mut Ws) {
 
 fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, CliError> {
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(CliError::Timeout(timeout))
-    } else {
-        Ok(left)
-    }
+    if left.is_zero() { Err(CliError::Timeout(timeout)) } else { Ok(left) }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 fn print_line(line: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|_| out.flush())
-        .map_err(CliError::Output)
+    writeln!(out, "{line}").and_then(|_| out.flush()).map_err(CliError::Output)
 }

@@ -23,6 +23,7 @@ use crate::conn::{Conn, Kind, Push};
 use crate::hub::close_code;
 use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ServerMsg};
+use crate::sequencer::{Reply, Submit};
 use crate::server::{LiveGuard, Shared};
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
@@ -62,10 +63,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         return; // shutting down
     }
     // Removes us from the hub on every exit path, panics included.
-    let _membership = Membership {
-        shared,
-        conn: &conn,
-    };
+    let _membership = Membership { shared, conn: &conn };
 
     let Some(mut ws) = handshake(&conn, shared) else {
         return;
@@ -74,10 +72,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     // keeps only the few KiB its blocking read needs.
     crate::ws_server::release_unused_stack();
     let kind = conn.kind();
-    log::info!(
-        "client {id} ({peer}): connected to {}",
-        if kind == Kind::Chat { "/ws" } else { "/echo" }
-    );
+    log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
 
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
@@ -92,9 +87,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         End::Failed(close_code::PROTOCOL, _) => Disconnect::Protocol,
         End::Failed(..) => Disconnect::Error,
     });
-    shared
-        .metrics
-        .disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
+    shared.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
     match end {
         End::ClientClosed(how) => {
             // tungstenite has queued its Close reply; writing it goes into our outbox, which
@@ -144,88 +137,69 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 #[inline(never)]
 fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream>> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let stream = ClientStream {
-        conn: Arc::clone(conn),
-        deadline: Some(deadline),
-        upgraded: false,
-    };
+    let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false };
     let mut kind = Kind::Handshaking;
+    let mut query = String::new();
     // The Err type is tungstenite's; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        query = req.uri().query().unwrap_or("").to_string();
         kind = match req.uri().path() {
             "/ws" => Kind::Chat,
             "/echo" => Kind::Echo,
             _ => {
-                return Err(refusal(
-                    StatusCode::NOT_FOUND,
-                    "no WebSocket endpoint here; use /ws or /echo",
-                ));
+                return Err(refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws or /echo"));
             }
         };
         if shared.is_shutting_down() {
-            return Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is shutting down",
-            ));
+            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
         }
         if shared.live_clients() > shared.config.max_clients {
-            return Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server is full (--max-clients)",
-            ));
+            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is full (--max-clients)"));
         }
         Ok(resp)
     };
     let peer = conn.peer;
-    let mut ws =
-        match tungstenite::accept_hdr_with_config(stream, callback, Some(ws_config(shared))) {
-            Ok(ws) => ws,
-            Err(HandshakeError::Failure(WsError::Http(resp))) => {
-                log::info!("{peer}: upgrade refused with {}", resp.status());
-                shared.metrics.rejected(Some(resp.status().as_u16()));
-                linger(conn, false);
-                return None;
-            }
-            Err(HandshakeError::Failure(e)) => {
-                let refused = match &e {
-                    WsError::Io(_) => None, // timed out or hung up: nobody to answer
-                    WsError::Capacity(_) | WsError::AttackAttempt => Some((
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "request headers too large".to_string(),
-                    )),
-                    WsError::Protocol(ProtocolError::HttparseError(
-                        httparse::Error::TooManyHeaders,
-                    )) => Some((
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        "too many request headers".to_string(),
-                    )),
-                    other => Some((
-                        StatusCode::BAD_REQUEST,
-                        format!("not a valid WebSocket upgrade: {other}"),
-                    )),
-                };
-                match refused {
-                    Some((status, body)) => {
-                        log::info!("{peer}: upgrade refused with {status}: {body}");
-                        shared.metrics.rejected(Some(status.as_u16()));
-                        conn.push_control(plain_response(status, &body), false);
-                        conn.flush();
-                        linger(conn, false);
-                    }
-                    None => {
-                        log::info!("{peer}: handshake abandoned ({e})");
-                        shared.metrics.rejected(None);
-                    }
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, callback, Some(ws_config(shared))) {
+        Ok(ws) => ws,
+        Err(HandshakeError::Failure(WsError::Http(resp))) => {
+            log::info!("{peer}: upgrade refused with {}", resp.status());
+            shared.metrics.rejected(Some(resp.status().as_u16()));
+            linger(conn, false);
+            return None;
+        }
+        Err(HandshakeError::Failure(e)) => {
+            let refused = match &e {
+                WsError::Io(_) => None, // timed out or hung up: nobody to answer
+                WsError::Capacity(_) | WsError::AttackAttempt => {
+                    Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large".to_string()))
                 }
-                return None;
+                WsError::Protocol(ProtocolError::HttparseError(httparse::Error::TooManyHeaders)) => {
+                    Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers".to_string()))
+                }
+                other => Some((StatusCode::BAD_REQUEST, format!("not a valid WebSocket upgrade: {other}"))),
+            };
+            match refused {
+                Some((status, body)) => {
+                    log::info!("{peer}: upgrade refused with {status}: {body}");
+                    shared.metrics.rejected(Some(status.as_u16()));
+                    conn.push_control(plain_response(status, &body), false);
+                    conn.flush();
+                    linger(conn, false);
+                }
+                None => {
+                    log::info!("{peer}: handshake abandoned ({e})");
+                    shared.metrics.rejected(None);
+                }
             }
-            Err(HandshakeError::Interrupted(_)) => {
-                log::info!("{peer}: handshake timed out");
-                shared.metrics.rejected(None);
-                return None;
-            }
-        };
+            return None;
+        }
+        Err(HandshakeError::Interrupted(_)) => {
+            log::info!("{peer}: handshake timed out");
+            shared.metrics.rejected(None);
+            return None;
+        }
+    };
     // Upgraded: from now on reads block without a deadline (the heartbeat watches liveness).
     let stream = ws.get_mut();
     stream.deadline = None;
@@ -234,7 +208,10 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
         return None;
     }
     match kind {
-        Kind::Chat => shared.hub.join_chat(conn),
+        Kind::Chat => {
+            shared.hub.welcome(conn);
+            enter_initial_rooms(conn, shared, &query);
+        }
         other => conn.set_kind(other),
     }
     Some(ws)
@@ -244,10 +221,7 @@ fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
     let mut resp = ErrorResponse::new(Some(format!("{body}\n")));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(
-        "Content-Type",
-        "text/plain; charset=utf-8".parse().expect("static header"),
-    );
+    headers.insert("Content-Type", "text/plain; charset=utf-8".parse().expect("static header"));
     headers.insert("Content-Length", (body.len() + 1).into());
     headers.insert("Connection", "close".parse().expect("static header"));
     resp
@@ -282,10 +256,7 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
         let reply = match msg {
             Message::Text(text) if chat => handle_chat(conn, shared, text.as_str()),
             Message::Text(text) => Some(protocol::text_frame(text.as_bytes())),
-            Message::Binary(_) if chat => Some(error_frame(
-                shared,
-                "binary frames are not supported; send JSON text",
-            )),
+            Message::Binary(_) if chat => Some(error_frame(shared, "binary frames are not supported; send JSON text")),
             Message::Binary(data) => Some(protocol::binary_frame(&data)),
             Message::Close(frame) => {
                 return End::ClientClosed(match frame {
@@ -298,11 +269,7 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
         if let Some(frame) = reply
             && conn.send(frame) == Push::Overflow
         {
-            shared.hub.close_client(
-                conn,
-                close_code::POLICY,
-                "slow consumer: too much unread data",
-            );
+            shared.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
         }
     }
 }
@@ -310,48 +277,84 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
 /// Handles one chat request; returns a frame to send back to this client only.
 #[inline(never)]
 fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
-    match protocol::parse_client(text) {
-        Ok(ClientMsg::Message { text }) => {
-            shared.hub.broadcast_message(conn, &conn.name(), &text);
-            None
+    let result = match protocol::parse_client(text) {
+        Ok(ClientMsg::Message { room, text, r#ref }) => {
+            if !shared.hub.is_member(conn, &room) {
+                return Some(error_frame_ref(shared, &format!("not in room {room:?}; join it first"), r#ref));
+            }
+            let submit = Submit {
+                room,
+                id: conn.id,
+                name: conn.name(),
+                text,
+                reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
+            };
+            shared.sequencer.submit(submit)
         }
         Ok(ClientMsg::Name { name }) => {
+            let new: Arc<str> = Arc::from(name.as_str());
             let old = conn.set_name(&name);
-            shared.hub.announce_rename(conn, &old, &name);
-            None
+            shared.hub.announce_rename(conn, &old, &new);
+            Ok(())
         }
-        Err(error) => Some(error_frame(shared, &error)),
+        Ok(ClientMsg::Join { room }) => shared.hub.join_room(conn, &room),
+        Ok(ClientMsg::Leave { room }) => shared.hub.leave_room(conn, &room),
+        Ok(ClientMsg::Resume { room, after }) => shared.hub.resume(conn, &room, after, &*shared.store),
+        Err(error) => Err(error),
+    };
+    result.err().map(|error| error_frame(shared, &error))
+}
+
+/// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL
+/// resumes those rooms instead (the lobby too, if listed), exactly like a `resume` request.
+fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str) {
+    let mut resumes: Vec<(String, u64)> = vec![];
+    for pair in query.split('&').filter_map(|kv| kv.strip_prefix("resume=")) {
+        for item in pair.split(',').filter(|s| !s.is_empty()) {
+            match item.rsplit_once(':').map(|(r, s)| (r, s.parse::<u64>())) {
+                Some((room, Ok(seq))) if protocol::validate_room(room).is_ok() => resumes.push((room.to_string(), seq)),
+                _ => {
+                    conn.send(error_frame(shared, &format!("bad resume parameter {item:?}; expected ROOM:SEQ")));
+                }
+            }
+        }
+    }
+    if !resumes.iter().any(|(r, _)| r == protocol::LOBBY)
+        && let Err(e) = shared.hub.join_room(conn, protocol::LOBBY)
+    {
+        conn.send(error_frame(shared, &e));
+    }
+    for (room, after) in resumes {
+        if let Err(e) = shared.hub.resume(conn, &room, after, &*shared.store) {
+            conn.send(error_frame(shared, &e));
+        }
     }
 }
 
 fn count_frame(shared: &Shared, len: usize) {
     shared.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-    shared
-        .metrics
-        .bytes_in
-        .fetch_add(len as u64, Ordering::Relaxed);
+    shared.metrics.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
 }
 
 fn error_frame(shared: &Shared, error: &str) -> Bytes {
+    error_frame_ref(shared, error, None)
+}
+
+fn error_frame_ref(shared: &Shared, error: &str, r#ref: Option<u64>) -> Bytes {
     shared.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
-    ServerMsg::Error { error }.to_frame()
+    ServerMsg::Error { error, r#ref }.to_frame()
 }
 
 /// Maps a read error to how the connection ends (and which close code the client gets).
 fn classify(e: WsError) -> End {
     match e {
-        WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            End::ClientClosed("already closed".into())
-        }
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::ClientClosed("already closed".into()),
         WsError::Io(e) => End::Gone(e.to_string()),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             End::Gone("closed without a Close frame".into())
         }
         WsError::Capacity(e) => End::Failed(close_code::TOO_BIG, format!("message too big: {e}")),
-        WsError::Utf8(_) => End::Failed(
-            close_code::INVALID_DATA,
-            "invalid UTF-8 in a text message".into(),
-        ),
+        WsError::Utf8(_) => End::Failed(close_code::INVALID_DATA, "invalid UTF-8 in a text message".into()),
         WsError::Protocol(e) => End::Failed(close_code::PROTOCOL, format!("protocol error: {e}")),
         other => End::Failed(close_code::INTERNAL, format!("internal error: {other}")),
     }
@@ -412,8 +415,7 @@ impl Write for ClientStream {
         let is_close = self.upgraded && protocol::contains_close_frame(buf);
         // Refused (Closed) means a Close already went out: anything after it is dropped,
         // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
-        self.conn
-            .push_control(Bytes::copy_from_slice(buf), is_close);
+        self.conn.push_control(Bytes::copy_from_slice(buf), is_close);
         // Send at once: tungstenite does not always call flush() after writing (its Close
         // reply path returns early), and pongs should not wait for the next read.
         self.conn.flush();

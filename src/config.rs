@@ -128,6 +128,22 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_HTTP_THREADS", default_value_t = 4)]
     pub http_threads: usize,
 
+    /// Directory for the embedded history database (SQLite, `history.db`); created if missing.
+    #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Store history in Postgres instead, e.g. postgres://user:pass@host:5432/db
+    #[arg(long, env = "THREADCHAT_DATABASE_URL")]
+    pub database: Option<String>,
+
+    /// Messages kept per room; older ones are pruned.
+    #[arg(long, env = "THREADCHAT_HISTORY_LIMIT", default_value_t = 10_000)]
+    pub history_limit: u64,
+
+    /// Also prune messages older than this many seconds (default: no age limit).
+    #[arg(long, env = "THREADCHAT_HISTORY_MAX_AGE_SECS")]
+    pub history_max_age_secs: Option<u64>,
+
     /// Broadcast join/leave notices only while the chat has at most this many members
     /// (each notice goes to every member; in a crowd they cost N² deliveries and are noise).
     #[arg(long, env = "THREADCHAT_JOIN_NOTICE_LIMIT", default_value_t = 1000)]
@@ -183,6 +199,11 @@ pub struct Config {
     pub http_threads: usize,
     /// Join/leave notices are broadcast only while the chat has at most this many members.
     pub join_notice_limit: usize,
+    pub data_dir: PathBuf,
+    /// `postgres://…`; `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
+    pub history_limit: u64,
+    pub history_max_age: Option<Duration>,
 }
 
 impl Default for Config {
@@ -200,6 +221,10 @@ impl Default for Config {
             public_ws_url: None,
             http_threads: 4,
             join_notice_limit: 1000,
+            data_dir: PathBuf::from("./data"),
+            database: None,
+            history_limit: 10_000,
+            history_max_age: None,
         }
     }
 }
@@ -220,6 +245,10 @@ impl TryFrom<ServeArgs> for Config {
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
             join_notice_limit: a.join_notice_limit,
+            data_dir: a.data_dir,
+            database: a.database,
+            history_limit: a.history_limit,
+            history_max_age: a.history_max_age_secs.map(Duration::from_secs),
         };
         config.validate()?;
         Ok(config)
@@ -227,8 +256,23 @@ impl TryFrom<ServeArgs> for Config {
 }
 
 impl Config {
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_messages: self.history_limit,
+            max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
+        }
+    }
+
     /// Checks every field; the error is one line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
+        if self.history_limit == 0 {
+            return Err("--history-limit must be at least 1".into());
+        }
+        if let Some(url) = &self.database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("--database must be a postgres:// URL".into());
+        }
         if !(128..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err("--max-message-bytes must be between 128 and 67108864".into());
         }
@@ -286,31 +330,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_the_flag_name() {
-        assert!(
-            parse(&["--max-message-bytes", "10"])
-                .unwrap_err()
-                .contains("--max-message-bytes")
-        );
-        assert!(
-            parse(&["--ping-interval-secs", "0"])
-                .unwrap_err()
-                .contains("--ping-interval-secs")
-        );
-        assert!(
-            parse(&["--max-clients", "0"])
-                .unwrap_err()
-                .contains("--max-clients")
-        );
-        assert!(
-            parse(&["--max-queued-bytes", "100"])
-                .unwrap_err()
-                .contains("--max-queued-bytes")
-        );
-        assert!(
-            parse(&["--public-ws-url", "http://x"])
-                .unwrap_err()
-                .contains("--public-ws-url")
-        );
+        assert!(parse(&["--max-message-bytes", "10"]).unwrap_err().contains("--max-message-bytes"));
+        assert!(parse(&["--ping-interval-secs", "0"]).unwrap_err().contains("--ping-interval-secs"));
+        assert!(parse(&["--max-clients", "0"]).unwrap_err().contains("--max-clients"));
+        assert!(parse(&["--max-queued-bytes", "100"]).unwrap_err().contains("--max-queued-bytes"));
+        assert!(parse(&["--public-ws-url", "http://x"]).unwrap_err().contains("--public-ws-url"));
         assert!(parse(&["--ws-addr", "nope"]).is_err());
     }
 }

@@ -117,6 +117,9 @@ pub struct Conn {
     pub alive: AtomicBool,
     /// Set when the client thread has finished; a pending close deadline then has nothing to do.
     pub finished: AtomicBool,
+    /// Rooms this client is a member of. Changed only under the hub lock (by its own thread
+    /// joining or leaving, or by the hub removing it).
+    pub rooms: Mutex<Vec<String>>,
     /// Display name; written only by the client's own thread, read by whoever broadcasts
     /// about this client (leave notices).
     name: Mutex<Arc<str>>,
@@ -151,6 +154,7 @@ impl Conn {
             close_reason: AtomicU8::new(0),
             alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
+            rooms: Mutex::new(Vec::new()),
             name: Mutex::new(Arc::from(format!("guest-{id}"))),
         }
     }
@@ -173,9 +177,7 @@ impl Conn {
 
     /// Records why the connection ends, unless a reason was recorded already.
     pub fn set_close_reason(&self, why: Disconnect) {
-        let _ =
-            self.close_reason
-                .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.close_reason.compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
     }
 
     pub fn close_reason(&self) -> Option<Disconnect> {
@@ -329,9 +331,7 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             total += n;
-            self.metrics
-                .bytes_out
-                .fetch_add(n as u64, Ordering::Relaxed);
+            self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             while n > 0 {
                 let Some(front) = batch.front_mut() else {
                     break;

@@ -40,9 +40,7 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
     // channel already delivers them sorted).
     let mut pending: std::collections::VecDeque<PendingClose> = Default::default();
     loop {
-        let wake_at = pending
-            .front()
-            .map_or(next_round, |p| p.deadline.min(next_round));
+        let wake_at = pending.front().map_or(next_round, |p| p.deadline.min(next_round));
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(closing) -> msg => match msg {
@@ -58,10 +56,7 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
             if let Some(conn) = p.conn.upgrade()
                 && !conn.finished.load(Ordering::Acquire)
             {
-                log::info!(
-                    "client {}: no answer to our Close in time; cutting",
-                    conn.id
-                );
+                log::info!("client {}: no answer to our Close in time; cutting", conn.id);
                 conn.terminate();
             }
         }
@@ -84,16 +79,10 @@ fn round(shared: &Shared, ping: &bytes::Bytes) {
             // A ping counts toward the byte cap like anything else; an overflowing client
             // is the hub's to close.
             if conn.send(ping.clone()) == crate::conn::Push::Overflow {
-                shared
-                    .hub
-                    .close_client(conn, crate::hub::close_code::POLICY, "slow consumer");
+                shared.hub.close_client(conn, crate::hub::close_code::POLICY, "slow consumer");
             }
         } else {
-            log::info!(
-                "client {} ({}): no pong since the last ping; terminating",
-                conn.id,
-                conn.peer
-            );
+            log::info!("client {} ({}): no pong since the last ping; terminating", conn.id, conn.peer);
             conn.set_close_reason(crate::metrics::Disconnect::Heartbeat);
             shared.hub.remove(conn);
             conn.terminate();

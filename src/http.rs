@@ -30,49 +30,44 @@ pub fn spawn_worker(
     server: Arc<tiny_http::Server>,
     shared: Arc<Shared>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("http-{index}"))
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            loop {
-                let request = match server.recv() {
-                    Ok(request) => request,
-                    // Err is either our own `unblock()` at shutdown or an accept error
-                    // tiny_http passes along (out of fds, say).
-                    Err(_) if shared.is_shutting_down() => return,
-                    Err(e) => {
-                        log::error!("http accept failed: {e}");
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                        continue;
-                    }
-                };
-                if shared.is_shutting_down() {
-                    let _ = request.respond(text(503, "shutting down\n"));
+    std::thread::Builder::new().name(format!("http-{index}")).stack_size(256 * 1024).spawn(move || {
+        loop {
+            let mut request = match server.recv() {
+                Ok(request) => request,
+                // Err is either our own `unblock()` at shutdown or an accept error
+                // tiny_http passes along (out of fds, say).
+                Err(_) if shared.is_shutting_down() => return,
+                Err(e) => {
+                    log::error!("http accept failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                     continue;
                 }
-                let method = request.method().clone();
-                let url = request.url().to_string();
-                let response = route(&request, &shared);
-                let status = response.status_code().0;
-                if let Err(e) = request.respond(response) {
-                    log::debug!("http {method} {url}: client went away: {e}");
-                } else {
-                    log::debug!("http {method} {url} -> {status}");
-                }
+            };
+            if shared.is_shutting_down() {
+                let _ = request.respond(text(503, "shutting down\n"));
+                continue;
             }
-        })
+            let method = request.method().clone();
+            let url = request.url().to_string();
+            let response = route(&mut request, &shared);
+            let status = response.status_code().0;
+            if let Err(e) = request.respond(response) {
+                log::debug!("http {method} {url}: client went away: {e}");
+            } else {
+                log::debug!("http {method} {url} -> {status}");
+            }
+        }
+    })
 }
 
-fn route(request: &Request, shared: &Shared) -> HttpResponse {
+fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     if is_websocket_upgrade(request) {
         let ws = ws_url(request, shared);
-        return text(
-            426,
-            &format!("WebSockets are served on a separate port: {ws}\n"),
-        )
-        .with_header(header("Upgrade", "websocket"));
+        return text(426, &format!("WebSockets are served on a separate port: {ws}\n"))
+            .with_header(header("Upgrade", "websocket"));
     }
-    let path = request.url().split(['?', '#']).next().unwrap_or("/");
+    let url = request.url().to_string();
+    let path = url.split(['?', '#']).next().unwrap_or("/");
     match (request.method(), path) {
         (Method::Get | Method::Head, "/healthz") => text(200, "ok\n"),
         (Method::Get | Method::Head, "/api/config") => {
@@ -86,10 +81,7 @@ fn route(request: &Request, shared: &Shared) -> HttpResponse {
         (Method::Get | Method::Head, "/metrics") => {
             Response::from_data(shared.metrics.render(&shared.gauges()).into_bytes())
                 .with_status_code(200)
-                .with_header(header(
-                    "Content-Type",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                ))
+                .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"))
         }
         (Method::Get | Method::Head, "/api/stats") => {
             let body = serde_json::json!({
@@ -97,6 +89,18 @@ fn route(request: &Request, shared: &Shared) -> HttpResponse {
                 "samples": shared.metrics.history(),
             });
             json(200, &body).with_header(header("Cache-Control", "no-store"))
+        }
+        (Method::Get | Method::Head, "/api/rooms") => json(200, &serde_json::json!({ "rooms": shared.hub.rooms() })),
+        (method, _) if path.starts_with("/api/rooms/") && path.ends_with("/messages") => {
+            let room = &path["/api/rooms/".len()..path.len() - "/messages".len()];
+            if let Err(e) = crate::protocol::validate_room(room) {
+                return json(400, &serde_json::json!({ "error": e }));
+            }
+            match method {
+                Method::Get | Method::Head => room_history(room, &url, shared),
+                Method::Post => post_message(room, request, shared),
+                _ => text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD, POST")),
+            }
         }
         (Method::Get | Method::Head, _) if path.starts_with("/api/") => {
             json(404, &serde_json::json!({"error": "no such API endpoint"}))
@@ -106,11 +110,87 @@ fn route(request: &Request, shared: &Shared) -> HttpResponse {
     }
 }
 
+/// Longest history page `GET /api/rooms/{room}/messages` returns.
+const MAX_HISTORY_PAGE: usize = 1000;
+/// Largest `POST` body accepted.
+const MAX_POST_BYTES: u64 = 64 * 1024;
+/// How long a `POST` waits for its message to be stored.
+const POST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET /api/rooms/{room}/messages?after=SEQ&limit=N`: stored messages, oldest first.
+fn room_history(room: &str, url: &str, shared: &Shared) -> HttpResponse {
+    let mut after = 0u64;
+    let mut limit = 100usize;
+    for (key, value) in url.split_once('?').map(|(_, q)| q).unwrap_or("").split('&').filter_map(|kv| kv.split_once('='))
+    {
+        let parsed = match key {
+            "after" => value.parse().map(|v| after = v).is_ok(),
+            "limit" => value.parse().map(|v: usize| limit = v.clamp(1, MAX_HISTORY_PAGE)).is_ok(),
+            _ => true,
+        };
+        if !parsed {
+            return json(400, &serde_json::json!({ "error": format!("{key} must be a non-negative integer") }));
+        }
+    }
+    match shared.store.range(room, after, limit) {
+        Ok(messages) => json(200, &serde_json::json!({ "room": room, "messages": messages })),
+        Err(e) => {
+            log::error!("history read failed: {e}");
+            json(503, &serde_json::json!({ "error": "history store unavailable" }))
+        }
+    }
+}
+
+/// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
+/// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
+fn post_message(room: &str, request: &mut Request, shared: &Shared) -> HttpResponse {
+    if request.body_length().is_some_and(|n| n as u64 > MAX_POST_BYTES) {
+        return json(413, &serde_json::json!({ "error": "body too large" }));
+    }
+    let mut body = Vec::new();
+    if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), MAX_POST_BYTES + 1), &mut body).is_err()
+        || body.len() as u64 > MAX_POST_BYTES
+    {
+        return json(400, &serde_json::json!({ "error": "could not read the body" }));
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return json(400, &serde_json::json!({ "error": "body must be a JSON object" })),
+    };
+    let msg = serde_json::json!({ "type": "message", "room": room, "text": value.get("text") });
+    let text = match crate::protocol::parse_client(&msg.to_string()) {
+        Ok(crate::protocol::ClientMsg::Message { text, .. }) => text,
+        Ok(_) => unreachable!("built as a message"),
+        Err(e) => return json(400, &serde_json::json!({ "error": e })),
+    };
+    let name = match value.get("name") {
+        None => "http".to_string(),
+        Some(serde_json::Value::String(n)) => match crate::protocol::validate_name(n) {
+            Ok(()) => n.clone(),
+            Err(e) => return json(400, &serde_json::json!({ "error": e })),
+        },
+        Some(_) => return json(400, &serde_json::json!({ "error": "\"name\" must be a string" })),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let submit = crate::sequencer::Submit {
+        room: room.to_string(),
+        id: shared.hub.next_id(),
+        name: std::sync::Arc::from(name),
+        text,
+        reply: crate::sequencer::Reply::Http(tx),
+    };
+    if let Err(e) = shared.sequencer.submit(submit) {
+        return json(503, &serde_json::json!({ "error": e }));
+    }
+    match rx.recv_timeout(POST_TIMEOUT) {
+        Ok(Ok(m)) => json(201, &serde_json::to_value(&m).unwrap_or_default()),
+        Ok(Err(e)) => json(503, &serde_json::json!({ "error": e })),
+        Err(_) => json(503, &serde_json::json!({ "error": "timed out waiting for the history store" })),
+    }
+}
+
 fn is_websocket_upgrade(request: &Request) -> bool {
-    request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Upgrade") && h.value.as_str().eq_ignore_ascii_case("websocket"))
+    request.headers().iter().any(|h| h.field.equiv("Upgrade") && h.value.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// The chat URL the page should connect to: `--public-ws-url` if given, otherwise the host
@@ -127,22 +207,14 @@ fn ws_url(request: &Request, shared: &Shared) -> String {
         .map(|h| host_without_port(h.value.as_str()))
         .filter(|h| is_plausible_host(h))
         .unwrap_or_else(|| shared.ws_addr.ip().to_string());
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
     format!("ws://{host}:{port}/ws")
 }
 
 fn host_without_port(host: &str) -> String {
     if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
-        return rest
-            .split(']')
-            .next()
-            .map(|h| format!("[{h}]"))
-            .unwrap_or_default();
+        return rest.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default();
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h).to_string()
 }
@@ -152,9 +224,7 @@ fn host_without_port(host: &str) -> String {
 fn is_plausible_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
 }
 
 /// Serves `url_path` from the static directory (or the embedded copy). Returns 404 for
@@ -177,12 +247,10 @@ fn static_file(url_path: &str, shared: &Shared) -> HttpResponse {
             // Symlinks inside the directory could still point out of it: check where the
             // file really is.
             match (full.canonicalize(), dir.canonicalize()) {
-                (Ok(real), Ok(root)) if real.starts_with(&root) && real.is_file() => {
-                    match std::fs::read(&real) {
-                        Ok(bytes) => bytes,
-                        Err(_) => return not_found(),
-                    }
-                }
+                (Ok(real), Ok(root)) if real.starts_with(&root) && real.is_file() => match std::fs::read(&real) {
+                    Ok(bytes) => bytes,
+                    Err(_) => return not_found(),
+                },
                 _ => return not_found(),
             }
         }
@@ -198,19 +266,13 @@ fn static_file(url_path: &str, shared: &Shared) -> HttpResponse {
 pub fn safe_relative_path(url_path: &str) -> Option<PathBuf> {
     let decoded = percent_decode(url_path)?;
     let trimmed = decoded.strip_prefix('/')?;
-    let rel = if trimmed.is_empty() {
-        "index.html"
-    } else {
-        trimmed
-    };
+    let rel = if trimmed.is_empty() { "index.html" } else { trimmed };
     if rel.contains(['\\', '\0']) || rel.ends_with('/') {
         return None;
     }
     let path = Path::new(rel);
     if !path.components().all(|c| matches!(c, Component::Normal(_)))
-        || rel
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
+        || rel.split('/').any(|s| s.is_empty() || s == "." || s == "..")
     {
         return None;
     }
@@ -284,10 +346,7 @@ mod tests {
     fn accepts_plain_paths() {
         assert_eq!(safe_relative_path("/"), Some(PathBuf::from("index.html")));
         assert_eq!(safe_relative_path("/app.js"), Some(PathBuf::from("app.js")));
-        assert_eq!(
-            safe_relative_path("/img/a%20b.png"),
-            Some(PathBuf::from("img/a b.png"))
-        );
+        assert_eq!(safe_relative_path("/img/a%20b.png"), Some(PathBuf::from("img/a b.png")));
     }
 
     #[test]

@@ -1,18 +1,19 @@
-//! The hub: the shared list of connections and the fan-out of chat events.
+//! The hub: the shared list of connections, the rooms, and the fan-out of chat events.
 //!
-//! One `parking_lot::Mutex` guards the list and the message sequence number. Holding it, a
-//! broadcaster assigns the next `seq`, serializes and frames the message **once**, and
-//! appends that same buffer to every chat client's outbox — memory only, no I/O. Because
-//! every broadcast enqueues under the one lock, every client's queue holds messages in the
-//! same `seq` order. After releasing the lock the broadcaster flushes each outbox; a flush
-//! that finds another thread already writing returns at once (that thread sends our frame
-//! too), and one that finds the kernel buffer full parks the socket with the flusher. So a
-//! slow receiver never blocks a broadcaster, and the lock is never held during a syscall.
+//! One `parking_lot::Mutex` guards the connection list and every room's member list. A
+//! broadcast takes it, appends one pre-framed buffer (shared, reference-counted) to each
+//! member's outbox — memory only, no I/O — and releases it; only then are the outboxes
+//! flushed. Chat messages are broadcast by the sequencer thread alone, in `seq` order, so
+//! every member's queue holds a room's messages in the same order. A flush that finds
+//! another thread already writing returns at once (that thread sends our frame too), and
+//! one that finds the kernel buffer full parks the socket with the flusher: a slow receiver
+//! never blocks a broadcaster, and the lock is never held during a syscall.
 //!
 //! A client whose outbox would exceed its byte cap is closed with 1008 ("slow consumer"):
 //! removed from the list, sent a Close frame, and given `CLOSE_TIMEOUT` to go away before
 //! the heartbeat thread cuts the socket.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,10 +24,18 @@ use parking_lot::Mutex;
 
 use crate::conn::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
-use crate::protocol::{self, ServerMsg};
+use crate::protocol::{Member, ServerMsg};
+use crate::store::{Store, StoredMessage};
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Recent message frames kept per room, so a resuming client can catch up on what was
+/// broadcast while it read history from the store, without a second store query.
+const RECENT_FRAMES: usize = 256;
+
+/// Messages read from the store per query while replaying.
+const REPLAY_PAGE: usize = 500;
 
 /// WebSocket close codes the server sends (RFC 6455 §7.4.1).
 pub mod close_code {
@@ -45,15 +54,30 @@ pub struct PendingClose {
     pub deadline: Instant,
 }
 
+#[derive(Default)]
+struct Room {
+    /// Members, copy-on-write: a broadcaster clones the `Arc` to flush after unlocking.
+    members: Arc<Vec<Arc<Conn>>>,
+    /// Members per display name: presence shows a name once, and `join`/`leave` are sent
+    /// only for a name's first arrival and last departure (two tabs are one person).
+    names: HashMap<Arc<str>, usize>,
+    /// `seq` of the last message broadcast here since start (0: none yet).
+    last_seq: u64,
+    /// The last `RECENT_FRAMES` message frames, by seq.
+    recent: VecDeque<(u64, Bytes)>,
+}
+
+impl Room {
+    fn is_member(&self, id: u64) -> bool {
+        self.members.iter().any(|c| c.id == id)
+    }
+}
+
 struct HubState {
-    /// Every connection from accept until its thread exits, chat or not. Copy-on-write:
-    /// broadcasters clone the `Arc` (one atomic increment) to flush after unlocking, and the
-    /// rare join/leave pays for a fresh vector.
+    /// Every connection from accept until its thread exits, chat or not (the heartbeat and
+    /// shutdown walk this).
     clients: Arc<Vec<Arc<Conn>>>,
-    /// `seq` of the next chat message. Only read and bumped under the lock.
-    next_seq: u64,
-    /// How many of `clients` are chat members (kind `Chat`).
-    chat_members: usize,
+    rooms: HashMap<String, Room>,
     /// Set at shutdown: no client joins after this.
     closed: bool,
 }
@@ -63,25 +87,24 @@ pub struct Hub {
     next_id: AtomicU64,
     closing: Sender<PendingClose>,
     metrics: Arc<Metrics>,
-    /// Above this many chat members, individual join/leave notices are not broadcast:
+    /// Above this many members in a room, individual join/leave notices are not broadcast:
     /// each would be one delivery per member, so N arrivals would cost N² deliveries.
     join_notice_limit: usize,
 }
 
+/// A room as `GET /api/rooms` lists it.
+#[derive(Debug, serde::Serialize)]
+pub struct RoomSummary {
+    pub room: String,
+    pub members: usize,
+    pub last_seq: u64,
+}
+
 impl Hub {
     /// `closing` is the heartbeat thread's queue of close deadlines.
-    pub fn new(
-        closing: Sender<PendingClose>,
-        metrics: Arc<Metrics>,
-        join_notice_limit: usize,
-    ) -> Self {
+    pub fn new(closing: Sender<PendingClose>, metrics: Arc<Metrics>, join_notice_limit: usize) -> Self {
         Hub {
-            state: Mutex::new(HubState {
-                clients: Arc::new(Vec::new()),
-                next_seq: 1,
-                chat_members: 0,
-                closed: false,
-            }),
+            state: Mutex::new(HubState { clients: Arc::new(Vec::new()), rooms: HashMap::new(), closed: false }),
             next_id: AtomicU64::new(1),
             closing,
             metrics,
@@ -117,69 +140,272 @@ impl Hub {
         self.state.lock().clients.clone()
     }
 
-    /// Makes `conn` a chat member: it gets `welcome` first, then everybody else gets `join`.
-    /// Both are queued under the lock so no broadcast can slip in before the welcome.
-    pub fn join_chat(&self, conn: &Arc<Conn>) {
+    /// Rooms with members or messages since start, for `GET /api/rooms`.
+    pub fn rooms(&self) -> Vec<RoomSummary> {
+        let st = self.state.lock();
+        let mut rooms: Vec<RoomSummary> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.members.is_empty() || r.last_seq > 0)
+            .map(|(name, r)| RoomSummary { room: name.clone(), members: r.names.len(), last_seq: r.last_seq })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms
+    }
+
+    /// Records the last stored seq of rooms known to the store (at start-up), so they are
+    /// listed and resumes know where live numbering continues.
+    pub fn seed_rooms(&self, last: &HashMap<String, u64>) {
+        let mut st = self.state.lock();
+        for (room, seq) in last {
+            let r = st.rooms.entry(room.clone()).or_default();
+            r.last_seq = r.last_seq.max(*seq);
+        }
+    }
+
+    /// Makes `conn` a chat client and sends its welcome (before anything else can be queued).
+    pub fn welcome(&self, conn: &Arc<Conn>) {
         let name = conn.name();
-        let welcome = ServerMsg::Welcome {
-            id: conn.id,
-            name: &name,
-        }
-        .to_frame();
-        let join = ServerMsg::Join {
-            id: conn.id,
-            name: &name,
-        }
-        .to_frame();
-        let (clients, overflowed) = {
+        let _st = self.state.lock();
+        conn.set_kind(Kind::Chat);
+        conn.push(ServerMsg::Welcome { id: conn.id, name: &name }.to_frame());
+        drop(_st);
+        conn.flush();
+    }
+
+    /// Adds `conn` to `room`: it gets the room's `presence`, the others a `join`.
+    pub fn join_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
+        let mut overflowed = vec![];
+        let members = {
             let mut st = self.state.lock();
-            conn.set_kind(Kind::Chat);
-            st.chat_members += 1;
-            conn.push(welcome);
-            let overflowed = if st.chat_members <= self.join_notice_limit {
-                self.push_to_chat(&st.clients, &join, Some(conn.id))
-            } else {
-                vec![]
-            };
-            (st.clients.clone(), overflowed)
+            if st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
+                return Err(format!("already in room {room:?}"));
+            }
+            self.attach(&mut st, conn, room, &mut overflowed)
+        };
+        self.finish_fan_out(&members, None, overflowed);
+        Ok(())
+    }
+
+    /// Under the lock: presence to `conn`, `join` to the others, then membership.
+    fn attach(
+        &self,
+        st: &mut HubState,
+        conn: &Arc<Conn>,
+        room_name: &str,
+        overflowed: &mut Vec<Arc<Conn>>,
+    ) -> Arc<Vec<Arc<Conn>>> {
+        let name = conn.name();
+        let room = st.rooms.entry(room_name.to_string()).or_default();
+        let first_of_name = !room.names.contains_key(&name);
+        // Presence lists each name once (two tabs are one person), the newcomer included.
+        let mut seen = std::collections::HashSet::new();
+        let listed: Vec<(u64, Arc<str>)> = room
+            .members
+            .iter()
+            .map(|c| (c.id, c.name()))
+            .chain(std::iter::once((conn.id, name.clone())))
+            .filter(|(_, n)| seen.insert(n.clone()))
+            .collect();
+        let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
+        let presence = ServerMsg::Presence { room: room_name, members: &members }.to_frame();
+        conn.push(presence);
+        if first_of_name && room.members.len() < self.join_notice_limit {
+            let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();
+            overflowed.extend(self.push_to(&room.members, &join, None));
+        }
+        Arc::make_mut(&mut room.members).push(Arc::clone(conn));
+        *room.names.entry(name).or_insert(0) += 1;
+        conn.rooms.lock().push(room_name.to_string());
+        room.members.clone()
+    }
+
+    /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.
+    pub fn leave_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
+        let mut overflowed = vec![];
+        let members = {
+            let mut st = self.state.lock();
+            if !st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
+                return Err(format!("not in room {room:?}"));
+            }
+            let leave = ServerMsg::Leave { room, id: conn.id, name: &conn.name() }.to_frame();
+            conn.push(leave);
+            self.detach(&mut st, conn, room, true, &mut overflowed)
         };
         conn.flush();
-        self.finish_fan_out(&clients, Some(conn.id), overflowed);
+        self.finish_fan_out(&members, None, overflowed);
+        Ok(())
     }
 
-    /// Broadcasts a chat message from `from` to every chat client, sender included.
-    /// Returns the `seq` it was given.
-    pub fn broadcast_message(&self, from: &Conn, name: &str, text: &str) -> u64 {
-        let ts = protocol::now_ms();
-        let mut seq = 0;
-        self.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.broadcast_with(None, |st| {
-            seq = st.next_seq;
-            st.next_seq += 1;
-            ServerMsg::Message {
-                seq,
-                id: from.id,
-                name,
-                text,
-                ts,
+    /// Under the lock: drops `conn` from `room`, telling the rest if `announce` and this was
+    /// the last member with its name. Returns the remaining members, to flush.
+    fn detach(
+        &self,
+        st: &mut HubState,
+        conn: &Conn,
+        room_name: &str,
+        announce: bool,
+        overflowed: &mut Vec<Arc<Conn>>,
+    ) -> Arc<Vec<Arc<Conn>>> {
+        conn.rooms.lock().retain(|r| r != room_name);
+        let Some(room) = st.rooms.get_mut(room_name) else { return Arc::new(vec![]) };
+        let Some(pos) = room.members.iter().position(|c| c.id == conn.id) else {
+            return room.members.clone();
+        };
+        Arc::make_mut(&mut room.members).remove(pos);
+        let name = conn.name();
+        let last_of_name = match room.names.get_mut(&name) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
             }
-            .to_frame()
-        });
-        seq
-    }
-
-    /// Tells every chat client (including the renamed one) about a name change.
-    pub fn announce_rename(&self, conn: &Conn, old: &str, new: &str) {
-        let frame = ServerMsg::Name {
-            id: conn.id,
-            name: new,
-            old,
+            _ => {
+                room.names.remove(&name);
+                true
+            }
+        };
+        if announce && last_of_name && !st.closed && room.members.len() < self.join_notice_limit {
+            let leave = ServerMsg::Leave { room: room_name, id: conn.id, name: &name }.to_frame();
+            overflowed.extend(self.push_to(&room.members, &leave, None));
         }
-        .to_frame();
-        self.broadcast_with(None, |_| frame);
+        let members = room.members.clone();
+        if room.members.is_empty() && room.last_seq == 0 {
+            st.rooms.remove(room_name);
+        }
+        members
     }
 
-    /// Removes a connection. If it was a chat member, everybody else is told it left.
+    /// Whether `conn` is a member of `room`.
+    pub fn is_member(&self, conn: &Conn, room: &str) -> bool {
+        conn.rooms.lock().iter().any(|r| r == room)
+    }
+
+    /// Broadcasts a stored chat message to its room (called by the sequencer, in seq order).
+    pub fn broadcast_message(&self, m: &StoredMessage) {
+        self.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+        let frame = message_frame(m);
+        let mut overflowed = vec![];
+        let members = {
+            let mut st = self.state.lock();
+            let room = st.rooms.entry(m.room.clone()).or_default();
+            room.last_seq = m.seq;
+            if room.recent.len() == RECENT_FRAMES {
+                room.recent.pop_front();
+            }
+            room.recent.push_back((m.seq, frame.clone()));
+            overflowed.extend(self.push_to(&room.members, &frame, None));
+            room.members.clone()
+        };
+        self.finish_fan_out(&members, None, overflowed);
+    }
+
+    /// Replays `room` from `seq > after` to `conn`, then makes it a live member, with
+    /// nothing lost or duplicated in between:
+    /// 1. leave the room's live list (if in it), so no live frame can jump the queue;
+    /// 2. report a `gap` if retention already dropped some of what was asked for;
+    /// 3. send what the store has, page by page, without holding any lock;
+    /// 4. under the hub lock, send what was broadcast meanwhile (from the recent-frames
+    ///    cache, or go back to 3 if it does not reach back far enough) and join the live
+    ///    list — both before any later broadcast, which needs the same lock.
+    pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn Store) -> Result<(), String> {
+        let mut overflowed = vec![];
+        {
+            let mut st = self.state.lock();
+            self.detach(&mut st, conn, room, false, &mut overflowed);
+        }
+        let oldest = store.oldest_seq(room).map_err(|e| format!("history unavailable: {e}"))?;
+        let mut cursor = after;
+        if let Some(oldest) = oldest
+            && oldest > after + 1
+        {
+            conn.push(ServerMsg::Gap { room, from: after + 1, to: oldest - 1 }.to_frame());
+            cursor = oldest - 1;
+        }
+        loop {
+            cursor = self.replay_from_store(conn, room, cursor, store)?;
+            let mut st = self.state.lock();
+            let last = st.rooms.get(room).map_or(0, |r| r.last_seq);
+            if last > cursor {
+                let r = &st.rooms[room];
+                let reaches = r.recent.front().is_some_and(|(s, _)| *s <= cursor + 1);
+                if !reaches {
+                    drop(st);
+                    continue; // broadcast too much meanwhile: read the store again
+                }
+                for (_, frame) in r.recent.iter().filter(|(s, _)| *s > cursor) {
+                    if conn.push(frame.clone()) == Push::Overflow {
+                        return Err("too much history to replay at once".into());
+                    }
+                }
+            }
+            let members = self.attach(&mut st, conn, room, &mut overflowed);
+            drop(st);
+            conn.flush();
+            self.finish_fan_out(&members, None, overflowed);
+            return Ok(());
+        }
+    }
+
+    /// Sends the store's messages of `room` after `cursor`; returns the last seq sent.
+    fn replay_from_store(
+        &self,
+        conn: &Arc<Conn>,
+        room: &str,
+        mut cursor: u64,
+        store: &dyn Store,
+    ) -> Result<u64, String> {
+        loop {
+            let page = store.range(room, cursor, REPLAY_PAGE).map_err(|e| format!("history unavailable: {e}"))?;
+            for m in &page {
+                match conn.push(message_frame(m)) {
+                    Push::Queued => cursor = m.seq,
+                    Push::Overflow => {
+                        // The outbox is full of replay: let it drain (the client is reading),
+                        // then continue; give up if it does not.
+                        conn.flush();
+                        if !conn.wait_drained(Instant::now() + CLOSE_TIMEOUT)
+                            || conn.push(message_frame(m)) != Push::Queued
+                        {
+                            return Err("too much history to replay at once".into());
+                        }
+                        cursor = m.seq;
+                    }
+                    Push::Closed => return Err("connection closing".into()),
+                }
+            }
+            conn.flush();
+            if page.len() < REPLAY_PAGE {
+                return Ok(cursor);
+            }
+        }
+    }
+
+    /// Tells every chat client (including the renamed one) about a name change, and keeps
+    /// the per-room name counts right.
+    pub fn announce_rename(&self, conn: &Conn, old: &Arc<str>, new: &Arc<str>) {
+        let frame = ServerMsg::Name { id: conn.id, name: new, old }.to_frame();
+        let mut overflowed = vec![];
+        let clients = {
+            let mut st = self.state.lock();
+            let rooms = conn.rooms.lock().clone();
+            for room in rooms {
+                if let Some(r) = st.rooms.get_mut(&room) {
+                    match r.names.get_mut(old) {
+                        Some(n) if *n > 1 => *n -= 1,
+                        _ => {
+                            r.names.remove(old);
+                        }
+                    }
+                    *r.names.entry(new.clone()).or_insert(0) += 1;
+                }
+            }
+            overflowed.extend(self.push_to(&st.clients, &frame, None));
+            st.clients.clone()
+        };
+        self.finish_fan_out(&clients, None, overflowed);
+    }
+
+    /// Removes a connection from the list and from every room (each room is told).
     /// Idempotent: returns false if it was already gone.
     pub fn remove(&self, conn: &Conn) -> bool {
         let mut work = vec![];
@@ -189,29 +415,21 @@ impl Hub {
     }
 
     fn remove_one(&self, conn: &Conn, overflowed: &mut Vec<Arc<Conn>>) -> bool {
-        let name = conn.name();
-        let leave = ServerMsg::Leave {
-            id: conn.id,
-            name: &name,
-        }
-        .to_frame();
-        let clients = {
+        let mut to_flush = vec![];
+        {
             let mut st = self.state.lock();
             let Some(pos) = st.clients.iter().position(|c| c.id == conn.id) else {
                 return false;
             };
             Arc::make_mut(&mut st.clients).remove(pos);
-            if conn.kind() != Kind::Chat {
-                return true;
+            let rooms = conn.rooms.lock().clone();
+            for room in rooms {
+                to_flush.push(self.detach(&mut st, conn, &room, true, overflowed));
             }
-            st.chat_members -= 1;
-            if st.closed || st.chat_members >= self.join_notice_limit {
-                return true;
-            }
-            overflowed.extend(self.push_to_chat(&st.clients, &leave, None));
-            st.clients.clone()
-        };
-        flush_chat(&clients, None);
+        }
+        for members in to_flush {
+            flush_all(&members, None);
+        }
         true
     }
 
@@ -235,10 +453,9 @@ impl Hub {
         self.remove_one(conn, work);
         if conn.push_close(code, reason) {
             conn.flush();
-            let _ = self.closing.send(PendingClose {
-                conn: Arc::downgrade(conn),
-                deadline: Instant::now() + CLOSE_TIMEOUT,
-            });
+            let _ = self
+                .closing
+                .send(PendingClose { conn: Arc::downgrade(conn), deadline: Instant::now() + CLOSE_TIMEOUT });
         }
     }
 
@@ -246,47 +463,21 @@ impl Hub {
     /// other clients, so this is a work list, not recursion.
     fn close_overflowed(&self, mut work: Vec<Arc<Conn>>) {
         while let Some(conn) = work.pop() {
-            log::warn!(
-                "client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)",
-                conn.id,
-                conn.peer
-            );
-            self.close_one(
-                &conn,
-                close_code::POLICY,
-                "slow consumer: too much unread data",
-                &mut work,
-            );
+            log::warn!("client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)", conn.id, conn.peer);
+            self.close_one(&conn, close_code::POLICY, "slow consumer: too much unread data", &mut work);
         }
     }
 
-    /// Under the lock, `build` makes the frame (and may update state, e.g. take a `seq`);
-    /// it is queued for every chat client but `skip`. Flushing happens after unlocking.
-    fn broadcast_with(&self, skip: Option<u64>, build: impl FnOnce(&mut HubState) -> Bytes) {
-        let (clients, overflowed) = {
-            let mut st = self.state.lock();
-            let frame = build(&mut st);
-            let overflowed = self.push_to_chat(&st.clients, &frame, skip);
-            (st.clients.clone(), overflowed)
-        };
-        self.finish_fan_out(&clients, skip, overflowed);
-    }
-
     fn finish_fan_out(&self, clients: &[Arc<Conn>], skip: Option<u64>, overflowed: Vec<Arc<Conn>>) {
-        flush_chat(clients, skip);
+        flush_all(clients, skip);
         if !overflowed.is_empty() {
             self.close_overflowed(overflowed);
         }
     }
 
-    /// Queues `frame` for every chat client but `skip` (memory only: called under the
-    /// lock); returns those over their cap.
-    fn push_to_chat(
-        &self,
-        clients: &[Arc<Conn>],
-        frame: &Bytes,
-        skip: Option<u64>,
-    ) -> Vec<Arc<Conn>> {
+    /// Queues `frame` for every chat client in `clients` but `skip` (memory only: called
+    /// under the lock); returns those over their cap.
+    fn push_to(&self, clients: &[Arc<Conn>], frame: &Bytes, skip: Option<u64>) -> Vec<Arc<Conn>> {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         for conn in clients {
@@ -300,9 +491,7 @@ impl Hub {
             }
         }
         self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
         overflowed
     }
 
@@ -333,7 +522,12 @@ impl Hub {
     }
 }
 
-fn flush_chat(clients: &[Arc<Conn>], skip: Option<u64>) {
+/// The frame every member of a room receives for a stored message.
+pub fn message_frame(m: &StoredMessage) -> Bytes {
+    ServerMsg::Message { room: &m.room, seq: m.seq, id: m.id, name: &m.name, text: &m.text, ts: m.ts }.to_frame()
+}
+
+fn flush_all(clients: &[Arc<Conn>], skip: Option<u64>) {
     for conn in clients {
         if conn.kind() == Kind::Chat && Some(conn.id) != skip {
             conn.flush();

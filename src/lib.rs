@@ -14,6 +14,8 @@
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
 //! - [`metrics`]: counters for `/metrics` and the stats history.
 //! - [`protocol`]: message types, validation, framing.
+//! - [`store`]: durable history (SQLite, Postgres).
+//! - [`sequencer`]: numbers, stores (group commit), then broadcasts chat messages.
 //! - [`cli`]: the `send` / `tail` client commands.
 //! - [`bench`]: the `bench` load generator.
 
@@ -28,7 +30,9 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod sequencer;
 pub mod server;
+pub mod store;
 pub mod ws_server;
 
 pub use config::Config;

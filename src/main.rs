@@ -51,13 +51,7 @@ fn main() -> ExitCode {
             }
             // One line: the first line of clap's message.
             let rendered = e.render().to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
+            eprintln!("{}", rendered.lines().next().unwrap_or("error: invalid arguments"));
             return ExitCode::from(2);
         }
     };

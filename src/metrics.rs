@@ -94,6 +94,11 @@ pub struct Metrics {
     /// Completed upgrades.
     pub connections: AtomicU64,
     disconnects: [AtomicU64; 10],
+    /// History store: committed batches, their total time (µs) and messages; failures.
+    store_commits: AtomicU64,
+    store_commit_micros: AtomicU64,
+    store_messages: AtomicU64,
+    store_errors: AtomicU64,
     /// Refused upgrades by status; the last slot counts handshakes that timed out.
     rejections: [AtomicU64; 5],
     history: Mutex<History>,
@@ -122,6 +127,8 @@ pub struct Gauges {
     pub handshaking: usize,
     pub client_threads: usize,
     pub queued_bytes: usize,
+    /// (room, members) for every room with members.
+    pub rooms: Vec<(String, usize)>,
 }
 
 impl Metrics {
@@ -132,13 +139,20 @@ impl Metrics {
     /// A refused upgrade; `None` for a handshake that timed out or was abandoned.
     pub fn rejected(&self, status: Option<u16>) {
         let slot = match status {
-            Some(s) => REJECTION_STATUSES
-                .iter()
-                .position(|&x| x == s)
-                .unwrap_or(REJECTION_STATUSES.len() - 1),
+            Some(s) => REJECTION_STATUSES.iter().position(|&x| x == s).unwrap_or(REJECTION_STATUSES.len() - 1),
             None => REJECTION_STATUSES.len() - 1,
         };
         self.rejections[slot].fetch_add(1, Relaxed);
+    }
+
+    pub fn store_committed(&self, took: Duration, messages: usize) {
+        self.store_commits.fetch_add(1, Relaxed);
+        self.store_commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.store_messages.fetch_add(messages as u64, Relaxed);
+    }
+
+    pub fn store_failed(&self) {
+        self.store_errors.fetch_add(1, Relaxed);
     }
 
     pub fn disconnects(&self, why: Disconnect) -> u64 {
@@ -191,18 +205,8 @@ impl Metrics {
                 ("{endpoint=\"handshake\"}", g.handshaking as u64),
             ],
         );
-        metric(
-            "client_threads",
-            "gauge",
-            "Threads serving a connection.",
-            &[("", g.client_threads as u64)],
-        );
-        metric(
-            "queued_bytes",
-            "gauge",
-            "Bytes waiting in client outboxes.",
-            &[("", g.queued_bytes as u64)],
-        );
+        metric("client_threads", "gauge", "Threads serving a connection.", &[("", g.client_threads as u64)]);
+        metric("queued_bytes", "gauge", "Bytes waiting in client outboxes.", &[("", g.queued_bytes as u64)]);
         metric(
             "connections_total",
             "counter",
@@ -252,44 +256,46 @@ impl Metrics {
             &[("", self.error_replies.load(Relaxed))],
         );
         let disconnects: Vec<(String, u64)> = (1..DISCONNECT_NAMES.len())
-            .map(|i| {
-                (
-                    format!("{{reason=\"{}\"}}", DISCONNECT_NAMES[i]),
-                    self.disconnects[i].load(Relaxed),
-                )
-            })
+            .map(|i| (format!("{{reason=\"{}\"}}", DISCONNECT_NAMES[i]), self.disconnects[i].load(Relaxed)))
             .collect();
-        let disconnects: Vec<(&str, u64)> =
-            disconnects.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(
-            "disconnects_total",
-            "counter",
-            "Connections ended, by reason.",
-            &disconnects,
-        );
+        let disconnects: Vec<(&str, u64)> = disconnects.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric("disconnects_total", "counter", "Connections ended, by reason.", &disconnects);
         let rejections: Vec<(String, u64)> = REJECTION_STATUSES
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let label = if *s == 0 {
-                    "timeout".to_string()
-                } else {
-                    s.to_string()
-                };
-                (
-                    format!("{{status=\"{label}\"}}"),
-                    self.rejections[i].load(Relaxed),
-                )
+                let label = if *s == 0 { "timeout".to_string() } else { s.to_string() };
+                (format!("{{status=\"{label}\"}}"), self.rejections[i].load(Relaxed))
             })
             .collect();
-        let rejections: Vec<(&str, u64)> =
-            rejections.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let rejections: Vec<(&str, u64)> = rejections.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(
-            "handshake_rejections_total",
+            "store_messages_total",
             "counter",
-            "Refused WebSocket upgrades, by HTTP status.",
-            &rejections,
+            "Messages committed to the history store.",
+            &[("", self.store_messages.load(Relaxed))],
         );
+        metric(
+            "store_errors_total",
+            "counter",
+            "Failed history store commits.",
+            &[("", self.store_errors.load(Relaxed))],
+        );
+        let rooms: Vec<(String, u64)> = g.rooms.iter().map(|(r, n)| (format!("{{room=\"{r}\"}}"), *n as u64)).collect();
+        let rooms: Vec<(&str, u64)> = rooms.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric("room_members", "gauge", "Members per room (distinct names).", &rooms);
+        metric("handshake_rejections_total", "counter", "Refused WebSocket upgrades, by HTTP status.", &rejections);
+        let _ = writeln!(
+            out,
+            "# HELP threadchat_store_commit_seconds Time to commit a batch of messages to the history store."
+        );
+        let _ = writeln!(out, "# TYPE threadchat_store_commit_seconds summary");
+        let _ = writeln!(
+            out,
+            "threadchat_store_commit_seconds_sum {:.6}",
+            self.store_commit_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "threadchat_store_commit_seconds_count {}", self.store_commits.load(Relaxed));
         out
     }
 }
@@ -311,6 +317,7 @@ mod tests {
             handshaking: 0,
             client_threads: 3,
             queued_bytes: 0,
+            rooms: vec![("lobby".into(), 2)],
         });
         assert!(text.contains("threadchat_clients{endpoint=\"chat\"} 2\n"));
         assert!(text.contains("threadchat_messages_received_total 3\n"));
@@ -318,11 +325,12 @@ mod tests {
         assert!(text.contains("threadchat_handshake_rejections_total{status=\"404\"} 1\n"));
         assert!(text.contains("threadchat_handshake_rejections_total{status=\"timeout\"} 1\n"));
         assert!(text.contains("# TYPE threadchat_deliveries_total counter\n"));
+        assert!(text.contains("threadchat_room_members{room=\"lobby\"} 2\n"));
         // Every sample line is NAME[{labels}] VALUE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("threadchat_"), "{line}");
-            value.parse::<u64>().unwrap();
+            value.parse::<f64>().unwrap();
         }
     }
 

@@ -15,13 +15,22 @@ pub const MAX_TEXT_CHARS: usize = 4000;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
 
+/// The room every chat client starts in, and the default `room` of a `message`.
+pub const LOBBY: &str = "lobby";
+
 /// A request from a chat client, after validation.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMsg {
-    /// Broadcast `text` to every chat client.
-    Message { text: String },
+    /// Store, then broadcast `text` to the members of `room`; acknowledge with `ref`.
+    Message { room: String, text: String, r#ref: Option<u64> },
     /// Change the sender's display name.
     Name { name: String },
+    /// Become a member of a room.
+    Join { room: String },
+    /// Stop being a member of a room.
+    Leave { room: String },
+    /// Replay `room` from `seq > after`, then continue live.
+    Resume { room: String, after: u64 },
 }
 
 /// Parses and validates one text frame from a chat client. The error string is sent back to
@@ -40,7 +49,27 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
         "message" => {
             let text = take_string(&mut obj, "text")?;
             validate_text(&text)?;
-            Ok(ClientMsg::Message { text })
+            let room = optional_room(&mut obj)?;
+            let r#ref = match obj.remove("ref") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                Some(_) => return Err("\"ref\" must be a non-negative integer".into()),
+            };
+            Ok(ClientMsg::Message { room, text, r#ref })
+        }
+        "join" | "leave" => {
+            let room = take_string(&mut obj, "room")?;
+            validate_room(&room)?;
+            Ok(if kind == "join" { ClientMsg::Join { room } } else { ClientMsg::Leave { room } })
+        }
+        "resume" => {
+            let room = optional_room(&mut obj)?;
+            let after = match obj.remove("after") {
+                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
+                Some(_) => return Err("\"after\" must be a non-negative integer".into()),
+                None => return Err("missing \"after\"".into()),
+            };
+            Ok(ClientMsg::Resume { room, after })
         }
         "name" => {
             let name = take_string(&mut obj, "name")?;
@@ -59,14 +88,34 @@ fn take_string(obj: &mut serde_json::Map<String, Value>, field: &str) -> Result<
     }
 }
 
+fn optional_room(obj: &mut serde_json::Map<String, Value>) -> Result<String, String> {
+    match obj.remove("room") {
+        None | Some(Value::Null) => Ok(LOBBY.to_string()),
+        Some(Value::String(room)) => {
+            validate_room(&room)?;
+            Ok(room)
+        }
+        Some(_) => Err("\"room\" must be a string".into()),
+    }
+}
+
+/// Room names: 1–64 characters of `a-z`, `0-9`, `_`, `-` (safe in URLs and logs as they are).
+pub fn validate_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > 64 {
+        return Err("\"room\" must be 1-64 characters".into());
+    }
+    if !room.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        return Err("\"room\" may contain only a-z, 0-9, _ and -".into());
+    }
+    Ok(())
+}
+
 fn validate_text(text: &str) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("\"text\" must not be empty".into());
     }
     if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(format!(
-            "\"text\" is longer than {MAX_TEXT_CHARS} characters"
-        ));
+        return Err(format!("\"text\" is longer than {MAX_TEXT_CHARS} characters"));
     }
     Ok(())
 }
@@ -79,9 +128,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("\"name\" must not be empty".into());
     }
     if chars > MAX_NAME_CHARS {
-        return Err(format!(
-            "\"name\" is longer than {MAX_NAME_CHARS} characters"
-        ));
+        return Err(format!("\"name\" is longer than {MAX_NAME_CHARS} characters"));
     }
     if name.chars().any(is_forbidden_in_name) {
         return Err("\"name\" must not contain control characters".into());
@@ -91,8 +138,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 fn is_forbidden_in_name(c: char) -> bool {
     // Cc (C0/C1 controls) plus the Unicode bidi controls that reorder displayed text.
-    c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
@@ -111,6 +157,7 @@ pub enum ServerMsg<'a> {
         name: &'a str,
     },
     Message {
+        room: &'a str,
         seq: u64,
         id: u64,
         name: &'a str,
@@ -118,21 +165,47 @@ pub enum ServerMsg<'a> {
         ts: u64,
     },
     Join {
+        room: &'a str,
         id: u64,
         name: &'a str,
     },
     Leave {
+        room: &'a str,
         id: u64,
         name: &'a str,
+    },
+    Presence {
+        room: &'a str,
+        members: &'a [Member<'a>],
     },
     Name {
         id: u64,
         name: &'a str,
         old: &'a str,
     },
+    Ack {
+        room: &'a str,
+        r#ref: u64,
+        seq: u64,
+    },
+    Gap {
+        room: &'a str,
+        from: u64,
+        to: u64,
+    },
     Error {
         error: &'a str,
+        /// The `ref` of the message this error is about, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        r#ref: Option<u64>,
     },
+}
+
+/// One entry of a `presence` list.
+#[derive(Debug, Serialize)]
+pub struct Member<'a> {
+    pub id: u64,
+    pub name: &'a str,
 }
 
 impl ServerMsg<'_> {
@@ -176,17 +249,10 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 /// Frames `payload` once into a single buffer: header then payload, never masked (RFC 6455
 /// §5.1: a server must not mask). The result can be shared by any number of receivers.
 fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let header = FrameHeader {
-        is_final: true,
-        opcode,
-        mask: None,
-        ..FrameHeader::default()
-    };
+    let header = FrameHeader { is_final: true, opcode, mask: None, ..FrameHeader::default() };
     let len = payload.len() as u64;
     let mut buf = Vec::with_capacity(header.len(len) + payload.len());
-    header
-        .format(len, &mut buf)
-        .expect("writing to a Vec cannot fail");
+    header.format(len, &mut buf).expect("writing to a Vec cannot fail");
     buf.extend_from_slice(payload);
     Bytes::from(buf)
 }
@@ -203,18 +269,13 @@ pub fn contains_close_frame(mut buf: &[u8]) -> bool {
             127 if buf.len() >= 10 => {
                 let mut n = [0u8; 8];
                 n.copy_from_slice(&buf[2..10]);
-                (
-                    10,
-                    usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX),
-                )
+                (10, usize::try_from(u64::from_be_bytes(n)).unwrap_or(usize::MAX))
             }
             126 | 127 => return false,
             n => (2, n as usize),
         };
         let mask_len = if buf[1] & 0x80 != 0 { 4 } else { 0 };
-        let total = header_len
-            .saturating_add(mask_len)
-            .saturating_add(payload_len);
+        let total = header_len.saturating_add(mask_len).saturating_add(payload_len);
         if total > buf.len() {
             return false;
         }
@@ -225,10 +286,7 @@ pub fn contains_close_frame(mut buf: &[u8]) -> bool {
 
 /// Milliseconds since the Unix epoch, as carried in `ts`.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -236,15 +294,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_message_and_name() {
+    fn parses_every_request() {
         assert_eq!(
             parse_client(r#"{"type":"message","text":"hi"}"#),
-            Ok(ClientMsg::Message { text: "hi".into() })
+            Ok(ClientMsg::Message { room: "lobby".into(), text: "hi".into(), r#ref: None })
         );
         assert_eq!(
-            parse_client(r#"{"type":"name","name":"ada"}"#),
-            Ok(ClientMsg::Name { name: "ada".into() })
+            parse_client(r#"{"type":"message","text":"hi","room":"dev-1","ref":7}"#),
+            Ok(ClientMsg::Message { room: "dev-1".into(), text: "hi".into(), r#ref: Some(7) })
         );
+        assert_eq!(parse_client(r#"{"type":"name","name":"ada"}"#), Ok(ClientMsg::Name { name: "ada".into() }));
+        assert_eq!(parse_client(r#"{"type":"join","room":"x_y"}"#), Ok(ClientMsg::Join { room: "x_y".into() }));
+        assert_eq!(parse_client(r#"{"type":"leave","room":"x"}"#), Ok(ClientMsg::Leave { room: "x".into() }));
+        assert_eq!(
+            parse_client(r#"{"type":"resume","room":"x","after":41}"#),
+            Ok(ClientMsg::Resume { room: "x".into(), after: 41 })
+        );
+        for (bad, why) in [
+            (r#"{"type":"join","room":"Caps"}"#, "only a-z"),
+            (r#"{"type":"join","room":""}"#, "1-64"),
+            (r#"{"type":"join"}"#, "missing \"room\""),
+            (r#"{"type":"message","text":"x","ref":-1}"#, "\"ref\""),
+            (r#"{"type":"resume","room":"x"}"#, "missing \"after\""),
+        ] {
+            assert!(parse_client(bad).unwrap_err().contains(why), "{bad}");
+        }
+        assert!(validate_room(&"a".repeat(64)).is_ok());
+        assert!(validate_room(&"a".repeat(65)).is_err());
     }
 
     #[test]
@@ -256,41 +332,19 @@ mod tests {
             (r#"{"type":5}"#, "\"type\" must be a string"),
             (r#"{"type":"dance"}"#, "unknown type \"dance\""),
             (r#"{"type":"message"}"#, "missing \"text\""),
-            (
-                r#"{"type":"message","text":7}"#,
-                "\"text\" must be a string",
-            ),
-            (
-                r#"{"type":"message","text":"  "}"#,
-                "\"text\" must not be empty",
-            ),
+            (r#"{"type":"message","text":7}"#, "\"text\" must be a string"),
+            (r#"{"type":"message","text":"  "}"#, "\"text\" must not be empty"),
             (r#"{"type":"name","name":""}"#, "\"name\" must not be empty"),
-            (
-                r#"{"type":"name","name":"a\nb"}"#,
-                "\"name\" must not contain control characters",
-            ),
-            (
-                r#"{"type":"name","name":"a\u202eb"}"#,
-                "\"name\" must not contain control characters",
-            ),
+            (r#"{"type":"name","name":"a\nb"}"#, "\"name\" must not contain control characters"),
+            (r#"{"type":"name","name":"a\u202eb"}"#, "\"name\" must not contain control characters"),
         ];
         for (input, want) in cases {
             assert_eq!(parse_client(input), Err(want.to_string()), "input {input}");
         }
-        let long = format!(
-            r#"{{"type":"message","text":"{}"}}"#,
-            "x".repeat(MAX_TEXT_CHARS + 1)
-        );
+        let long = format!(r#"{{"type":"message","text":"{}"}}"#, "x".repeat(MAX_TEXT_CHARS + 1));
         assert!(parse_client(&long).unwrap_err().contains("longer than"));
-        let long_name = format!(
-            r#"{{"type":"name","name":"{}"}}"#,
-            "é".repeat(MAX_NAME_CHARS + 1)
-        );
-        assert!(
-            parse_client(&long_name)
-                .unwrap_err()
-                .contains("longer than")
-        );
+        let long_name = format!(r#"{{"type":"name","name":"{}"}}"#, "é".repeat(MAX_NAME_CHARS + 1));
+        assert!(parse_client(&long_name).unwrap_err().contains("longer than"));
         assert!(parse_client(&format!(r#"{{"type":"name","name":"{}"}}"#, "é".repeat(32))).is_ok());
     }
 

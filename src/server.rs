@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::flusher::Flusher;
 use crate::hub::{Hub, close_code};
 use crate::metrics::{Gauges, Metrics};
+use crate::sequencer::{self, Sequencer};
+use crate::store::{self, Store};
 use crate::{heartbeat, http, ws_server};
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
@@ -25,6 +27,10 @@ pub struct Shared {
     pub config: Config,
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
+    /// The history; written only by the sequencer thread.
+    pub store: Box<dyn Store>,
+    /// Where chat messages go to be numbered, stored and broadcast.
+    pub sequencer: Sequencer,
     pub flusher: Arc<Flusher>,
     /// The bound addresses (ports resolved when the config said 0).
     pub http_addr: SocketAddr,
@@ -54,13 +60,9 @@ impl Shared {
 
     /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
     pub fn gauges(&self) -> Gauges {
-        let mut g = Gauges {
-            chat_clients: 0,
-            echo_clients: 0,
-            handshaking: 0,
-            client_threads: 0,
-            queued_bytes: 0,
-        };
+        let rooms = self.hub.rooms().into_iter().filter(|r| r.members > 0).map(|r| (r.room, r.members)).collect();
+        let mut g =
+            Gauges { rooms, chat_clients: 0, echo_clients: 0, handshaking: 0, client_threads: 0, queued_bytes: 0 };
         for conn in self.hub.snapshot().iter() {
             match conn.kind() {
                 crate::conn::Kind::Chat => g.chat_clients += 1,
@@ -97,12 +99,9 @@ pub struct ServerHandle {
 /// Why the server could not start (as opposed to a client's connection failing).
 #[derive(Debug)]
 pub enum StartError {
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     Thread(std::io::Error),
+    Store(store::StoreError),
 }
 
 impl std::fmt::Display for StartError {
@@ -112,6 +111,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot listen for {what} on {addr}: {source}")
             }
             StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
+            StartError::Store(e) => write!(f, "cannot open the history store: {e}"),
         }
     }
 }
@@ -127,23 +127,27 @@ impl ServerHandle {
             source,
         })?;
         let ws_addr = ws_listener.local_addr().map_err(StartError::Thread)?;
-        let http_server =
-            tiny_http::Server::http(config.http_addr).map_err(|e| StartError::Bind {
-                what: "HTTP",
-                addr: config.http_addr,
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let http_addr = http_server.server_addr().to_ip().ok_or_else(|| {
-            StartError::Thread(std::io::Error::other("HTTP server has no IP address"))
+        let http_server = tiny_http::Server::http(config.http_addr).map_err(|e| StartError::Bind {
+            what: "HTTP",
+            addr: config.http_addr,
+            source: std::io::Error::other(e.to_string()),
         })?;
+        let http_addr = http_server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| StartError::Thread(std::io::Error::other("HTTP server has no IP address")))?;
         let http = Arc::new(http_server);
 
+        let store = store::open(config.database.as_deref(), &config.data_dir).map_err(StartError::Store)?;
+        log::info!("history: {}", store.describe());
         let (flusher, flusher_thread) = Flusher::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             hub: Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit),
             metrics,
+            store,
+            sequencer: Sequencer::default(),
             flusher,
             http_addr,
             ws_addr,
@@ -153,34 +157,20 @@ impl ServerHandle {
             config,
         });
 
-        let heartbeat =
-            heartbeat::spawn(Arc::clone(&shared), closing_rx).map_err(StartError::Thread)?;
+        let heartbeat = heartbeat::spawn(Arc::clone(&shared), closing_rx).map_err(StartError::Thread)?;
         let heartbeat_stop = heartbeat.stop.clone();
         // Baseline before any client can arrive, so the first second's activity shows
         // in the first sample.
         shared.metrics.sample(0);
         let (stats_stop, stats_stop_rx) = crossbeam_channel::bounded::<()>(1);
-        let stats_thread =
-            spawn_stats(Arc::clone(&shared), stats_stop_rx).map_err(StartError::Thread)?;
+        let stats_thread = spawn_stats(Arc::clone(&shared), stats_stop_rx).map_err(StartError::Thread)?;
         let mut threads = vec![flusher_thread, heartbeat.thread, stats_thread];
-        threads.push(
-            ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared))
-                .map_err(StartError::Thread)?,
-        );
+        threads.extend(sequencer::spawn(Arc::clone(&shared)).map_err(StartError::Thread)?);
+        threads.push(ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared)).map_err(StartError::Thread)?);
         for i in 0..shared.config.http_threads {
-            threads.push(
-                http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared))
-                    .map_err(StartError::Thread)?,
-            );
+            threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
         }
-        Ok(ServerHandle {
-            shared,
-            threads,
-            http,
-            heartbeat_stop,
-            stats_stop,
-            stopped: false,
-        })
+        Ok(ServerHandle { shared, threads, http, heartbeat_stop, stats_stop, stopped: false })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -218,34 +208,24 @@ impl ServerHandle {
             self.http.unblock();
         }
 
-        let count = shared
-            .hub
-            .close_all(close_code::GOING_AWAY, "server shutting down");
+        let count = shared.hub.close_all(close_code::GOING_AWAY, "server shutting down");
         log::info!("shutting down: closing {count} connection(s)");
 
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut live = shared.live.lock();
-        while *live > 0
-            && !shared
-                .live_changed
-                .wait_until(&mut live, deadline)
-                .timed_out()
-        {}
+        while *live > 0 && !shared.live_changed.wait_until(&mut live, deadline).timed_out() {}
         if *live > 0 {
             log::warn!("{} client(s) did not close in time; cutting them", *live);
             drop(live);
             shared.hub.terminate_all();
             let deadline = Instant::now() + Duration::from_secs(2);
             live = shared.live.lock();
-            while *live > 0
-                && !shared
-                    .live_changed
-                    .wait_until(&mut live, deadline)
-                    .timed_out()
-            {}
+            while *live > 0 && !shared.live_changed.wait_until(&mut live, deadline).timed_out() {}
         }
         drop(live);
 
+        // Clients are gone: let the sequencer store what they submitted, then stop.
+        shared.sequencer.stop();
         shared.flusher.stop();
         let _ = self.heartbeat_stop.try_send(());
         let _ = self.stats_stop.try_send(());
@@ -265,26 +245,14 @@ impl Drop for ServerHandle {
 
 /// The stats thread: once a second, samples the counters into the history that
 /// `/api/stats` (and the stats page) shows.
-fn spawn_stats(
-    shared: Arc<Shared>,
-    stop: crossbeam_channel::Receiver<()>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("stats".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stop.recv_timeout(crate::metrics::SAMPLE_INTERVAL)
-            {
-                let chat = shared
-                    .hub
-                    .snapshot()
-                    .iter()
-                    .filter(|c| c.kind() == crate::conn::Kind::Chat)
-                    .count();
-                shared.metrics.sample(chat);
-            }
-        })
+fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("stats".into()).stack_size(128 * 1024).spawn(move || {
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(crate::metrics::SAMPLE_INTERVAL)
+        {
+            let chat = shared.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::Kind::Chat).count();
+            shared.metrics.sample(chat);
+        }
+    })
 }
 
 /// Connections the kernel queues for `accept()`. std's `TcpListener::bind` asks for 128;
@@ -293,11 +261,7 @@ fn spawn_stats(
 const ACCEPT_BACKLOG: i32 = 1024;
 
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;

@@ -34,10 +34,7 @@ const IDLE_THREAD_KEEP: Duration = Duration::from_secs(30);
 /// A connection waiting for a thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-pub fn spawn_accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn_accept_loop(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ws-accept".into())
         .stack_size(256 * 1024)
@@ -81,14 +78,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             Ok(()) => continue,
             Err(e) => e.into_inner(),
         };
-        let spawned = std::thread::Builder::new()
-            .name("ws-client".into())
-            .stack_size(CLIENT_STACK_BYTES)
-            .spawn({
-                let idle = idle.clone();
-                let idle_count = Arc::clone(&idle_count);
-                move || client_thread(job, &idle, &idle_count)
-            });
+        let spawned = std::thread::Builder::new().name("ws-client".into()).stack_size(CLIENT_STACK_BYTES).spawn({
+            let idle = idle.clone();
+            let idle_count = Arc::clone(&idle_count);
+            move || client_thread(job, &idle, &idle_count)
+        });
         if let Err(e) = spawned {
             // The job (and with it the socket) is dropped: the client sees a reset.
             log::error!("{peer}: cannot start a client thread: {e}");

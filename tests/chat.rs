@@ -55,8 +55,7 @@ fn every_client_sees_every_message_in_the_same_seq_order() {
                 // Stay connected until our own last message came back.
                 loop {
                     let m = sender.recv_type("message");
-                    if m["id"] == sender.id && m["text"] == format!("from {id} #{}", PER_CLIENT - 1)
-                    {
+                    if m["id"] == sender.id && m["text"] == format!("from {id} #{}", PER_CLIENT - 1) {
                         break;
                     }
                 }
@@ -72,21 +71,14 @@ fn every_client_sees_every_message_in_the_same_seq_order() {
             seqs.push(m["seq"].as_u64().unwrap());
             texts.insert(m["text"].as_str().unwrap().to_string());
         }
-        assert_eq!(
-            texts.len(),
-            CLIENTS * PER_CLIENT,
-            "no duplicates, nothing missing"
-        );
+        assert_eq!(texts.len(), CLIENTS * PER_CLIENT, "no duplicates, nothing missing");
         orders.push(seqs);
     }
     for s in senders {
         s.join().unwrap();
     }
     let first = &orders[0];
-    assert!(
-        first.windows(2).all(|w| w[1] == w[0] + 1),
-        "seq increases by one: {first:?}"
-    );
+    assert!(first.windows(2).all(|w| w[1] == w[0] + 1), "seq increases by one: {first:?}");
     for other in &orders[1..] {
         assert_eq!(other, first, "every client sees the same order");
     }
@@ -114,10 +106,7 @@ fn polite_close_is_answered_and_announced() {
     a.recv_type("join");
     b.ws.close(None).unwrap();
     let reply = b.expect_close();
-    assert!(
-        reply.is_none()
-            || reply.unwrap().code == tungstenite::protocol::frame::coding::CloseCode::Normal
-    );
+    assert!(reply.is_none() || reply.unwrap().code == tungstenite::protocol::frame::coding::CloseCode::Normal);
     assert_eq!(a.recv_type("leave")["id"], b.id);
 }
 
@@ -146,10 +135,7 @@ fn name_change_is_validated_and_announced() {
     ] {
         b.send_json(json!({"type": "name", "name": bad}));
         let e = b.recv_type("error");
-        assert!(
-            e["error"].as_str().unwrap().contains(why),
-            "{e} should mention {why}"
-        );
+        assert!(e["error"].as_str().unwrap().contains(why), "{e} should mention {why}");
     }
 }
 
@@ -163,37 +149,20 @@ fn bad_requests_get_an_error_and_the_connection_stays_open() {
         ("[]", "message must be a JSON object"),
         (r#"{"type":"shout","text":"x"}"#, "unknown type \"shout\""),
         (r#"{"type":"message"}"#, "missing \"text\""),
-        (
-            r#"{"type":"message","text":""}"#,
-            "\"text\" must not be empty",
-        ),
+        (r#"{"type":"message","text":""}"#, "\"text\" must not be empty"),
         (r#"{"text":"no type"}"#, "missing \"type\""),
     ];
     for (input, want) in cases {
         c.ws.send(Message::text(input)).unwrap();
         let e = c.recv();
-        assert_eq!(
-            e,
-            json!({"type": "error", "error": want}),
-            "for input {input}"
-        );
+        assert_eq!(e, json!({"type": "error", "error": want}), "for input {input}");
     }
     let long = "y".repeat(threadchat::protocol::MAX_TEXT_CHARS + 1);
     c.say(&long);
-    assert!(
-        c.recv_type("error")["error"]
-            .as_str()
-            .unwrap()
-            .contains("longer than")
-    );
+    assert!(c.recv_type("error")["error"].as_str().unwrap().contains("longer than"));
 
     c.ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
-    assert!(
-        c.recv_type("error")["error"]
-            .as_str()
-            .unwrap()
-            .contains("binary")
-    );
+    assert!(c.recv_type("error")["error"].as_str().unwrap().contains("binary"));
 
     // Hostile but valid text is carried verbatim; escaping is the page's job (textContent).
     let nasty = "<script>alert(1)</script> \u{202e}gnp.exe \u{0}";

@@ -12,26 +12,14 @@ fn send_prints_its_own_broadcast_and_tail_sees_it() {
     let server = TestServer::start();
     let url = server.chat_url();
     let mut tail = Command::new(env!("CARGO_BIN_EXE_threadchat"))
-        .args([
-            "tail",
-            &url,
-            "--count",
-            "2",
-            "--type",
-            "message",
-            "--timeout-secs",
-            "10",
-        ])
+        .args(["tail", &url, "--count", "2", "--type", "message", "--timeout-secs", "10"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_until("tail connected", || server.hub_len() == 1);
 
-    let (code, out, err) = run_cli(
-        &["send", &url, "hello from a script", "--name", "bot"],
-        CLI_WAIT,
-    );
+    let (code, out, err) = run_cli(&["send", &url, "hello from a script", "--name", "bot"], CLI_WAIT);
     assert_eq!(code, 0, "stderr: {err}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
     assert_eq!(line["type"], "message");
@@ -42,11 +30,7 @@ fn send_prints_its_own_broadcast_and_tail_sees_it() {
 
     let output = wait_child(&mut tail);
     assert!(output.0.success());
-    let lines: Vec<serde_json::Value> = output
-        .1
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = output.1.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["text"], "hello from a script");
     assert_eq!(lines[1]["text"], "second");
@@ -63,12 +47,7 @@ fn wait_child(child: &mut std::process::Child) -> (std::process::ExitStatus, Str
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (status, out)
 }
 
@@ -83,10 +62,7 @@ fn send_to_echo_prints_the_echo() {
 #[test]
 fn send_fails_clearly() {
     let server = TestServer::start();
-    let (code, _, err) = run_cli(
-        &["send", &format!("ws://{}/nope", server.ws), "x"],
-        CLI_WAIT,
-    );
+    let (code, _, err) = run_cli(&["send", &format!("ws://{}/nope", server.ws), "x"], CLI_WAIT);
     assert_eq!(code, 1);
     assert!(err.contains("HTTP 404"), "{err}");
 
@@ -95,20 +71,8 @@ fn send_fails_clearly() {
     assert!(err.contains("must not be empty"), "{err}");
 
     // Nothing listens on the port of a dropped listener.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (code, _, err) = run_cli(
-        &[
-            "send",
-            &format!("ws://{free}/ws"),
-            "x",
-            "--timeout-secs",
-            "2",
-        ],
-        CLI_WAIT,
-    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, _, err) = run_cli(&["send", &format!("ws://{free}/ws"), "x", "--timeout-secs", "2"], CLI_WAIT);
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
 
@@ -120,19 +84,8 @@ fn send_fails_clearly() {
 #[test]
 fn tail_times_out_with_exit_3() {
     let server = TestServer::start();
-    let (code, out, err) = run_cli(
-        &[
-            "tail",
-            &server.chat_url(),
-            "--count",
-            "1",
-            "--type",
-            "message",
-            "--timeout-secs",
-            "1",
-        ],
-        CLI_WAIT,
-    );
+    let (code, out, err) =
+        run_cli(&["tail", &server.chat_url(), "--count", "1", "--type", "message", "--timeout-secs", "1"], CLI_WAIT);
     assert_eq!(code, 3, "stderr: {err}");
     assert!(out.is_empty());
     assert!(err.contains("timed out"), "{err}");
@@ -151,11 +104,7 @@ fn bad_flags_exit_2_with_one_line() {
         let (code, out, err) = run_cli(args, CLI_WAIT);
         assert_eq!(code, 2, "{args:?}");
         assert!(out.is_empty(), "{args:?}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got {err:?}"
-        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err:?}");
         assert!(err.starts_with("error:"), "{args:?}: {err}");
     }
 }
@@ -187,10 +136,7 @@ fn help_documents_every_flag_and_default() {
 fn address_already_in_use_is_a_clear_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, _, err) = run_cli(
-        &["--ws-addr", &addr, "--http-addr", "127.0.0.1:0"],
-        CLI_WAIT,
-    );
+    let (code, _, err) = run_cli(&["--ws-addr", &addr, "--http-addr", "127.0.0.1:0"], CLI_WAIT);
     assert_eq!(code, 1);
     assert!(err.contains("cannot listen for WebSocket"), "{err}");
 }

@@ -38,9 +38,5 @@ fn echo_clients_do_not_receive_chat_broadcasts() {
     chat.say("for chat only");
     chat.recv_type("message");
     echo.send(Message::text("mine")).unwrap();
-    assert_eq!(
-        echo.read().unwrap(),
-        Message::text("mine"),
-        "the broadcast must not reach /echo"
-    );
+    assert_eq!(echo.read().unwrap(), Message::text("mine"), "the broadcast must not reach /echo");
 }

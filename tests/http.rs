@@ -28,24 +28,13 @@ fn healthz_and_config() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(
-        v["ws_url"],
-        format!("ws://127.0.0.1:{}/ws", server.ws.port())
-    );
+    assert_eq!(v["ws_url"], format!("ws://127.0.0.1:{}/ws", server.ws.port()));
     assert_eq!(v["max_message_bytes"], 65536);
 
     // The page's host is reused, so a browser that came through a name gets that name back.
-    let r = http_request(
-        server.http,
-        "GET",
-        "/api/config",
-        &["Host: chat.example:8080"],
-    );
+    let r = http_request(server.http, "GET", "/api/config", &["Host: chat.example:8080"]);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(
-        v["ws_url"],
-        format!("ws://chat.example:{}/ws", server.ws.port())
-    );
+    assert_eq!(v["ws_url"], format!("ws://chat.example:{}/ws", server.ws.port()));
 
     let r = http_get(server.http, "/api/nothing");
     assert_eq!(r.status, 404);
@@ -54,8 +43,7 @@ fn healthz_and_config() {
 #[test]
 fn public_ws_url_overrides_the_derived_one() {
     let server = TestServer::with(|c| c.public_ws_url = Some("wss://chat.example.org/ws".into()));
-    let v: serde_json::Value =
-        serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
     assert_eq!(v["ws_url"], "wss://chat.example.org/ws");
 }
 
@@ -112,12 +100,7 @@ fn websocket_upgrade_on_the_http_port_gets_426_naming_the_ws_address() {
         ],
     );
     assert_eq!(r.status, 426);
-    assert!(
-        r.text()
-            .contains(&format!("ws://127.0.0.1:{}/ws", server.ws.port())),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains(&format!("ws://127.0.0.1:{}/ws", server.ws.port())), "{}", r.text());
     // And a real WebSocket client pointed at the HTTP port fails with that status.
     match connect_raw(&format!("ws://{}/ws", server.http)) {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 426),

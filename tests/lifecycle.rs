@@ -42,10 +42,7 @@ fn shutdown_sends_1001_and_waits_for_clients() {
         let _ = c.ws.flush(); // sends tungstenite's Close reply
     }
     let took = stopper.join().unwrap();
-    assert!(
-        took < Duration::from_secs(2),
-        "shutdown took {took:?} although clients answered"
-    );
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?} although clients answered");
     // No listener is left: the accept loop has exited and the socket is closed.
     assert!(TcpStream::connect_timeout(&ws_addr, Duration::from_secs(1)).is_err());
 }
@@ -55,10 +52,7 @@ fn shutdown_does_not_wait_forever_for_silent_clients() {
     let mut server = TestServer::start();
     let _silent = connect_raw(&server.chat_url()).unwrap(); // never reads, never answers
     let took = server.shutdown();
-    assert!(
-        took < threadchat::server::SHUTDOWN_GRACE + Duration::from_secs(3),
-        "took {took:?}"
-    );
+    assert!(took < threadchat::server::SHUTDOWN_GRACE + Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]
@@ -67,15 +61,9 @@ fn sigterm_and_sigint_close_clients_with_1001_and_exit_0() {
         let mut server = BinaryServer::start(&[]);
         let mut c = Client::connect(&server.chat_url());
         server.signal(sig);
-        assert_eq!(
-            c.expect_close().expect("a close code").code,
-            CloseCode::Away
-        );
+        assert_eq!(c.expect_close().expect("a close code").code, CloseCode::Away);
         let _ = c.ws.flush();
         let status = server.wait_exit(Duration::from_secs(8));
-        assert!(
-            status.success(),
-            "exit status {status:?} after signal {sig}"
-        );
+        assert!(status.success(), "exit status {status:?} after signal {sig}");
     }
 }

@@ -22,9 +22,7 @@ fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
 fn close_code_after_raw(url: &str, raw: &[u8]) -> CloseCode {
     let mut ws = connect_raw(url).unwrap();
     ws.get_mut().write_all(raw).unwrap();
-    expect_close(&mut ws)
-        .expect("a close frame with a code")
-        .code
+    expect_close(&mut ws).expect("a close frame with a code").code
 }
 
 #[test]
@@ -33,11 +31,7 @@ fn oversized_message_closes_with_1009() {
     for url in [server.chat_url(), server.echo_url()] {
         let mut ws = connect_raw(&url).unwrap();
         ws.send(Message::text("z".repeat(1025))).unwrap();
-        assert_eq!(
-            expect_close(&mut ws).unwrap().code,
-            CloseCode::Size,
-            "{url}"
-        );
+        assert_eq!(expect_close(&mut ws).unwrap().code, CloseCode::Size, "{url}");
     }
     // Exactly at the cap is fine.
     let mut ws = connect_raw(&server.echo_url()).unwrap();
@@ -52,10 +46,7 @@ fn fragments_adding_up_past_the_cap_close_with_1009() {
     for _ in 0..20 {
         raw.extend(masked_frame(0x00, &[b'a'; 100])); // continuation, not final
     }
-    assert_eq!(
-        close_code_after_raw(&server.echo_url(), &raw),
-        CloseCode::Size
-    );
+    assert_eq!(close_code_after_raw(&server.echo_url(), &raw), CloseCode::Size);
 }
 
 #[test]
@@ -63,11 +54,7 @@ fn invalid_utf8_closes_with_1007() {
     let server = TestServer::start();
     for url in [server.chat_url(), server.echo_url()] {
         let raw = masked_frame(0x81, &[b'o', b'k', 0xff, 0xfe]);
-        assert_eq!(
-            close_code_after_raw(&url, &raw),
-            CloseCode::Invalid,
-            "{url}"
-        );
+        assert_eq!(close_code_after_raw(&url, &raw), CloseCode::Invalid, "{url}");
     }
 }
 
@@ -84,11 +71,7 @@ fn protocol_violations_close_with_1002() {
         ("rsv bits", rsv_bits),
         ("continuation without start", stray_continuation),
     ] {
-        assert_eq!(
-            close_code_after_raw(&server.chat_url(), &raw),
-            CloseCode::Protocol,
-            "{what}"
-        );
+        assert_eq!(close_code_after_raw(&server.chat_url(), &raw), CloseCode::Protocol, "{what}");
     }
     // The server is still fine.
     let mut c = server.chat();
@@ -102,8 +85,7 @@ fn unknown_path_is_404_before_the_upgrade() {
     match connect_raw(&format!("ws://{}/nope", server.ws)) {
         Err(tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 404);
-            let body =
-                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
             assert!(body.contains("/ws"), "body names the right paths: {body}");
         }
         other => panic!("expected 404, got {other:?}"),
@@ -147,9 +129,7 @@ fn a_client_that_never_reads_is_closed_with_1008_and_the_others_keep_receiving()
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let (mut slow, _) = tungstenite::client::client(server.chat_url(), stream).unwrap();
     let slow_id = match slow.read().unwrap() {
-        Message::Text(t) => serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()["id"]
-            .as_u64()
-            .unwrap(),
+        Message::Text(t) => serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()["id"].as_u64().unwrap(),
         other => panic!("expected welcome, got {other:?}"),
     };
 
@@ -184,10 +164,7 @@ fn a_client_that_never_reads_is_closed_with_1008_and_the_others_keep_receiving()
         }
     }
     sender.join().unwrap();
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "the fast client got every message, in order"
-    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "the fast client got every message, in order");
     if !saw_leave {
         assert_eq!(fast.recv_type("leave")["id"], slow_id);
     }
@@ -195,18 +172,12 @@ fn a_client_that_never_reads_is_closed_with_1008_and_the_others_keep_receiving()
     // Now read the slow socket: what was queued, then Close 1008.
     let mut received = 0;
     let frame = loop {
-        match slow
-            .read()
-            .expect("slow client reads its backlog within the timeout")
-        {
+        match slow.read().expect("slow client reads its backlog within the timeout") {
             Message::Text(_) => received += 1,
             Message::Close(frame) => break frame,
             _ => {}
         }
     };
     assert_eq!(frame.expect("a close code").code, CloseCode::Policy);
-    assert!(
-        received < MESSAGES,
-        "the slow client was cut off (got {received})"
-    );
+    assert!(received < MESSAGES, "the slow client was cut off (got {received})");
 }

@@ -9,10 +9,7 @@ use crate::support::*;
 fn metric(server: &TestServer, line_prefix: &str) -> u64 {
     let text = http_get(server.http, "/metrics").text();
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_prefix)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+        .find_map(|l| l.strip_prefix(line_prefix).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
         .parse()
         .unwrap()
@@ -23,10 +20,7 @@ fn metrics_count_what_happened() {
     let server = TestServer::start();
     let r = http_get(server.http, "/metrics");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("Content-Type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
+    assert_eq!(r.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
 
     let mut a = server.chat();
     let mut b = server.chat();
@@ -55,19 +49,10 @@ fn metrics_count_what_happened() {
     assert!(connect_raw(&format!("ws://{}/nope", server.ws)).is_err());
     drop(b);
     wait_until("disconnects counted", || {
-        metric(
-            &server,
-            "threadchat_disconnects_total{reason=\"protocol_error\"}",
-        ) == 1
+        metric(&server, "threadchat_disconnects_total{reason=\"protocol_error\"}") == 1
             && metric(&server, "threadchat_disconnects_total{reason=\"gone\"}") == 1
     });
-    assert_eq!(
-        metric(
-            &server,
-            "threadchat_handshake_rejections_total{status=\"404\"}"
-        ),
-        1
-    );
+    assert_eq!(metric(&server, "threadchat_handshake_rejections_total{status=\"404\"}"), 1);
 }
 
 #[test]
@@ -84,9 +69,7 @@ fn stats_api_reports_per_second_samples() {
     wait_until("a sample that saw the burst", || {
         let v: Value = serde_json::from_slice(&http_get(server.http, "/api/stats").body).unwrap();
         samples = v["samples"].as_array().cloned().unwrap_or_default();
-        samples
-            .iter()
-            .any(|s| s["messages_per_sec"].as_f64().unwrap_or(0.0) > 0.0)
+        samples.iter().any(|s| s["messages_per_sec"].as_f64().unwrap_or(0.0) > 0.0)
     });
     let last = samples.last().unwrap();
     assert_eq!(last["clients"], 1);
@@ -101,25 +84,15 @@ fn join_and_leave_notices_stop_above_the_limit() {
     let server = TestServer::with(|c| c.join_notice_limit = 2);
     let mut a = server.chat();
     let b = server.chat();
-    assert_eq!(
-        a.recv_type("join")["id"],
-        b.id,
-        "2 members: within the limit"
-    );
+    assert_eq!(a.recv_type("join")["id"], b.id, "2 members: within the limit");
     let mut c = server.chat(); // 3 members: no join notice
     c.say("after c");
     let next = a.recv();
-    assert_eq!(
-        (next["type"].as_str(), next["text"].as_str()),
-        (Some("message"), Some("after c"))
-    );
+    assert_eq!((next["type"].as_str(), next["text"].as_str()), (Some("message"), Some("after c")));
     drop(c); // back to 2: this leave is not announced either
     wait_until("c gone", || server.hub_len() == 2);
     let b_id = b.id;
     drop(b); // 2 → 1: announced
     let next = a.recv();
-    assert_eq!(
-        (next["type"].as_str(), next["id"].as_u64()),
-        (Some("leave"), Some(b_id))
-    );
+    assert_eq!((next["type"].as_str(), next["id"].as_u64()), (Some("leave"), Some(b_id)));
 }

@@ -15,11 +15,33 @@ use tungstenite::{Message, WebSocket};
 /// Default time any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// An in-process server on free ports; dropping it shuts it down.
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("threadchat-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An in-process server on free ports with its own history database; dropping it shuts
+/// it down (and removes the database unless it was given one).
 pub struct TestServer {
     pub handle: Option<ServerHandle>,
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    _data: Option<TempDir>,
 }
 
 impl TestServer {
@@ -28,17 +50,28 @@ impl TestServer {
     }
 
     pub fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let data = TempDir::new();
+        let dir = data.0.clone();
+        let mut server = Self::in_dir(&dir, |c| {
+            // THREADCHAT_TEST_DATABASE (set by scripts/test.sh for the Postgres pass) runs
+            // every test against Postgres instead of SQLite.
+            c.database = test_database();
+            adjust(c)
+        });
+        server._data = Some(data);
+        server
+    }
+
+    /// A server on an existing data directory (to test restarts).
+    pub fn in_dir(dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         // Server logs show up for failing tests (RUST_LOG=info for more).
         let _ = env_logger::builder().is_test(true).try_init();
         let mut config = Config::default();
+        config.data_dir = dir.to_path_buf();
         adjust(&mut config);
         config.validate().expect("test config is valid");
         let handle = ServerHandle::start(config).expect("server starts");
-        TestServer {
-            http: handle.http_addr(),
-            ws: handle.ws_addr(),
-            handle: Some(handle),
-        }
+        TestServer { http: handle.http_addr(), ws: handle.ws_addr(), handle: Some(handle), _data: None }
     }
 
     pub fn chat_url(&self) -> String {
@@ -58,9 +91,7 @@ impl TestServer {
     }
 
     pub fn live_clients(&self) -> usize {
-        self.handle
-            .as_ref()
-            .map_or(0, |h| h.shared().live_clients())
+        self.handle.as_ref().map_or(0, |h| h.shared().live_clients())
     }
 
     /// Shuts down and returns how long it took.
@@ -71,6 +102,25 @@ impl TestServer {
         }
         start.elapsed()
     }
+}
+
+/// The Postgres server tests should use instead of SQLite, from `THREADCHAT_TEST_DATABASE`
+/// (set by `scripts/test.sh` for its Postgres pass). Each test server gets a fresh database.
+pub fn test_database() -> Option<String> {
+    let base = std::env::var("THREADCHAT_TEST_DATABASE").ok()?;
+    Some(fresh_pg_database(&base))
+}
+
+/// Creates a new, empty database on the server of `base` and returns its URL.
+pub fn fresh_pg_database(base: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("t{}_{n}", std::process::id());
+    let mut client = postgres::Client::connect(base, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("THREADCHAT_TEST_DATABASE={base} is set but Postgres is unreachable: {e}"));
+    client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL ends with /dbname");
+    format!("{prefix}/{name}")
 }
 
 /// A WebSocket client in which every read times out after `WAIT`.
@@ -85,22 +135,17 @@ impl Client {
     pub fn connect(url: &str) -> Client {
         let mut ws = connect_raw(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
         let welcome = read_json(&mut ws);
-        assert_eq!(
-            welcome["type"], "welcome",
-            "first frame must be the welcome: {welcome}"
-        );
+        assert_eq!(welcome["type"], "welcome", "first frame must be the welcome: {welcome}");
         let id = welcome["id"].as_u64().expect("welcome.id is a number");
-        let name = welcome["name"]
-            .as_str()
-            .expect("welcome.name is a string")
-            .to_string();
+        let name = welcome["name"].as_str().expect("welcome.name is a string").to_string();
+        // Everyone starts in the lobby: its presence list comes right after the welcome.
+        let presence = read_json(&mut ws);
+        assert_eq!((presence["type"].as_str(), presence["room"].as_str()), (Some("presence"), Some("lobby")), "{presence}");
         Client { ws, id, name }
     }
 
     pub fn send_json(&mut self, value: Value) {
-        self.ws
-            .send(Message::text(value.to_string()))
-            .expect("send");
+        self.ws.send(Message::text(value.to_string())).expect("send");
     }
 
     pub fn say(&mut self, text: &str) {
@@ -153,8 +198,7 @@ pub fn read_json(ws: &mut WebSocket<TcpStream>) -> Value {
     loop {
         match ws.read() {
             Ok(Message::Text(t)) => {
-                return serde_json::from_str(t.as_str())
-                    .unwrap_or_else(|e| panic!("server sent non-JSON {t}: {e}"));
+                return serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("server sent non-JSON {t}: {e}"));
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(other) => panic!("expected a JSON text frame, got {other:?}"),
@@ -185,10 +229,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -202,10 +243,7 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) 
     let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !extra
-        .iter()
-        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
-    {
+    if !extra.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
         req.push_str(&format!("Host: {addr}\r\n"));
     }
     for h in extra {
@@ -215,9 +253,7 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) 
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).expect("write request");
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .expect("read response (timeout is WAIT)");
+    stream.read_to_end(&mut raw).expect("read response (timeout is WAIT)");
     parse_response(&raw)
 }
 
@@ -226,27 +262,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 }
 
 pub fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response has a header end");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response has a header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
 }
 
 /// Polls `cond` every 10 ms until it holds or `WAIT` passes.
@@ -284,20 +307,9 @@ impl BinaryServer {
                 }
             }
         });
-        let line = || {
-            rx.recv_timeout(WAIT)
-                .expect("the server prints its addresses")
-        };
-        let http = line()
-            .strip_prefix("http listening on http://")
-            .expect("http line")
-            .parse()
-            .unwrap();
-        let ws = line()
-            .strip_prefix("ws listening on ws://")
-            .expect("ws line")
-            .parse()
-            .unwrap();
+        let line = || rx.recv_timeout(WAIT).expect("the server prints its addresses");
+        let http = line().strip_prefix("http listening on http://").expect("http line").parse().unwrap();
+        let ws = line().strip_prefix("ws listening on ws://").expect("ws line").parse().unwrap();
         BinaryServer { child, http, ws }
     }
 
@@ -317,10 +329,7 @@ impl BinaryServer {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit within {within:?}"
-            );
+            assert!(Instant::now() < deadline, "server did not exit within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -348,26 +357,13 @@ pub fn run_cli(args: &[&str], within: Duration) -> (i32, String, String) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!(
-                "`threadchat {}` did not finish within {within:?}",
-                args.join(" ")
-            );
+            panic!("`threadchat {}` did not finish within {within:?}", args.join(" "));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let mut out = String::new();
     let mut err = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     (status.code().unwrap_or(-1), out, err)
 }

@@ -1,0 +1,97 @@
+//! Durable chat history: the `Store` trait and its backends (SQLite, embedded by default;
+//! Postgres with `--database postgres://…`).
+//!
+//! Only the sequencer thread writes (one `append` per batch: group commit); readers (resume,
+//! the history API, the pruner) use their own connections, so a long read never delays a
+//! commit.
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// One stored chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    pub room: String,
+    pub seq: u64,
+    /// The sender's client id (unique per server run, not across restarts).
+    pub id: u64,
+    pub name: String,
+    pub text: String,
+    /// Unix time, ms.
+    pub ts: u64,
+}
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(format!("sqlite: {e}"))
+    }
+}
+
+/// Retention: what the pruner may delete.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Keep at most this many messages per room.
+    pub max_messages: u64,
+    /// Delete messages older than this many ms (None: no age limit).
+    pub max_age_ms: Option<u64>,
+}
+
+pub trait Store: Send + Sync {
+    /// Appends a batch in one transaction: all of it is durable when this returns Ok, none
+    /// of it if it returns Err.
+    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
+    /// The highest stored `seq` of every room (to continue numbering after a restart).
+    fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Messages of `room` with `seq > after`, oldest first, at most `limit`.
+    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The lowest `seq` still kept for `room`.
+    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
+    /// Deletes up to `chunk` messages of `room` that retention no longer covers, given the
+    /// room's last seq. Returns how many were deleted (call again while it returns `chunk`).
+    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError>;
+    /// Human-readable backend name for logs.
+    fn describe(&self) -> String;
+}
+
+/// Versioned schema steps, applied in order by each backend; a database records the
+/// highest version applied in `schema_version`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the message log, one row per message, keyed by (room, seq).
+    "CREATE TABLE messages (
+        room TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        client_id BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        ts BIGINT NOT NULL,
+        PRIMARY KEY (room, seq)
+    )",
+    // 2: age-based retention scans by time.
+    "CREATE INDEX messages_ts ON messages (ts)",
+];
+
+/// Opens the configured store: Postgres for a `postgres://` URL, else SQLite in `data_dir`.
+pub fn open(database: Option<&str>, data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
+    match database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Box::new(postgres::PgStore::open(url)?))
+        }
+        Some(other) => Err(StoreError(format!("--database must be a postgres:// URL, got {other:?}"))),
+        None => Ok(Box::new(sqlite::SqliteStore::open(data_dir)?)),
+    }
+}

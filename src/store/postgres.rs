@@ -1,0 +1,134 @@
+//! Postgres backend (`--database postgres://user@host:port/db`), for users who outgrow one
+//! file or run several instances on one history. Same schema and migrations as SQLite.
+//!
+//! The `postgres` crate is synchronous to its callers (it drives `tokio-postgres` on a small
+//! runtime of its own, inside each call), so the server's design stays blocking.
+
+use parking_lot::Mutex;
+use postgres::{Client, NoTls};
+
+use super::{MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+
+pub struct PgStore {
+    url: String,
+    writer: Mutex<Client>,
+    readers: Mutex<Vec<Client>>,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError(format!("postgres: {e}"))
+    }
+}
+
+impl PgStore {
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let mut client = Client::connect(url, NoTls)?;
+        migrate(&mut client)?;
+        Ok(PgStore { url: url.to_string(), writer: Mutex::new(client), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut client = match self.readers.lock().pop() {
+            Some(c) if !c.is_closed() => c,
+            _ => Client::connect(&self.url, NoTls)?,
+        };
+        let result = f(&mut client);
+        self.readers.lock().push(client);
+        result
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    // Serializes instances starting at once against the same database.
+    tx.execute("SELECT pg_advisory_xact_lock(7364871)", &[])?;
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", &[])?;
+    let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?.get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(i as i32 + 1)])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn row_to_message(r: &postgres::Row) -> StoredMessage {
+    StoredMessage {
+        room: r.get(0),
+        seq: r.get::<_, i64>(1) as u64,
+        id: r.get::<_, i64>(2) as u64,
+        name: r.get(3),
+        text: r.get(4),
+        ts: r.get::<_, i64>(5) as u64,
+    }
+}
+
+impl Store for PgStore {
+    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        let mut client = self.writer.lock();
+        if client.is_closed() {
+            *client = Client::connect(&self.url, NoTls)?;
+        }
+        let mut tx = client.transaction()?;
+        let insert =
+            tx.prepare("INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES ($1, $2, $3, $4, $5, $6)")?;
+        for m in batch {
+            tx.execute(&insert, &[&m.room, &(m.seq as i64), &(m.id as i64), &m.name, &m.text, &(m.ts as i64)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query("SELECT room, MAX(seq) FROM messages GROUP BY room", &[])?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        })
+    }
+
+    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query(
+                "SELECT room, seq, client_id, name, text, ts FROM messages
+                 WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&room, &(after as i64), &(limit as i64)],
+            )?
+            .iter()
+            .map(row_to_message)
+            .collect())
+        })
+    }
+
+    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
+        self.with_reader(|c| {
+            let v: Option<i64> = c.query_one("SELECT MIN(seq) FROM messages WHERE room = $1", &[&room])?.get(0);
+            Ok(v.map(|v| v as u64))
+        })
+    }
+
+    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
+        let keep_from = last_seq.saturating_sub(retention.max_messages) as i64;
+        let too_old = retention.max_age_ms.map_or(-1, |age| crate::protocol::now_ms().saturating_sub(age) as i64);
+        self.with_reader(|c| {
+            let n = c.execute(
+                "DELETE FROM messages WHERE room = $1 AND seq IN (
+                    SELECT seq FROM messages WHERE room = $1 AND (seq <= $2 OR ts < $3) ORDER BY seq LIMIT $4)",
+                &[&room, &keep_from, &too_old, &(chunk as i64)],
+            )?;
+            Ok(n as usize)
+        })
+    }
+
+    fn describe(&self) -> String {
+        // Without the password, if the URL has one.
+        match self.url.split_once('@') {
+            Some((creds, rest)) => {
+                format!("postgres {}@{rest}", creds.split(':').take(2).collect::<Vec<_>>().join(":"))
+            }
+            None => format!("postgres {}", self.url),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! SQLite backend: one file, `history.db`, in `--data-dir`, created on first run.
+//!
+//! WAL mode lets readers run while the sequencer commits. `synchronous = FULL` makes every
+//! commit durable against power loss, not just a crash; group commit (one transaction per
+//! batch) is what keeps that affordable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The sequencer's connection (the only writer besides the pruner).
+    writer: Mutex<Connection>,
+    /// Idle reader connections, opened on demand.
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError(format!("cannot create --data-dir {}: {e}", data_dir.display())))?;
+        let path = data_dir.join("history.db");
+        let mut conn = connect(&path)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { path, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        self.readers.lock().push(conn);
+        result
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    // A writer waits for the other writer (the pruner) instead of failing with SQLITE_BUSY.
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", [])?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute(sql, [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        room: r.get(0)?,
+        seq: r.get::<_, i64>(1)? as u64,
+        id: r.get::<_, i64>(2)? as u64,
+        name: r.get(3)?,
+        text: r.get(4)?,
+        ts: r.get::<_, i64>(5)? as u64,
+    })
+}
+
+impl Store for SqliteStore {
+    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for m in batch {
+                insert.execute(params![m.room, m.seq as i64, m.id as i64, m.name, m.text, m.ts as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare("SELECT room, MAX(seq) FROM messages GROUP BY room")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room, seq, client_id, name, text, ts FROM messages
+                 WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room, after as i64, limit as i64], row_to_message)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
+        self.with_reader(|c| {
+            let v: Option<i64> = c
+                .query_row("SELECT MIN(seq) FROM messages WHERE room = ?1", [room], |r| r.get(0))
+                .optional()?
+                .flatten();
+            Ok(v.map(|v| v as u64))
+        })
+    }
+
+    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
+        let keep_from = last_seq.saturating_sub(retention.max_messages) as i64;
+        let too_old = retention.max_age_ms.map_or(-1, |age| crate::protocol::now_ms().saturating_sub(age) as i64);
+        // A separate connection from the sequencer's; small chunks hold the write lock briefly.
+        self.with_reader(|c| {
+            let n = c.execute(
+                "DELETE FROM messages WHERE room = ?1 AND seq IN (
+                    SELECT seq FROM messages WHERE room = ?1 AND (seq <= ?2 OR ts < ?3) ORDER BY seq LIMIT ?4)",
+                params![room, keep_from, too_old, chunk as i64],
+            )?;
+            Ok(n)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(room: &str, seq: u64) -> StoredMessage {
+        StoredMessage { room: room.into(), seq, id: 1, name: "n".into(), text: format!("t{seq}"), ts: seq * 1000 }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("threadchat-sqlite-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn append_range_prune_and_reopen() {
+        let dir = temp_dir("basic");
+        let store = SqliteStore::open(&dir).unwrap();
+        store.append(&(1..=10).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.append(&[msg("b", 1)]).unwrap();
+        assert_eq!(store.range("a", 7, 100).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(store.range("a", 0, 2).unwrap().len(), 2);
+        let retention = Retention { max_messages: 4, max_age_ms: None };
+        assert_eq!(store.prune("a", 10, retention, 3).unwrap(), 3);
+        assert_eq!(store.prune("a", 10, retention, 3).unwrap(), 3);
+        assert_eq!(store.prune("a", 10, retention, 3).unwrap(), 0);
+        assert_eq!(store.oldest_seq("a").unwrap(), Some(7));
+        drop(store);
+        let store = SqliteStore::open(&dir).unwrap(); // migrations are not re-applied
+        let mut last = store.last_seqs().unwrap();
+        last.sort();
+        assert_eq!(last, vec![("a".into(), 10), ("b".into(), 1)]);
+        // A duplicate (room, seq) fails the whole batch.
+        assert!(store.append(&[msg("b", 2), msg("b", 1)]).is_err());
+        assert_eq!(store.range("b", 0, 10).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
