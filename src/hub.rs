@@ -309,28 +309,34 @@ impl Hub {
     ///    list — both before any later broadcast, which needs the same lock.
     pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn Store) -> Result<(), String> {
         let mut overflowed = vec![];
-        {
+        // The store can be ahead of the broadcasts: the sequencer commits a batch, then
+        // broadcasts it message by message. Replay from the store only up to what has been
+        // broadcast (`frontier`); anything later reaches us live once we are a member.
+        let mut frontier = {
             let mut st = self.state.lock();
             self.detach(&mut st, conn, room, false, &mut overflowed);
-        }
+            st.rooms.get(room).map_or(0, |r| r.last_seq)
+        };
         let oldest = store.oldest_seq(room).map_err(|e| format!("history unavailable: {e}"))?;
         let mut cursor = after;
         if let Some(oldest) = oldest
             && oldest > after + 1
+            && after < frontier
         {
             conn.push(ServerMsg::Gap { room, from: after + 1, to: oldest - 1 }.to_frame());
             cursor = oldest - 1;
         }
         loop {
-            cursor = self.replay_from_store(conn, room, cursor, store)?;
+            cursor = self.replay_from_store(conn, room, cursor, frontier, store)?;
             let mut st = self.state.lock();
             let last = st.rooms.get(room).map_or(0, |r| r.last_seq);
             if last > cursor {
                 let r = &st.rooms[room];
-                let reaches = r.recent.front().is_some_and(|(s, _)| *s <= cursor + 1);
-                if !reaches {
+                if !r.recent.front().is_some_and(|(s, _)| *s <= cursor + 1) {
+                    // Broadcast too much meanwhile for the cache: read the store again.
                     drop(st);
-                    continue; // broadcast too much meanwhile: read the store again
+                    frontier = last;
+                    continue;
                 }
                 for (_, frame) in r.recent.iter().filter(|(s, _)| *s > cursor) {
                     if conn.push(frame.clone()) == Push::Overflow {
@@ -347,15 +353,19 @@ impl Hub {
     }
 
     /// Sends the store's messages of `room` after `cursor`; returns the last seq sent.
+    /// Sends the store's messages of `room` with `cursor < seq <= upto`; returns the last
+    /// seq sent (or `cursor`).
     fn replay_from_store(
         &self,
         conn: &Arc<Conn>,
         room: &str,
         mut cursor: u64,
+        upto: u64,
         store: &dyn Store,
     ) -> Result<u64, String> {
-        loop {
-            let page = store.range(room, cursor, REPLAY_PAGE).map_err(|e| format!("history unavailable: {e}"))?;
+        while cursor < upto {
+            let want = REPLAY_PAGE.min((upto - cursor) as usize);
+            let page = store.range(room, cursor, want).map_err(|e| format!("history unavailable: {e}"))?;
             for m in &page {
                 match conn.push(message_frame(m)) {
                     Push::Queued => cursor = m.seq,
@@ -374,10 +384,11 @@ impl Hub {
                 }
             }
             conn.flush();
-            if page.len() < REPLAY_PAGE {
-                return Ok(cursor);
+            if page.len() < want {
+                break; // the rest was pruned meanwhile, or never existed
             }
         }
+        Ok(cursor)
     }
 
     /// Tells every chat client (including the renamed one) about a name change, and keeps

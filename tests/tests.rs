@@ -13,6 +13,8 @@ mod http;
 mod limits;
 // Heartbeat reaping and graceful shutdown (in-process and the binary with SIGTERM).
 mod lifecycle;
+// Rooms, presence, acks, history API, resume, gaps, restart, kill -9.
+mod rooms;
 // /metrics, /api/stats, join-notice limit.
 mod observability;
 // The `send` / `tail` client commands and flag validation of the real binary.

@@ -140,7 +140,11 @@ impl Client {
         let name = welcome["name"].as_str().expect("welcome.name is a string").to_string();
         // Everyone starts in the lobby: its presence list comes right after the welcome.
         let presence = read_json(&mut ws);
-        assert_eq!((presence["type"].as_str(), presence["room"].as_str()), (Some("presence"), Some("lobby")), "{presence}");
+        assert_eq!(
+            (presence["type"].as_str(), presence["room"].as_str()),
+            (Some("presence"), Some("lobby")),
+            "{presence}"
+        );
         Client { ws, id, name }
     }
 
@@ -267,9 +271,32 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
     let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
-    let headers =
+    let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v): &(String, String)| {
+        k.eq_ignore_ascii_case("Transfer-Encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse { status, headers, body }
+}
+
+/// Decodes a chunked transfer-encoded body (tiny_http uses it above 32 KiB).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).expect("hex chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
 
 /// Polls `cond` every 10 ms until it holds or `WAIT` passes.
