@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test threadchat has, installing what they need on a fresh machine:
-#   1. cargo tests (unit + integration over real sockets, the real binary included)
-#   2. scripts/smoke.sh (curl + the binary)
-#   3. the browser test (headless Debian Chromium driven by playwright-core)
+#   1. cargo tests (unit + integration over real sockets, the real binary included), with
+#      the history in SQLite
+#   2. the integration tests again with the history in a private PostgreSQL server
+#   3. scripts/smoke.sh (curl + the binary)
+#   4. the browser test (headless Debian Chromium driven by playwright-core)
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,13 @@ echo "== cargo test"
 cargo build --locked
 cargo test --locked
 
+echo "== cargo test, history in PostgreSQL"
+pgdir=$(mktemp -d)
+trap 'scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+pgurl=$(scripts/pg.sh start "$pgdir")
+echo "private postgres: $pgurl"
+THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --test integration
+
 echo "== smoke"
 BIN=target/debug/threadchat scripts/smoke.sh
 
@@ -25,4 +34,4 @@ echo "== browser"
   THREADCHAT_BIN="$PWD/../../target/debug/threadchat" node --test
 )
 
-echo "stages: 3 passed, 0 failed"
+echo "stages: 4 passed, 0 failed"

@@ -117,6 +117,11 @@ fn validate_text(text: &str) -> Result<(), String> {
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(format!("\"text\" is longer than {MAX_TEXT_CHARS} characters"));
     }
+    // Tabs and line breaks are text; other control characters (NUL, escape sequences, C1)
+    // are not, and some stores (Postgres) cannot even hold NUL.
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err("\"text\" must not contain control characters other than tab and newline".into());
+    }
     Ok(())
 }
 
@@ -334,6 +339,7 @@ mod tests {
             (r#"{"type":"message"}"#, "missing \"text\""),
             (r#"{"type":"message","text":7}"#, "\"text\" must be a string"),
             (r#"{"type":"message","text":"  "}"#, "\"text\" must not be empty"),
+            (r#"{"type":"message","text":"a\u0000b"}"#, "\"text\" must not contain control characters other than tab and newline"),
             (r#"{"type":"name","name":""}"#, "\"name\" must not be empty"),
             (r#"{"type":"name","name":"a\nb"}"#, "\"name\" must not contain control characters"),
             (r#"{"type":"name","name":"a\u202eb"}"#, "\"name\" must not contain control characters"),

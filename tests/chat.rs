@@ -165,9 +165,11 @@ fn bad_requests_get_an_error_and_the_connection_stays_open() {
     assert!(c.recv_type("error")["error"].as_str().unwrap().contains("binary"));
 
     // Hostile but valid text is carried verbatim; escaping is the page's job (textContent).
-    let nasty = "<script>alert(1)</script> \u{202e}gnp.exe \u{0}";
+    let nasty = "<script>alert(1)</script> \u{202e}gnp.exe\n\tline two";
     c.say(nasty);
     assert_eq!(c.recv_type("message")["text"], nasty);
+    c.say("nul \u{0} and escape \u{1b}[2J");
+    assert!(c.recv_type("error")["error"].as_str().unwrap().contains("control characters"));
 }
 
 #[test]
