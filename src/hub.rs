@@ -208,7 +208,7 @@ impl Hub {
             .filter(|(_, n)| seen.insert(n.clone()))
             .collect();
         let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
-        let presence = ServerMsg::Presence { room: room_name, members: &members }.to_frame();
+        let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, members: &members }.to_frame();
         conn.push(presence);
         if first_of_name && room.members.len() < self.join_notice_limit {
             let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();

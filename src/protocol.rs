@@ -179,8 +179,10 @@ pub enum ServerMsg<'a> {
         id: u64,
         name: &'a str,
     },
+    /// `seq`: the room's last message so far; later messages have higher numbers.
     Presence {
         room: &'a str,
+        seq: u64,
         members: &'a [Member<'a>],
     },
     Name {
@@ -339,7 +341,10 @@ mod tests {
             (r#"{"type":"message"}"#, "missing \"text\""),
             (r#"{"type":"message","text":7}"#, "\"text\" must be a string"),
             (r#"{"type":"message","text":"  "}"#, "\"text\" must not be empty"),
-            (r#"{"type":"message","text":"a\u0000b"}"#, "\"text\" must not contain control characters other than tab and newline"),
+            (
+                r#"{"type":"message","text":"a\u0000b"}"#,
+                "\"text\" must not contain control characters other than tab and newline",
+            ),
             (r#"{"type":"name","name":""}"#, "\"name\" must not be empty"),
             (r#"{"type":"name","name":"a\nb"}"#, "\"name\" must not contain control characters"),
             (r#"{"type":"name","name":"a\u202eb"}"#, "\"name\" must not contain control characters"),

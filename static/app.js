@@ -1,5 +1,9 @@
 // threadchat's page: one WebSocket to /ws, JSON messages with a "type" field.
 // Text from the network is only ever inserted with textContent, never innerHTML.
+//
+// Rooms: the page remembers the last `seq` it showed per room and, after any reconnect,
+// connects with ?resume=room:seq,… so the server replays exactly what was missed (or says
+// what is gone with a `gap`) before continuing live.
 "use strict";
 
 const els = {
@@ -10,6 +14,9 @@ const els = {
   send: document.getElementById("send"),
   nameForm: document.getElementById("name-form"),
   name: document.getElementById("name"),
+  tabs: document.getElementById("room-tabs"),
+  joinForm: document.getElementById("join-form"),
+  joinRoom: document.getElementById("join-room"),
 };
 
 // Reconnect delays: exponential from 0.5 s up to 30 s, with "full jitter" (a random delay
@@ -21,6 +28,10 @@ let ws = null;
 let myId = null;
 let attempt = 0;
 let wsUrl = null;
+let nextRef = 1;
+// room -> { lastSeq, unread }; insertion order is tab order.
+const rooms = new Map();
+let current = "lobby";
 
 function setStatus(state, label) {
   els.status.className = "status " + state;
@@ -28,19 +39,56 @@ function setStatus(state, label) {
   els.send.disabled = state !== "connected";
 }
 
-function addLine(kind, parts) {
+function roomState(room) {
+  if (!rooms.has(room)) rooms.set(room, { lastSeq: 0, unread: 0 });
+  return rooms.get(room);
+}
+
+function renderTabs() {
+  els.tabs.replaceChildren();
+  for (const [room, st] of rooms) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.setAttribute("role", "tab");
+    b.dataset.room = room;
+    b.setAttribute("aria-selected", String(room === current));
+    b.textContent = "#" + room;
+    if (st.unread > 0 && room !== current) {
+      const u = document.createElement("span");
+      u.className = "unread";
+      u.textContent = String(st.unread);
+      b.appendChild(u);
+    }
+    b.addEventListener("click", () => switchTo(room));
+    els.tabs.appendChild(b);
+  }
+}
+
+function switchTo(room) {
+  current = room;
+  roomState(room).unread = 0;
+  for (const li of els.messages.children) li.hidden = li.dataset.room !== undefined && li.dataset.room !== room;
+  renderTabs();
+}
+
+// Adds a line; `room` undefined means it shows in every room (connection notices).
+function addLine(kind, parts, room) {
   const li = document.createElement("li");
   li.className = kind;
+  if (room !== undefined) {
+    li.dataset.room = room;
+    li.hidden = room !== current;
+  }
   for (const [cls, text] of parts) {
     const span = document.createElement("span");
     span.className = cls;
     span.textContent = text;
     li.appendChild(span);
   }
-  const atBottom = els.messages.parentElement.scrollHeight - els.messages.parentElement.scrollTop
-    - els.messages.parentElement.clientHeight < 40;
+  const box = els.messages.parentElement;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   els.messages.appendChild(li);
-  if (atBottom) li.scrollIntoView({ block: "end" });
+  if (atBottom && !li.hidden) li.scrollIntoView({ block: "end" });
   return li;
 }
 
@@ -49,8 +97,8 @@ function timeOf(ts) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-function notice(text) {
-  addLine("notice", [["text", text]]);
+function notice(text, room) {
+  addLine("notice", [["text", text]], room);
 }
 
 function handle(event) {
@@ -64,23 +112,50 @@ function handle(event) {
         els.name.value = event.name;
       }
       break;
-    case "message": {
-      const li = addLine(event.id === myId ? "message mine" : "message", [
-        ["time", timeOf(event.ts)], ["who", event.name + ":"], ["text", event.text],
-      ]);
-      li.dataset.seq = event.seq;
+    case "presence": {
+      // Resume point for a room we just entered: its messages so far are history.
+      const st = roomState(event.room);
+      st.lastSeq = Math.max(st.lastSeq, event.seq);
+      const names = event.members.map((m) => m.name).join(", ");
+      notice(`In #${event.room}: ${names}.`, event.room);
+      renderTabs();
       break;
     }
+    case "message": {
+      const st = roomState(event.room);
+      if (event.seq <= st.lastSeq) break; // already shown (defensive: the server never repeats)
+      st.lastSeq = event.seq;
+      const li = addLine(event.id === myId ? "message mine" : "message", [
+        ["time", timeOf(event.ts)], ["who", event.name + ":"], ["text", event.text],
+      ], event.room);
+      li.dataset.seq = event.seq;
+      if (event.room !== current) {
+        st.unread += 1;
+        renderTabs();
+      }
+      break;
+    }
+    case "gap":
+      notice(`Messages ${event.from}–${event.to} are no longer kept.`, event.room);
+      break;
     case "join":
-      notice(`${event.name} joined.`);
+      notice(`${event.name} joined.`, event.room);
       break;
     case "leave":
-      notice(`${event.name} left.`);
+      if (event.id === myId) {
+        rooms.delete(event.room);
+        if (current === event.room) switchTo(rooms.keys().next().value || "lobby");
+        renderTabs();
+      } else {
+        notice(`${event.name} left.`, event.room);
+      }
       break;
     case "name":
       notice(`${event.old} is now ${event.name}.`);
       if (event.id === myId) els.name.value = event.name;
       break;
+    case "ack":
+      break; // stored; nothing to show
     case "error":
       addLine("error", [["text", "Error: " + event.error]]);
       break;
@@ -103,6 +178,13 @@ async function fetchConfig() {
   return resp.json();
 }
 
+// After the first connection, every (re)connect resumes every room we were in.
+function connectUrl() {
+  if (rooms.size === 0) return wsUrl;
+  const resume = [...rooms].map(([room, st]) => `${room}:${st.lastSeq}`).join(",");
+  return wsUrl + (wsUrl.includes("?") ? "&" : "?") + "resume=" + encodeURIComponent(resume).replace(/%2C/g, ",").replace(/%3A/g, ":");
+}
+
 async function connect() {
   setStatus("connecting", "connecting…");
   try {
@@ -111,7 +193,7 @@ async function connect() {
     scheduleReconnect();
     return;
   }
-  const sock = new WebSocket(wsUrl);
+  const sock = new WebSocket(connectUrl());
   ws = sock;
   sock.onopen = () => {
     attempt = 0;
@@ -147,7 +229,7 @@ els.sendForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = els.text.value;
   if (!text.trim()) return;
-  if (sendJson({ type: "message", text })) els.text.value = "";
+  if (sendJson({ type: "message", room: current, text, ref: nextRef++ })) els.text.value = "";
 });
 
 els.nameForm.addEventListener("submit", (e) => {
@@ -156,4 +238,18 @@ els.nameForm.addEventListener("submit", (e) => {
   if (name) sendJson({ type: "name", name });
 });
 
+els.joinForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const room = els.joinRoom.value.trim();
+  if (!room) return;
+  if (rooms.has(room)) {
+    switchTo(room);
+  } else if (sendJson({ type: "join", room })) {
+    roomState(room);
+    switchTo(room);
+  }
+  els.joinRoom.value = "";
+});
+
+switchTo("lobby");
 connect();

@@ -49,6 +49,7 @@ fn messages_reach_only_the_rooms_members_with_a_seq_per_room() {
     a.recv_type("join");
     let p = join(&mut a, "dev");
     assert_eq!(p["members"], json!([{"id": a.id, "name": a.name}]));
+    assert_eq!(p["seq"], 0);
     let p = join(&mut b, "dev");
     assert_eq!(p["members"].as_array().unwrap().len(), 2);
     let j = a.recv_type("join");
@@ -213,7 +214,8 @@ fn resume_replays_exactly_what_was_missed() {
     collect_seqs(&mut sender, "lobby", 10);
     r.send_json(json!({"type": "resume", "room": "lobby", "after": 3}));
     assert_eq!(collect_seqs(&mut r, "lobby", 7), (4..=10).collect::<Vec<_>>());
-    assert_eq!(r.recv_type("presence")["room"], "lobby");
+    let p = r.recv_type("presence");
+    assert_eq!((p["room"].as_str(), p["seq"].as_u64()), (Some("lobby"), Some(10)));
     say_in(&mut sender, "lobby", "live", 11);
     assert_eq!(collect_seqs(&mut r, "lobby", 1), vec![11]);
 

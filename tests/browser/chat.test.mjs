@@ -3,7 +3,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,9 +18,10 @@ const WAIT = 10_000; // every wait in this file fails after this many ms
 let browser;
 
 // Starts the binary; resolves with { proc, http, ws } once it printed both addresses.
-function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0") {
+function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0", dataDir = null) {
+  dataDir ??= mkdtempSync(path.join(tmpdir(), "threadchat-browser-"));
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["--http-addr", httpAddr, "--ws-addr", wsAddr], {
+    const proc = spawn(BIN, ["--http-addr", httpAddr, "--ws-addr", wsAddr, "--data-dir", dataDir], {
       stdio: ["ignore", "pipe", "inherit"],
       env: { ...process.env, RUST_LOG: "warn" },
     });
@@ -30,7 +32,7 @@ function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0") {
       if (m) addrs[m[1]] = m[2];
       if (addrs.http && addrs.ws) {
         clearTimeout(timer);
-        resolve({ proc, http: addrs.http, ws: addrs.ws });
+        resolve({ proc, http: addrs.http, ws: addrs.ws, dataDir });
       }
     });
     proc.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
@@ -171,5 +173,49 @@ test("the stats page plots live activity", async () => {
     await chat.close();
   } finally {
     assert.equal(await stopServer(server), 0);
+  }
+});
+
+test("after a server restart the page resumes: every missed message once, in order", async () => {
+  const first = await startServer();
+  const page = await openChat(`http://${first.http}/`);
+  await send(page, "before restart");
+  await page.locator("#messages li.message", { hasText: "before restart" }).waitFor({ timeout: WAIT });
+  assert.equal(await stopServer(first), 0);
+  await page.locator("#status.disconnected").waitFor({ timeout: WAIT });
+
+  // Same ports, same data dir. Post while the page is still waiting to reconnect.
+  const second = await startServer(first.http, first.ws, first.dataDir);
+  try {
+    for (let i = 1; i <= 5; i++) {
+      const r = await fetch(`http://${second.http}/api/rooms/lobby/messages`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ text: `missed ${i}`, name: "script" }),
+      });
+      assert.equal(r.status, 201);
+    }
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    await page.locator("#messages li.message", { hasText: "missed 5" }).waitFor({ timeout: WAIT });
+    await send(page, "after restart");
+    await page.locator("#messages li.message", { hasText: "after restart" }).waitFor({ timeout: WAIT });
+    assert.deepEqual(await messageTexts(page), [
+      "before restart", "missed 1", "missed 2", "missed 3", "missed 4", "missed 5", "after restart",
+    ]);
+    const seqs = await page.locator("#messages li.message").evaluateAll((lis) => lis.map((li) => Number(li.dataset.seq)));
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    await page.screenshot({ path: path.join(SHOTS, "browser-resume.png") });
+
+    // Rooms: join one, talk there, and the lobby does not show it.
+    await page.fill("#join-room", "dev");
+    await page.press("#join-room", "Enter");
+    await page.locator("#room-tabs button[data-room=dev][aria-selected=true]").waitFor({ timeout: WAIT });
+    await send(page, "in dev");
+    await page.locator("#messages li.message:not([hidden])", { hasText: "in dev" }).waitFor({ timeout: WAIT });
+    await page.click("#room-tabs button[data-room=lobby]");
+    assert.equal(await page.locator("#messages li.message:not([hidden])", { hasText: "in dev" }).count(), 0);
+    await page.close();
+  } finally {
+    assert.equal(await stopServer(second), 0);
   }
 });
