@@ -19,6 +19,9 @@
 //! - **flusher**: one epoll loop (mio) that finishes writes to sockets whose kernel send
 //!   buffer was full.
 //! - **stats**: samples the counters once a second for `/api/stats`.
+//! - **sequencer**: numbers chat messages per room, commits each batch to the history
+//!   store in one transaction, then broadcasts them and acknowledges them.
+//! - **pruner**: deletes history that retention no longer covers, in small chunks.
 //!
 //! Who writes each socket: nobody writes directly. Every byte (handshake response,
 //! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
@@ -26,11 +29,11 @@
 //! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
 //! kernel buffer is full the flusher thread becomes the writer until it drains.
 //!
-//! Locks: the hub's list lock (`hub.rs`: the client list and the message `seq`), each
+//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), each
 //! connection's outbox lock, its name lock, and the live-thread counter. Order: hub → outbox,
 //! never the reverse; no lock is held during a blocking call.
 //!
-//! Channels: flusher commands (park a socket / stop), heartbeat close deadlines, heartbeat
+//! Channels: the sequencer's bounded submission queue, pruner notices, flusher commands (park a socket / stop), heartbeat close deadlines, heartbeat
 //! and stats stop, the accept loop's hand-off to idle client threads, and the signal
 //! channel to main.
 
