@@ -136,6 +136,12 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_DATABASE_URL")]
     pub database: Option<String>,
 
+    /// `on`: every commit is flushed to disk before anything is acknowledged (survives power
+    /// loss). `off`: commits reach the OS but are not fsynced (survives a crash or kill -9 of
+    /// threadchat, not of the machine); faster on slow disks.
+    #[arg(long, env = "THREADCHAT_SYNC_COMMIT", default_value = "on", value_parser = ["on", "off"])]
+    pub sync_commit: String,
+
     /// Messages kept per room; older ones are pruned.
     #[arg(long, env = "THREADCHAT_HISTORY_LIMIT", default_value_t = 10_000)]
     pub history_limit: u64,
@@ -204,6 +210,8 @@ pub struct Config {
     pub database: Option<String>,
     pub history_limit: u64,
     pub history_max_age: Option<Duration>,
+    /// fsync every commit (`--sync-commit on`).
+    pub sync_commit: bool,
 }
 
 impl Default for Config {
@@ -225,6 +233,7 @@ impl Default for Config {
             database: None,
             history_limit: 10_000,
             history_max_age: None,
+            sync_commit: true,
         }
     }
 }
@@ -249,6 +258,7 @@ impl TryFrom<ServeArgs> for Config {
             database: a.database,
             history_limit: a.history_limit,
             history_max_age: a.history_max_age_secs.map(Duration::from_secs),
+            sync_commit: a.sync_commit == "on",
         };
         config.validate()?;
         Ok(config)

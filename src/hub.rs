@@ -281,22 +281,36 @@ impl Hub {
     }
 
     /// Broadcasts a stored chat message to its room (called by the sequencer, in seq order).
-    pub fn broadcast_message(&self, m: &StoredMessage) {
-        self.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-        let frame = message_frame(m);
+    /// Queues a committed batch for every member of its rooms (called by the sequencer, in
+    /// seq order), all under one lock. Returns the member lists to flush — the caller hands
+    /// them to the fan-out pool, so each member is flushed once per batch and gets the whole
+    /// batch in one `sendmsg`.
+    pub fn broadcast_batch(&self, batch: &[StoredMessage]) -> Vec<Arc<Vec<Arc<Conn>>>> {
+        self.metrics.messages_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let frames: Vec<Bytes> = batch.iter().map(message_frame).collect();
         let mut overflowed = vec![];
-        let members = {
+        let mut to_flush: Vec<Arc<Vec<Arc<Conn>>>> = vec![];
+        {
             let mut st = self.state.lock();
-            let room = st.rooms.entry(m.room.clone()).or_default();
-            room.last_seq = m.seq;
-            if room.recent.len() == RECENT_FRAMES {
-                room.recent.pop_front();
+            for (m, frame) in batch.iter().zip(frames) {
+                let room = st.rooms.entry(m.room.clone()).or_default();
+                room.last_seq = m.seq;
+                if room.recent.len() == RECENT_FRAMES {
+                    room.recent.pop_front();
+                }
+                room.recent.push_back((m.seq, frame.clone()));
+                overflowed.extend(self.push_to(&room.members, &frame, None));
+                if !to_flush.iter().any(|f| Arc::ptr_eq(f, &room.members)) {
+                    to_flush.push(room.members.clone());
+                }
             }
-            room.recent.push_back((m.seq, frame.clone()));
-            overflowed.extend(self.push_to(&room.members, &frame, None));
-            room.members.clone()
-        };
-        self.finish_fan_out(&members, None, overflowed);
+        }
+        if !overflowed.is_empty() {
+            overflowed.sort_by_key(|c| c.id);
+            overflowed.dedup_by_key(|c| c.id);
+            self.close_overflowed(overflowed);
+        }
+        to_flush
     }
 
     /// Replays `room` from `seq > after` to `conn`, then makes it a live member, with
@@ -332,7 +346,7 @@ impl Hub {
             let last = st.rooms.get(room).map_or(0, |r| r.last_seq);
             if last > cursor {
                 let r = &st.rooms[room];
-                if !r.recent.front().is_some_and(|(s, _)| *s <= cursor + 1) {
+                if r.recent.front().is_none_or(|(s, _)| *s > cursor + 1) {
                     // Broadcast too much meanwhile for the cache: read the store again.
                     drop(st);
                     frontier = last;

@@ -10,6 +10,7 @@
 //! - [`client`]: one connection's thread (upgrade, read loop, cleanup).
 //! - [`conn`]: one connection's outbox, through which every byte to its socket passes.
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
+//! - [`fanout`]: flushes members' outboxes after a chat broadcast, one thread per core.
 //! - [`hub`]: the shared client list and fan-out.
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
 //! - [`metrics`]: counters for `/metrics` and the stats history.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod fanout;
 pub mod flusher;
 pub mod heartbeat;
 pub mod http;

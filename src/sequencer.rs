@@ -141,8 +141,10 @@ fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
         match store.append(&msgs) {
             Ok(()) => {
                 shared.metrics.store_committed(started.elapsed(), msgs.len());
+                for members in shared.hub.broadcast_batch(&msgs) {
+                    shared.fanout.flush(members);
+                }
                 for (s, m) in batch.drain(..).zip(msgs.iter()) {
-                    shared.hub.broadcast_message(m);
                     reply_ok(shared, s.reply, m);
                 }
                 for m in msgs.iter().rev() {
@@ -217,6 +219,9 @@ fn prune_loop(shared: &Shared, rx: &Receiver<(String, u64)>) {
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Err(e) = shared.store.maintain() {
+            log::warn!("history store upkeep failed: {e}");
         }
         let age_pass = retention.max_age_ms.is_some() && last_age_pass.elapsed() >= Duration::from_secs(60);
         if age_pass {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
+use crate::fanout::Fanout;
 use crate::flusher::Flusher;
 use crate::hub::{Hub, close_code};
 use crate::metrics::{Gauges, Metrics};
@@ -31,6 +32,8 @@ pub struct Shared {
     pub store: Box<dyn Store>,
     /// Where chat messages go to be numbered, stored and broadcast.
     pub sequencer: Sequencer,
+    /// Threads that flush outboxes after a chat broadcast.
+    pub fanout: Fanout,
     pub flusher: Arc<Flusher>,
     /// The bound addresses (ports resolved when the config said 0).
     pub http_addr: SocketAddr,
@@ -138,9 +141,11 @@ impl ServerHandle {
             .ok_or_else(|| StartError::Thread(std::io::Error::other("HTTP server has no IP address")))?;
         let http = Arc::new(http_server);
 
-        let store = store::open(config.database.as_deref(), &config.data_dir).map_err(StartError::Store)?;
+        let store =
+            store::open(config.database.as_deref(), &config.data_dir, config.sync_commit).map_err(StartError::Store)?;
         log::info!("history: {}", store.describe());
         let (flusher, flusher_thread) = Flusher::start().map_err(StartError::Thread)?;
+        let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
@@ -148,6 +153,7 @@ impl ServerHandle {
             metrics,
             store,
             sequencer: Sequencer::default(),
+            fanout,
             flusher,
             http_addr,
             ws_addr,
@@ -166,6 +172,7 @@ impl ServerHandle {
         let stats_thread = spawn_stats(Arc::clone(&shared), stats_stop_rx).map_err(StartError::Thread)?;
         let mut threads = vec![flusher_thread, heartbeat.thread, stats_thread];
         threads.extend(sequencer::spawn(Arc::clone(&shared)).map_err(StartError::Thread)?);
+        threads.extend(fanout_threads);
         threads.push(ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared)).map_err(StartError::Thread)?);
         for i in 0..shared.config.http_threads {
             threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
@@ -226,6 +233,7 @@ impl ServerHandle {
 
         // Clients are gone: let the sequencer store what they submitted, then stop.
         shared.sequencer.stop();
+        shared.fanout.stop();
         shared.flusher.stop();
         let _ = self.heartbeat_stop.try_send(());
         let _ = self.stats_stop.try_send(());

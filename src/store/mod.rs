@@ -64,6 +64,11 @@ pub trait Store: Send + Sync {
     /// Deletes up to `chunk` messages of `room` that retention no longer covers, given the
     /// room's last seq. Returns how many were deleted (call again while it returns `chunk`).
     fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError>;
+    /// Background upkeep, called about once a second off the message path (SQLite: a
+    /// passive WAL checkpoint).
+    fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Human-readable backend name for logs.
     fn describe(&self) -> String;
 }
@@ -86,12 +91,17 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Opens the configured store: Postgres for a `postgres://` URL, else SQLite in `data_dir`.
-pub fn open(database: Option<&str>, data_dir: &std::path::Path) -> Result<Box<dyn Store>, StoreError> {
+/// `sync_commit`: flush every commit to disk (see `--sync-commit`).
+pub fn open(
+    database: Option<&str>,
+    data_dir: &std::path::Path,
+    sync_commit: bool,
+) -> Result<Box<dyn Store>, StoreError> {
     match database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Box::new(postgres::PgStore::open(url)?))
+            Ok(Box::new(postgres::PgStore::open(url, sync_commit)?))
         }
         Some(other) => Err(StoreError(format!("--database must be a postgres:// URL, got {other:?}"))),
-        None => Ok(Box::new(sqlite::SqliteStore::open(data_dir)?)),
+        None => Ok(Box::new(sqlite::SqliteStore::open(data_dir, sync_commit)?)),
     }
 }

@@ -13,6 +13,7 @@ pub struct PgStore {
     url: String,
     writer: Mutex<Client>,
     readers: Mutex<Vec<Client>>,
+    sync_commit: bool,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -25,10 +26,21 @@ impl From<postgres::Error> for StoreError {
 }
 
 impl PgStore {
-    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+    pub fn open(url: &str, sync_commit: bool) -> Result<PgStore, StoreError> {
         let mut client = Client::connect(url, NoTls)?;
         migrate(&mut client)?;
-        Ok(PgStore { url: url.to_string(), writer: Mutex::new(client), readers: Mutex::new(Vec::new()) })
+        let store =
+            PgStore { url: url.to_string(), writer: Mutex::new(client), readers: Mutex::new(Vec::new()), sync_commit };
+        store.configure_writer(&mut store.writer.lock())?;
+        Ok(store)
+    }
+
+    /// `synchronous_commit = off` acknowledges before the WAL is flushed (a Postgres crash
+    /// may lose the last commits; the database stays consistent).
+    fn configure_writer(&self, client: &mut Client) -> Result<(), StoreError> {
+        let setting = if self.sync_commit { "on" } else { "off" };
+        client.batch_execute(&format!("SET synchronous_commit = {setting}"))?;
+        Ok(())
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -72,6 +84,7 @@ impl Store for PgStore {
         let mut client = self.writer.lock();
         if client.is_closed() {
             *client = Client::connect(&self.url, NoTls)?;
+            self.configure_writer(&mut client)?;
         }
         let mut tx = client.transaction()?;
         let insert =

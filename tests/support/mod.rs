@@ -66,8 +66,7 @@ impl TestServer {
     pub fn in_dir(dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         // Server logs show up for failing tests (RUST_LOG=info for more).
         let _ = env_logger::builder().is_test(true).try_init();
-        let mut config = Config::default();
-        config.data_dir = dir.to_path_buf();
+        let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
         adjust(&mut config);
         config.validate().expect("test config is valid");
         let handle = ServerHandle::start(config).expect("server starts");
