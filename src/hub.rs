@@ -198,17 +198,18 @@ impl Hub {
         let name = conn.name();
         let room = st.rooms.entry(room_name.to_string()).or_default();
         let first_of_name = !room.names.contains_key(&name);
-        // Presence lists each name once (two tabs are one person), the newcomer included.
+        // Presence lists each name once (two tabs are one person), the newcomer first, and at
+        // most `join_notice_limit` names: without the cap, a crowd arriving would cost N²
+        // (every newcomer gets, and the hub builds, a list of everyone).
+        let count = room.names.len() + usize::from(first_of_name);
         let mut seen = std::collections::HashSet::new();
-        let listed: Vec<(u64, Arc<str>)> = room
-            .members
-            .iter()
-            .map(|c| (c.id, c.name()))
-            .chain(std::iter::once((conn.id, name.clone())))
+        let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
+            .chain(room.members.iter().map(|c| (c.id, c.name())))
             .filter(|(_, n)| seen.insert(n.clone()))
+            .take(self.join_notice_limit.max(1))
             .collect();
         let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
-        let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, members: &members }.to_frame();
+        let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();
         conn.push(presence);
         if first_of_name && room.members.len() < self.join_notice_limit {
             let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();

@@ -180,9 +180,12 @@ pub enum ServerMsg<'a> {
         name: &'a str,
     },
     /// `seq`: the room's last message so far; later messages have higher numbers.
+    /// `count`: distinct names in the room; `members` lists at most `--join-notice-limit`
+    /// of them (the newcomer first), so entering a crowd costs a bounded frame.
     Presence {
         room: &'a str,
         seq: u64,
+        count: usize,
         members: &'a [Member<'a>],
     },
     Name {

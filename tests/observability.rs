@@ -85,7 +85,14 @@ fn join_and_leave_notices_stop_above_the_limit() {
     let mut a = server.chat();
     let b = server.chat();
     assert_eq!(a.recv_type("join")["id"], b.id, "2 members: within the limit");
-    let mut c = server.chat(); // 3 members: no join notice
+    let mut c = server.chat(); // 3 members: no join notice, and presence lists only 2 of 3
+    let p = {
+        c.send_json(serde_json::json!({"type": "leave", "room": "lobby"}));
+        c.recv_type("leave");
+        c.send_json(serde_json::json!({"type": "join", "room": "lobby"}));
+        c.recv_type("presence")
+    };
+    assert_eq!((p["count"].as_u64(), p["members"].as_array().unwrap().len()), (Some(3), 2));
     c.say("after c");
     let next = a.recv();
     assert_eq!((next["type"].as_str(), next["text"].as_str()), (Some("message"), Some("after c")));

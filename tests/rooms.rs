@@ -51,7 +51,8 @@ fn messages_reach_only_the_rooms_members_with_a_seq_per_room() {
     assert_eq!(p["members"], json!([{"id": a.id, "name": a.name}]));
     assert_eq!(p["seq"], 0);
     let p = join(&mut b, "dev");
-    assert_eq!(p["members"].as_array().unwrap().len(), 2);
+    assert_eq!((p["members"].as_array().unwrap().len(), p["count"].as_u64()), (2, Some(2)));
+    assert_eq!(p["members"][0]["id"], b.id, "the newcomer is listed first");
     let j = a.recv_type("join");
     assert_eq!((j["room"].as_str(), j["id"].as_u64()), (Some("dev"), Some(b.id)));
 
