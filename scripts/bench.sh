@@ -44,7 +44,7 @@ start_once() {
     threadchat)
       rm -rf "$work/data"
       RUST_LOG=warn "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
-        --data-dir "$work/data" >"$work/server.out" 2>"$work/server.err" &
+        --data-dir "$work/data" ${TC_ARGS:-} >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
     node)
       node scripts/reference/server.js 0 >"$work/server.out" 2>"$work/server.err" &
@@ -83,7 +83,12 @@ for round in $(seq 1 "$ROUNDS"); do
         1) run 1-fanout "$round" "$server" --clients 200 --senders 10 --rate 0 --window 4 --duration-secs 10 ;;
         2) run 2-latency "$round" "$server" --clients 1000 --senders 10 --rate 100 --duration-secs 15 ;;
         3) run 3-idle "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 15 --threads 2
-           run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2 ;;
+           run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2
+           # The reference sends no join notices; without them threadchat does the same
+           # protocol work per connection.
+           if [ "$server" = threadchat ]; then
+             TC_ARGS="--join-notice-limit 0" run 3-idle_nonotice "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 5 --threads 2
+           fi ;;
         4) run 4-base "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 3800 --duration-secs 25
            run 4-stalled "$round" "$server" --clients 1000 --senders 10 --rate 100 --payload-bytes 3800 --duration-secs 25 --stalled 1 ;;
         # threadchat's /ws also broadcasts join and leave to the other 63 clients on every

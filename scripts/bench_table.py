@@ -55,6 +55,8 @@ def main():
     if ("3-idle", "threadchat") in runs:
         row("3 idle: clients connected", "3-idle", "connected", 1.0, False)
         row("3 idle: RSS per client KiB", "3-idle", "server_rss_per_client_kib", 2.0)
+        row("3 idle: RSS per client KiB, threadchat --join-notice-limit 0", "3-idle_nonotice",
+            "server_rss_per_client_kib", 2.0, scenario_node="3-idle")
         row("3 idle: server CPU % at 1 msg/s (10k deliveries/s)", "3-idle", "server_cpu_percent")
         row("3 idle: server CPU % with no messages", "3-quiet", "server_cpu_percent")
     if ("4-base", "threadchat") in runs:

@@ -35,6 +35,9 @@ use crate::protocol;
 /// is already far more than a burst usually holds and keeps the stack array small.
 const MAX_IOVECS: usize = 64;
 
+/// Queue slots an idle outbox keeps allocated (32 bytes each).
+const KEEP_QUEUE_SLOTS: usize = 16;
+
 /// What the connection is used for; decided by the path at the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -281,7 +284,16 @@ impl Conn {
             out.queued_bytes -= sent;
             match result {
                 Ok(_) if batch.is_empty() => {
+                    // A burst (a crowd arriving, a replay) can grow the deques to thousands of
+                    // slots; a VecDeque never shrinks, so give big ones back once drained
+                    // rather than keep the peak for the connection's lifetime.
+                    if batch.capacity() > KEEP_QUEUE_SLOTS {
+                        batch = VecDeque::new();
+                    }
                     out.spare = batch;
+                    if out.queue.is_empty() && out.queue.capacity() > KEEP_QUEUE_SLOTS {
+                        out.queue = VecDeque::new();
+                    }
                 }
                 Ok(_) => {
                     // Kernel buffer full. Put the unsent rest back in front of anything queued

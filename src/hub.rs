@@ -34,6 +34,11 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// broadcast while it read history from the store, without a second store query.
 const RECENT_FRAMES: usize = 256;
 
+/// Names listed in a `presence` (plus the total `count`). A full list of a crowd would be a
+/// frame of hundreds of KiB for every newcomer — O(N²) work and memory while a crowd
+/// arrives, and heap fragmentation that never goes away.
+pub const PRESENCE_LIST_MAX: usize = 100;
+
 /// Messages read from the store per query while replaying.
 const REPLAY_PAGE: usize = 500;
 
@@ -199,14 +204,13 @@ impl Hub {
         let room = st.rooms.entry(room_name.to_string()).or_default();
         let first_of_name = !room.names.contains_key(&name);
         // Presence lists each name once (two tabs are one person), the newcomer first, and at
-        // most `join_notice_limit` names: without the cap, a crowd arriving would cost N²
-        // (every newcomer gets, and the hub builds, a list of everyone).
+        // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
         let count = room.names.len() + usize::from(first_of_name);
         let mut seen = std::collections::HashSet::new();
         let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
             .chain(room.members.iter().map(|c| (c.id, c.name())))
             .filter(|(_, n)| seen.insert(n.clone()))
-            .take(self.join_notice_limit.max(1))
+            .take(self.join_notice_limit.clamp(1, PRESENCE_LIST_MAX))
             .collect();
         let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
         let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();

@@ -180,8 +180,8 @@ pub enum ServerMsg<'a> {
         name: &'a str,
     },
     /// `seq`: the room's last message so far; later messages have higher numbers.
-    /// `count`: distinct names in the room; `members` lists at most `--join-notice-limit`
-    /// of them (the newcomer first), so entering a crowd costs a bounded frame.
+    /// `count`: distinct names in the room; `members` lists at most 100 of them (the
+    /// newcomer first), so entering a crowd costs a bounded frame.
     Presence {
         room: &'a str,
         seq: u64,
