@@ -35,7 +35,9 @@ start() {
     || { cat "$work/server.out" "$work/server.err" >&2; echo "$1 did not start" >&2; exit 1; }
 }
 
-# start_once SERVER: sets PID and URL. Benchmarks lift only the connection cap (--max-clients);
+# start_once SERVER: sets PID and URL. Benchmarks lift the connection caps and the rate
+# limits (all clients come from 127.0.0.x and send as fast as they can); every other
+# setting stays at its default. Benchmarks lift only the connection cap (--max-clients);
 # every other limit stays at its default, durability included (--sync-commit on: every
 # message is fsynced to a fresh SQLite history before it is broadcast — the reference
 # stores nothing).
@@ -44,6 +46,7 @@ start_once() {
     threadchat)
       rm -rf "$work/data"
       RUST_LOG=warn "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
+        --max-clients-per-ip 12000 --upgrade-rate 1000000 --message-rate 1000000 \
         --data-dir "$work/data" ${TC_ARGS:-} >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
     node)

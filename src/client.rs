@@ -20,6 +20,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::conn::{Conn, Kind, Push};
+use crate::guard;
 use crate::hub::close_code;
 use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ServerMsg};
@@ -64,8 +65,10 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     }
     // Removes us from the hub on every exit path, panics included.
     let _membership = Membership { shared, conn: &conn };
+    let ip_slot =
+        IpSlot { shared, ip: peer.ip(), count: shared.ips.connect(peer.ip(), shared.config.upgrade_rate * 2.0) };
 
-    let Some(mut ws) = handshake(&conn, shared) else {
+    let Some(mut ws) = handshake(&conn, shared, ip_slot.count) else {
         return;
     };
     // The handshake was the deepest this thread will go for a while; an idle client then
@@ -85,6 +88,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         End::Failed(close_code::TOO_BIG, _) => Disconnect::TooBig,
         End::Failed(close_code::INVALID_DATA, _) => Disconnect::InvalidUtf8,
         End::Failed(close_code::PROTOCOL, _) => Disconnect::Protocol,
+        End::Failed(close_code::POLICY, _) => Disconnect::RateLimit,
         End::Failed(..) => Disconnect::Error,
     });
     shared.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
@@ -104,6 +108,20 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
             linger(&conn, true);
         }
         End::Gone(why) => log::info!("client {id} ({peer}): disconnected ({why})"),
+    }
+}
+
+/// Counts this connection against its IP address until the thread ends.
+struct IpSlot<'a> {
+    shared: &'a Shared,
+    ip: std::net::IpAddr,
+    /// Connections from this address, this one included, when it arrived.
+    count: usize,
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        self.shared.ips.disconnect(self.ip);
     }
 }
 
@@ -135,7 +153,7 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 // Not inlined (nor are `linger` and `handle_chat`): their big frames must not become part
 // of the frames a connection idles in for hours; see `ws_server::release_unused_stack`.
 #[inline(never)]
-fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream>> {
+fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option<WebSocket<ClientStream>> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false };
     let mut kind = Kind::Handshaking;
@@ -151,12 +169,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
                 return Err(refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws or /echo"));
             }
         };
-        if shared.is_shutting_down() {
-            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
-        }
-        if shared.live_clients() > shared.config.max_clients {
-            return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is full (--max-clients)"));
-        }
+        admit(req, conn, shared, ip_connections)?;
         Ok(resp)
     };
     let peer = conn.peer;
@@ -217,6 +230,39 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared) -> Option<WebSocket<ClientStream
     Some(ws)
 }
 
+/// The checks every upgrade passes before the 101, cheapest first; see `guard.rs`.
+#[allow(clippy::result_large_err)]
+fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> Result<(), ErrorResponse> {
+    let cfg = &shared.config;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if shared.is_shutting_down() {
+        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+    }
+    // Browsers always send Origin; tools usually do not. A page from another site must not
+    // be able to open a socket with this user's credentials (cross-site WebSocket hijacking).
+    if let Some(origin) = header("Origin")
+        && !shared.allowed_origins.iter().any(|o| o == origin)
+    {
+        return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed (see --allow-origin)"));
+    }
+    if let Some(secret) = &cfg.token {
+        let given = guard::token_from(req.uri().query().unwrap_or(""), header("Authorization"), header("Cookie"));
+        if !given.is_some_and(|g| guard::constant_time_eq(g.as_bytes(), secret.as_bytes())) {
+            return Err(refusal(StatusCode::UNAUTHORIZED, "missing or wrong token"));
+        }
+    }
+    if !shared.ips.allow_upgrade(conn.peer.ip(), cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+        return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "too many connection attempts; slow down"));
+    }
+    if shared.live_clients() > cfg.max_clients {
+        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is full (--max-clients)"));
+    }
+    if ip_connections > cfg.max_clients_per_ip {
+        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
+    }
+    Ok(())
+}
+
 fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
     let mut resp = ErrorResponse::new(Some(format!("{body}\n")));
     *resp.status_mut() = status;
@@ -236,6 +282,12 @@ fn plain_response(status: StatusCode, body: &str) -> Bytes {
 
 fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared) -> End {
     let chat = conn.kind() == Kind::Chat;
+    // Per-client message rate (chat only: /echo is the conformance target and stays raw).
+    // Over the rate a message is refused with an error; `burst` refusals in a row close the
+    // connection with 1008. The bucket lives on this thread: no lock.
+    let (rate, burst) = (shared.config.message_rate, shared.config.message_rate * 2.0);
+    let mut bucket = guard::Bucket::new(burst);
+    let mut refused_in_a_row = 0.0;
     loop {
         let msg = match ws.read() {
             Ok(msg) => msg,
@@ -247,6 +299,20 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
             // We are closing this client (slow consumer, shutdown): keep reading only to
             // see its Close reply; its requests are no longer acted on.
             continue;
+        }
+        if chat && matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            if !bucket.take(rate, burst, Instant::now()) {
+                refused_in_a_row += 1.0;
+                if refused_in_a_row >= burst {
+                    return End::Failed(close_code::POLICY, "message flood: over the rate limit for too long".into());
+                }
+                let error = format!("rate limit: at most {rate} messages per second; message dropped");
+                if conn.send(error_frame(shared, &error)) == Push::Overflow {
+                    shared.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
+                }
+                continue;
+            }
+            refused_in_a_row = 0.0;
         }
         if let Message::Text(t) = &msg {
             count_frame(shared, t.len());

@@ -128,6 +128,29 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_HTTP_THREADS", default_value_t = 4)]
     pub http_threads: usize,
 
+    /// Shared secret clients must present at the upgrade (`?token=`, `Authorization: Bearer`,
+    /// or a `threadchat_token` cookie); otherwise HTTP 401. Default: no authentication.
+    #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Extra browser origin allowed to open WebSockets (exact match, repeatable). The
+    /// server's own HTTP origins are always allowed; requests without Origin (CLI tools) too.
+    #[arg(long = "allow-origin", env = "THREADCHAT_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub allow_origins: Vec<String>,
+
+    /// Most simultaneous WebSocket connections from one IP address; more → HTTP 503.
+    #[arg(long, env = "THREADCHAT_MAX_CLIENTS_PER_IP", default_value_t = 64)]
+    pub max_clients_per_ip: usize,
+
+    /// WebSocket upgrades allowed per second from one IP (bursts of twice that); more → 429.
+    #[arg(long, env = "THREADCHAT_UPGRADE_RATE", default_value_t = 10.0)]
+    pub upgrade_rate: f64,
+
+    /// Chat messages (frames on /ws) per second per client (bursts of twice that); over it
+    /// a message gets an error reply, and a client that keeps flooding is closed with 1008.
+    #[arg(long, env = "THREADCHAT_MESSAGE_RATE", default_value_t = 20.0)]
+    pub message_rate: f64,
+
     /// Directory for the embedded history database (SQLite, `history.db`); created if missing.
     #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -212,6 +235,13 @@ pub struct Config {
     pub history_max_age: Option<Duration>,
     /// fsync every commit (`--sync-commit on`).
     pub sync_commit: bool,
+    pub token: Option<String>,
+    pub allow_origins: Vec<String>,
+    pub max_clients_per_ip: usize,
+    /// Upgrades per second per IP; bursts of twice that.
+    pub upgrade_rate: f64,
+    /// Chat frames per second per client; bursts of twice that.
+    pub message_rate: f64,
 }
 
 impl Default for Config {
@@ -234,6 +264,11 @@ impl Default for Config {
             history_limit: 10_000,
             history_max_age: None,
             sync_commit: true,
+            token: None,
+            allow_origins: vec![],
+            max_clients_per_ip: 64,
+            upgrade_rate: 10.0,
+            message_rate: 20.0,
         }
     }
 }
@@ -259,6 +294,11 @@ impl TryFrom<ServeArgs> for Config {
             history_limit: a.history_limit,
             history_max_age: a.history_max_age_secs.map(Duration::from_secs),
             sync_commit: a.sync_commit == "on",
+            token: a.token,
+            allow_origins: a.allow_origins,
+            max_clients_per_ip: a.max_clients_per_ip,
+            upgrade_rate: a.upgrade_rate,
+            message_rate: a.message_rate,
         };
         config.validate()?;
         Ok(config)
@@ -275,6 +315,27 @@ impl Config {
 
     /// Checks every field; the error is one line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err("--token must be at least 16 characters".into());
+        }
+        if self.max_clients_per_ip == 0 {
+            return Err("--max-clients-per-ip must be at least 1".into());
+        }
+        if !(self.upgrade_rate > 0.0 && self.upgrade_rate.is_finite()) {
+            return Err("--upgrade-rate must be a positive number".into());
+        }
+        if !(self.message_rate > 0.0 && self.message_rate.is_finite()) {
+            return Err("--message-rate must be a positive number".into());
+        }
+        if let Some(o) = self
+            .allow_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(format!(
+                "--allow-origin {o:?} must be an origin like https://chat.example.org (scheme, host, optional port)"
+            ));
+        }
         if self.history_limit == 0 {
             return Err("--history-limit must be at least 1".into());
         }

@@ -280,7 +280,7 @@ pub fn safe_relative_path(url_path: &str) -> Option<PathBuf> {
 }
 
 /// Percent-decodes once. Invalid escapes or a result that is not UTF-8 → None (404).
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -12,6 +12,7 @@
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
 //! - [`fanout`]: flushes members' outboxes after a chat broadcast, one thread per core.
 //! - [`hub`]: the shared client list and fan-out.
+//! - [`guard`]: admission checks at the upgrade (origin, token, per-IP caps), rate limits.
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
 //! - [`metrics`]: counters for `/metrics` and the stats history.
 //! - [`protocol`]: message types, validation, framing.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod fanout;
 pub mod flusher;
+pub mod guard;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

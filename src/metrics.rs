@@ -39,9 +39,11 @@ pub enum Disconnect {
     Shutdown = 8,
     /// Anything else (1011, failed writes).
     Error = 9,
+    /// Kept sending over `--message-rate` (1008).
+    RateLimit = 10,
 }
 
-const DISCONNECT_NAMES: [&str; 10] = [
+const DISCONNECT_NAMES: [&str; 11] = [
     "",
     "client_close",
     "gone",
@@ -52,6 +54,7 @@ const DISCONNECT_NAMES: [&str; 10] = [
     "invalid_utf8",
     "shutdown",
     "error",
+    "rate_limit",
 ];
 
 impl Disconnect {
@@ -67,6 +70,7 @@ impl Disconnect {
             7 => InvalidUtf8,
             8 => Shutdown,
             9 => Error,
+            10 => RateLimit,
             _ => return None,
         })
     }
@@ -93,7 +97,7 @@ pub struct Metrics {
     pub error_replies: AtomicU64,
     /// Completed upgrades.
     pub connections: AtomicU64,
-    disconnects: [AtomicU64; 10],
+    disconnects: [AtomicU64; 11],
     /// History store: committed batches, their total time (µs) and messages; failures.
     store_commits: AtomicU64,
     store_commit_micros: AtomicU64,

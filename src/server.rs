@@ -34,6 +34,10 @@ pub struct Shared {
     pub sequencer: Sequencer,
     /// Threads that flush outboxes after a chat broadcast.
     pub fanout: Fanout,
+    /// Connections and upgrade rate per client IP.
+    pub ips: crate::guard::IpTable,
+    /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
+    pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
     /// The bound addresses (ports resolved when the config said 0).
     pub http_addr: SocketAddr,
@@ -154,6 +158,8 @@ impl ServerHandle {
             store,
             sequencer: Sequencer::default(),
             fanout,
+            ips: crate::guard::IpTable::default(),
+            allowed_origins: own_origins(http_addr, &config.allow_origins),
             flusher,
             http_addr,
             ws_addr,
@@ -274,6 +280,21 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// `http://localhost:PORT`, `http://127.0.0.1:PORT`, `http://[::1]:PORT`, the bound
+/// address if it is a specific one, and the `--allow-origin` extras. Compared exactly.
+fn own_origins(http: SocketAddr, extra: &[String]) -> Vec<String> {
+    let port = http.port();
+    let mut origins =
+        vec![format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")];
+    if !http.ip().is_unspecified() {
+        origins.push(format!("http://{http}"));
+    }
+    origins.extend(extra.iter().cloned());
+    origins.sort();
+    origins.dedup();
+    origins
 }
 
 /// The address to connect to in order to wake our own listener (0.0.0.0 is not connectable).

@@ -17,5 +17,7 @@ mod lifecycle;
 mod rooms;
 // /metrics, /api/stats, join-notice limit.
 mod observability;
+// Origin, token, per-IP caps, upgrade and message rate limits.
+mod security;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;

@@ -66,7 +66,15 @@ impl TestServer {
     pub fn in_dir(dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         // Server logs show up for failing tests (RUST_LOG=info for more).
         let _ = env_logger::builder().is_test(true).try_init();
-        let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+        // Tests flood on purpose and connect from one address: lift the rate limits and the
+        // per-IP cap (the tests of those limits set them back).
+        let mut config = Config {
+            data_dir: dir.to_path_buf(),
+            message_rate: 1e6,
+            upgrade_rate: 1e6,
+            max_clients_per_ip: 10_000,
+            ..Config::default()
+        };
         adjust(&mut config);
         config.validate().expect("test config is valid");
         let handle = ServerHandle::start(config).expect("server starts");
@@ -175,6 +183,37 @@ impl Client {
     /// Reads until the server's Close frame and returns it.
     pub fn expect_close(&mut self) -> Option<CloseFrame> {
         expect_close(&mut self.ws)
+    }
+}
+
+/// Connects with extra request headers (`Origin`, `Authorization`, `Cookie`…).
+pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            tungstenite::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let addr: SocketAddr = url.trim_start_matches("ws://").split('/').next().and_then(|a| a.parse().ok()).unwrap();
+    let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))
+        }
+    }
+}
+
+/// The HTTP status of a refused upgrade (panics if it was accepted).
+pub fn refused_status(result: Result<WebSocket<TcpStream>, tungstenite::Error>) -> u16 {
+    match result {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got error {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, but the upgrade succeeded"),
     }
 }
 
@@ -318,6 +357,7 @@ impl BinaryServer {
     pub fn start(extra_args: &[&str]) -> BinaryServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_threadchat"))
             .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .args(["--message-rate", "1000000", "--upgrade-rate", "1000000", "--max-clients-per-ip", "10000"])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

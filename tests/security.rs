@@ -1,0 +1,107 @@
+//! Admission control at the upgrade and rate limits: every refusal is a real HTTP status
+//! before the 101, and a normal client is still served afterwards.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::*;
+
+#[test]
+fn foreign_origins_get_403_own_and_listed_ones_pass() {
+    let server = TestServer::with(|c| c.allow_origins = vec!["https://chat.example.org".into()]);
+    let own = format!("http://127.0.0.1:{}", server.http.port());
+    let url = server.chat_url();
+    for origin in [
+        "https://evil.example".to_string(),
+        format!("{own}.evil.example"), // substring tricks
+        format!("{own}/"),
+        format!("http://127.0.0.1:{}", server.http.port() + 1),
+        "null".to_string(),
+        "https://chat.example.org.evil".to_string(),
+    ] {
+        assert_eq!(refused_status(connect_with(&url, &[("Origin", &origin)])), 403, "{origin}");
+    }
+    for origin in [own, format!("http://localhost:{}", server.http.port()), "https://chat.example.org".into()] {
+        let mut ws = connect_with(&url, &[("Origin", &origin)]).unwrap_or_else(|e| panic!("{origin}: {e}"));
+        assert_eq!(read_json(&mut ws)["type"], "welcome");
+    }
+    // No Origin at all: a command-line client, allowed.
+    server.chat();
+}
+
+#[test]
+fn a_token_is_required_when_configured() {
+    const TOKEN: &str = "correct-horse-battery-staple";
+    let server = TestServer::with(|c| c.token = Some(TOKEN.into()));
+    for url in [server.chat_url(), server.echo_url()] {
+        assert_eq!(refused_status(connect_raw(&url)), 401, "{url}: none");
+        assert_eq!(refused_status(connect_raw(&format!("{url}?token=wrong-token-wrong-token"))), 401);
+        assert_eq!(refused_status(connect_with(&url, &[("Authorization", "Bearer nope")])), 401);
+        assert_eq!(refused_status(connect_with(&url, &[("Cookie", "threadchat_token=nope")])), 401);
+    }
+    let url = server.chat_url();
+    for ws in [
+        connect_raw(&format!("{url}?token={TOKEN}")),
+        connect_with(&url, &[("Authorization", &format!("Bearer {TOKEN}"))]),
+        connect_with(&url, &[("Cookie", &format!("theme=dark; threadchat_token={TOKEN}"))]),
+    ] {
+        let mut ws = ws.expect("right token accepted");
+        assert_eq!(read_json(&mut ws)["type"], "welcome");
+    }
+}
+
+#[test]
+fn too_many_connections_from_one_address_get_503() {
+    let server = TestServer::with(|c| c.max_clients_per_ip = 2);
+    let a = server.chat();
+    let _b = server.chat();
+    assert_eq!(refused_status(connect_raw(&server.chat_url())), 503);
+    drop(a);
+    wait_until("a's slot released", || server.live_clients() == 1);
+    server.chat();
+}
+
+#[test]
+fn upgrade_floods_get_429() {
+    let server = TestServer::with(|c| c.upgrade_rate = 1.0); // bursts of 2
+    let _a = server.chat();
+    let _b = server.chat();
+    assert_eq!(refused_status(connect_raw(&server.chat_url())), 429);
+    // The bucket refills: a second later one more gets in.
+    std::thread::sleep(Duration::from_millis(1100));
+    server.chat();
+}
+
+#[test]
+fn message_floods_are_refused_then_closed_with_1008() {
+    let server = TestServer::with(|c| c.message_rate = 5.0); // bursts of 10
+    let mut bystander = server.chat();
+    let mut flooder = server.chat();
+    bystander.recv_type("join");
+    for i in 0..10 {
+        flooder.say(&format!("ok {i}"));
+    }
+    for _ in 0..10 {
+        flooder.recv_type("message");
+    }
+    // Past the burst: refused with an error, the connection stays open…
+    flooder.say("one too many");
+    let e = flooder.recv_type("error");
+    assert!(e["error"].as_str().unwrap().contains("rate limit"), "{e}");
+    // …and a client that keeps going is closed.
+    for i in 0..30 {
+        if flooder.ws.send(Message::text(json!({"type":"message","text":format!("flood {i}")}).to_string())).is_err() {
+            break;
+        }
+    }
+    assert_eq!(flooder.expect_close().unwrap().code, CloseCode::Policy);
+    // Nobody else noticed anything but the leave.
+    assert_eq!(bystander.recv_type("leave")["id"], flooder.id);
+    bystander.say("still fine");
+    assert_eq!(bystander.recv_type("message")["text"], "still fine");
+    let text = http_get(server.http, "/metrics").text();
+    assert!(text.contains("threadchat_disconnects_total{reason=\"rate_limit\"} 1"), "{text}");
+}
