@@ -5,6 +5,7 @@
 #   2. the integration tests again with the history in a private PostgreSQL server
 #   3. scripts/smoke.sh (curl + the binary)
 #   4. the browser test (headless Debian Chromium driven by playwright-core)
+#   5. WebSocket conformance: scripts/autobahn.sh (Autobahn|Testsuite, cases 1–10)
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +35,7 @@ echo "== browser"
   THREADCHAT_BIN="$PWD/../../target/debug/threadchat" node --test
 )
 
-echo "stages: 4 passed, 0 failed"
+echo "== autobahn"
+scripts/autobahn.sh
+
+echo "stages: 5 passed, 0 failed"

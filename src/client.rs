@@ -88,6 +88,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         End::Failed(close_code::TOO_BIG, _) => Disconnect::TooBig,
         End::Failed(close_code::INVALID_DATA, _) => Disconnect::InvalidUtf8,
         End::Failed(close_code::PROTOCOL, _) => Disconnect::Protocol,
+        End::Failed(close_code::POLICY, why) if why.starts_with("slow") => Disconnect::SlowConsumer,
         End::Failed(close_code::POLICY, _) => Disconnect::RateLimit,
         End::Failed(..) => Disconnect::Error,
     });
@@ -155,7 +156,7 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 #[inline(never)]
 fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option<WebSocket<ClientStream>> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
-    let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false };
+    let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false, overflowed: false };
     let mut kind = Kind::Handshaking;
     let mut query = String::new();
     // The Err type is tungstenite's; its size is not ours to choose.
@@ -293,6 +294,9 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
             Ok(msg) => msg,
             Err(e) => return classify(e),
         };
+        if ws.get_ref().overflowed {
+            return End::Failed(close_code::POLICY, "slow consumer: too much unread data".into());
+        }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
         if matches!(msg, Message::Text(_) | Message::Binary(_)) && conn.close_queued() {
@@ -345,6 +349,9 @@ fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared
 fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
     let result = match protocol::parse_client(text) {
         Ok(ClientMsg::Message { room, text, r#ref }) => {
+            if shared.config.panic_on_text.as_deref() == Some(text.as_str()) {
+                panic!("client {}: injected panic (test hook)", conn.id);
+            }
             if !shared.hub.is_member(conn, &room) {
                 return Some(error_frame_ref(shared, &format!("not in room {room:?}; join it first"), r#ref));
             }
@@ -459,6 +466,8 @@ struct ClientStream {
     deadline: Option<Instant>,
     /// After the upgrade, writes are WebSocket frames (checked for Close); before it, HTTP.
     upgraded: bool,
+    /// A write (a pong) did not fit under the outbox cap.
+    overflowed: bool,
 }
 
 impl Read for ClientStream {
@@ -481,7 +490,11 @@ impl Write for ClientStream {
         let is_close = self.upgraded && protocol::contains_close_frame(buf);
         // Refused (Closed) means a Close already went out: anything after it is dropped,
         // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
-        self.conn.push_control(Bytes::copy_from_slice(buf), is_close);
+        if self.conn.push_control(Bytes::copy_from_slice(buf), is_close) == Push::Overflow {
+            // Pongs piling up: the client sends pings but does not read. The read loop
+            // closes it with 1008 after this read returns.
+            self.overflowed = true;
+        }
         // Send at once: tungstenite does not always call flush() after writing (its Close
         // reply path returns early), and pongs should not wait for the next read.
         self.conn.flush();

@@ -244,6 +244,10 @@ pub struct Config {
     pub upgrade_rate: f64,
     /// Chat frames per second per client; bursts of twice that.
     pub message_rate: f64,
+    /// Test hook, not a flag: a chat message with exactly this text panics its client
+    /// thread, so tests can check that a panic stays contained.
+    #[doc(hidden)]
+    pub panic_on_text: Option<String>,
 }
 
 impl Default for Config {
@@ -271,6 +275,7 @@ impl Default for Config {
             max_clients_per_ip: 64,
             upgrade_rate: 10.0,
             message_rate: 20.0,
+            panic_on_text: None,
         }
     }
 }
@@ -301,6 +306,7 @@ impl TryFrom<ServeArgs> for Config {
             max_clients_per_ip: a.max_clients_per_ip,
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
+            panic_on_text: None,
         };
         config.validate()?;
         Ok(config)

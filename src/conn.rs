@@ -210,12 +210,16 @@ impl Conn {
     }
 
     /// Queues raw bytes written by tungstenite (handshake responses, pongs, Close replies).
-    /// These bypass the byte cap: they are small and answer the client's own requests (a
-    /// ping flood is bounded by the read side, which processes one frame at a time).
     pub fn push_control(&self, bytes: Bytes, is_close: bool) -> Push {
         let mut out = self.out.lock();
         if out.close_queued || out.dead {
             return Push::Closed;
+        }
+        // Pongs count against the cap like everything else (a client flooding pings without
+        // reading would otherwise grow this queue forever); only a Close may exceed it, so
+        // that a full outbox can still be closed properly.
+        if !is_close && out.queued_bytes + bytes.len() > self.max_queued {
+            return Push::Overflow;
         }
         out.close_queued |= is_close;
         out.queued_bytes += bytes.len();

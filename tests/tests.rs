@@ -17,6 +17,8 @@ mod lifecycle;
 mod rooms;
 // /metrics, /api/stats, join-notice limit.
 mod observability;
+// Hostile clients: huge frame headers, ping floods, RSTs, panics, leaks.
+mod adversarial;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
 // The `send` / `tail` client commands and flag validation of the real binary.

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# WebSocket conformance: the Autobahn|Testsuite fuzzing client against /echo, cases 1–10
+# (12.* and 13.* need compression, which threadchat does not offer).
+#
+# wstest exits 0 even when cases fail, so this script reads reports/servers/index.json and
+# fails on any case whose behavior or close behavior is not OK, NON-STRICT or INFORMATIONAL.
+# Autobahn needs Python 2.7 (pyenv's 2.7.18 on these machines) and virtualenv < 20.22.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+out=target/autobahn
+venv=$out/venv
+mkdir -p "$out"
+if [ ! -x "$venv/bin/wstest" ]; then
+  py2=""
+  command -v pyenv >/dev/null && py2="$(pyenv root)/versions/2.7.18/bin/python"
+  [ -x "$py2" ] || py2=$(command -v python2 || true)
+  [ -n "$py2" ] || { echo "autobahn: no Python 2.7 (pyenv 2.7.18 or python2) found" >&2; exit 1; }
+  "$py2" -m pip install -q 'virtualenv<20.22' 2>/dev/null
+  "$py2" -m virtualenv -q "$venv"
+  "$venv/bin/pip" install -q autobahntestsuite 2>/dev/null
+fi
+
+cargo build --release --quiet
+BIN=target/release/threadchat
+work=$(mktemp -d)
+trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$work"' EXIT
+# The 9.* cases echo messages of up to 16 MiB, and the suite opens hundreds of
+# connections in a row: lift the message cap, the queue cap and the per-IP rates for this
+# run only. Everything else — framing, UTF-8, close handling — is the default server.
+start_server "$work" --data-dir "$work/data" --max-message-bytes 20000000 --max-queued-bytes 50000000 \
+  --upgrade-rate 1000000 --max-clients-per-ip 10000
+
+cat >"$work/fuzzingclient.json" <<JSON
+{
+  "outdir": "$PWD/$out/reports/servers",
+  "servers": [{ "agent": "threadchat", "url": "ws://$WS/echo" }],
+  "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "8.*", "9.*", "10.*"],
+  "exclude-cases": ["12.*", "13.*"],
+  "exclude-agent-cases": {}
+}
+JSON
+rm -rf "$out/reports"
+(cd "$work" && "$OLDPWD/$venv/bin/wstest" -m fuzzingclient -s fuzzingclient.json >"$OLDPWD/$out/wstest.log" 2>&1)
+
+python3 - "$out/reports/servers/index.json" <<'PY'
+import json, sys
+ok = {"OK", "NON-STRICT", "INFORMATIONAL"}
+cases = json.load(open(sys.argv[1]))["threadchat"]
+bad = {c: r for c, r in cases.items() if r["behavior"] not in ok or r["behaviorClose"] not in ok}
+for case in sorted(bad, key=lambda c: [int(x) for x in c.split(".")]):
+    print(f"autobahn case {case}: behavior {bad[case]['behavior']}, close {bad[case]['behaviorClose']}")
+print(f"autobahn: {len(cases) - len(bad)} passed, {len(bad)} failed")
+sys.exit(1 if bad else 0)
+PY
