@@ -247,9 +247,15 @@ fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> 
         return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed (see --allow-origin)"));
     }
     if let Some(secret) = &cfg.token {
-        let given = guard::token_from(req.uri().query().unwrap_or(""), header("Authorization"), header("Cookie"));
-        if !given.is_some_and(|g| guard::constant_time_eq(g.as_bytes(), secret.as_bytes())) {
-            return Err(refusal(StatusCode::UNAUTHORIZED, "missing or wrong token"));
+        let query = req.uri().query().unwrap_or("");
+        let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
+        let authorized = match ticket {
+            Some(ticket) => shared.tickets.redeem(ticket, conn.peer.ip()),
+            None => guard::token_from(query, header("Authorization"), header("Cookie"))
+                .is_some_and(|g| guard::constant_time_eq(g.as_bytes(), secret.as_bytes())),
+        };
+        if !authorized {
+            return Err(refusal(StatusCode::UNAUTHORIZED, "missing, wrong, expired or used credentials"));
         }
     }
     if !shared.ips.allow_upgrade(conn.peer.ip(), cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {

@@ -164,3 +164,75 @@ mod tests {
         assert!(!t.allow_upgrade(ip, 1.0, 2.0));
     }
 }
+
+/// How long a ticket from `POST /api/ticket` is valid.
+pub const TICKET_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Outstanding tickets at most (expired ones are swept first; past it, new requests get 503).
+const MAX_TICKETS: usize = 10_000;
+
+/// One-time upgrade tickets: what a browser page uses instead of the long-lived token,
+/// because a page cannot put headers on a WebSocket and a secret does not belong in a URL.
+/// Random (128 bits), single use, valid for `TICKET_TTL`, and only from the address that
+/// asked for it.
+#[derive(Default)]
+pub struct Tickets {
+    inner: Mutex<HashMap<String, (IpAddr, Instant)>>,
+}
+
+impl Tickets {
+    /// Issues a ticket for `ip`; `None` if too many are outstanding.
+    pub fn issue(&self, ip: IpAddr) -> Option<String> {
+        let ticket = random_hex(16)?;
+        let mut map = self.inner.lock();
+        let now = Instant::now();
+        if map.len() >= MAX_TICKETS {
+            map.retain(|_, (_, expires)| *expires > now);
+            if map.len() >= MAX_TICKETS {
+                return None;
+            }
+        }
+        map.insert(ticket.clone(), (ip, now + TICKET_TTL));
+        Some(ticket)
+    }
+
+    /// Consumes `ticket` if it is valid for `ip`. Any use — right or wrong address — burns
+    /// it, so a stolen ticket cannot be retried.
+    pub fn redeem(&self, ticket: &str, ip: IpAddr) -> bool {
+        match self.inner.lock().remove(ticket) {
+            Some((owner, expires)) => owner == ip && Instant::now() < expires,
+            None => false,
+        }
+    }
+}
+
+/// `bytes` random bytes from the kernel's CSPRNG, hex-encoded.
+fn random_hex(bytes: usize) -> Option<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).ok()?;
+    Some(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_single_use_random_and_bound_to_an_address() {
+        let t = Tickets::default();
+        let me: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        let a = t.issue(me).unwrap();
+        let b = t.issue(me).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(t.redeem(&a, me));
+        assert!(!t.redeem(&a, me), "second use");
+        assert!(!t.redeem(&b, other), "another address");
+        assert!(!t.redeem(&b, me), "burnt by the wrong-address attempt");
+        assert!(!t.redeem("made-up", me));
+        let c = t.issue(me).unwrap();
+        t.inner.lock().get_mut(&c).unwrap().1 = Instant::now() - std::time::Duration::from_secs(1);
+        assert!(!t.redeem(&c, me), "expired");
+    }
+}

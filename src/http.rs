@@ -72,6 +72,8 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         (Method::Get | Method::Head, "/healthz") => text(200, "ok\n"),
         (Method::Get | Method::Head, "/api/config") => {
             let body = serde_json::json!({
+                // "token": the page must get a ticket (POST /api/ticket) before connecting.
+                "auth": if shared.config.token.is_some() { serde_json::json!("token") } else { serde_json::Value::Null },
                 "ws_url": ws_url(request, shared),
                 "max_message_bytes": shared.config.max_message_bytes,
                 "max_text_chars": crate::protocol::MAX_TEXT_CHARS,
@@ -90,6 +92,7 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
             });
             json(200, &body).with_header(header("Cache-Control", "no-store"))
         }
+        (Method::Post, "/api/ticket") => issue_ticket(request, shared),
         (Method::Get | Method::Head, "/api/rooms") => json(200, &serde_json::json!({ "rooms": shared.hub.rooms() })),
         (method, _) if path.starts_with("/api/rooms/") && path.ends_with("/messages") => {
             let room = &path["/api/rooms/".len()..path.len() - "/messages".len()];
@@ -108,6 +111,35 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         (Method::Get | Method::Head, _) => static_file(path, shared),
         _ => text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD")),
     }
+}
+
+/// `POST /api/ticket` (authenticated with the token, as `Authorization: Bearer` or the
+/// `threadchat_token` cookie): a one-time ticket for one WebSocket upgrade, valid 30 s, from
+/// this address only.
+fn issue_ticket(request: &Request, shared: &Shared) -> HttpResponse {
+    let Some(secret) = &shared.config.token else {
+        return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));
+    };
+    let given =
+        crate::guard::token_from("", request_header(request, "Authorization"), request_header(request, "Cookie"));
+    if !given.is_some_and(|g| crate::guard::constant_time_eq(g.as_bytes(), secret.as_bytes())) {
+        return json(401, &serde_json::json!({ "error": "missing or wrong token" }))
+            .with_header(header("WWW-Authenticate", "Bearer"));
+    }
+    let Some(ip) = request.remote_addr().map(|a| a.ip()) else {
+        return json(400, &serde_json::json!({ "error": "no peer address" }));
+    };
+    match shared.tickets.issue(ip) {
+        Some(ticket) => {
+            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::guard::TICKET_TTL.as_secs() }))
+                .with_header(header("Cache-Control", "no-store"))
+        }
+        None => json(503, &serde_json::json!({ "error": "too many outstanding tickets" })),
+    }
+}
+
+fn request_header<'r>(request: &'r Request, name: &'static str) -> Option<&'r str> {
+    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
 }
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns.

@@ -36,6 +36,8 @@ pub struct Shared {
     pub fanout: Fanout,
     /// Connections and upgrade rate per client IP.
     pub ips: crate::guard::IpTable,
+    /// One-time upgrade tickets (`POST /api/ticket`).
+    pub tickets: crate::guard::Tickets,
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
@@ -159,6 +161,7 @@ impl ServerHandle {
             sequencer: Sequencer::default(),
             fanout,
             ips: crate::guard::IpTable::default(),
+            tickets: crate::guard::Tickets::default(),
             allowed_origins: own_origins(http_addr, &config.allow_origins),
             flusher,
             http_addr,

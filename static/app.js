@@ -17,7 +17,15 @@ const els = {
   tabs: document.getElementById("room-tabs"),
   joinForm: document.getElementById("join-form"),
   joinRoom: document.getElementById("join-room"),
+  authForm: document.getElementById("auth-form"),
+  authToken: document.getElementById("auth-token"),
 };
+
+// When the server requires a token, the page never puts it in a WebSocket URL: it keeps it
+// in sessionStorage (gone when the tab closes) and trades it for a one-time ticket (valid
+// 30 s, single use, bound to this address) before every connection attempt.
+const TOKEN_KEY = "threadchat_token";
+let auth = null;
 
 // Reconnect delays: exponential from 0.5 s up to 30 s, with "full jitter" (a random delay
 // between 0 and the cap) so that a restarted server is not hit by every page at once.
@@ -179,21 +187,57 @@ async function fetchConfig() {
 }
 
 // After the first connection, every (re)connect resumes every room we were in.
-function connectUrl() {
-  if (rooms.size === 0) return wsUrl;
-  const resume = [...rooms].map(([room, st]) => `${room}:${st.lastSeq}`).join(",");
-  return wsUrl + (wsUrl.includes("?") ? "&" : "?") + "resume=" + encodeURIComponent(resume).replace(/%2C/g, ",").replace(/%3A/g, ":");
+function connectUrl(ticket) {
+  const params = [];
+  if (rooms.size > 0) {
+    params.push("resume=" + [...rooms].map(([room, st]) => `${room}:${st.lastSeq}`).join(","));
+  }
+  if (ticket) params.push("ticket=" + encodeURIComponent(ticket));
+  if (params.length === 0) return wsUrl;
+  return wsUrl + (wsUrl.includes("?") ? "&" : "?") + params.join("&");
+}
+
+// A one-time ticket, or null if we have no (valid) token.
+async function getTicket() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return null;
+  const resp = await fetch("/api/ticket", { method: "POST", headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+  if (resp.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    addLine("error", [["text", "Error: the access token was not accepted."]]);
+    return null;
+  }
+  if (!resp.ok) throw new Error("ticket: HTTP " + resp.status);
+  return (await resp.json()).ticket;
+}
+
+function askForToken() {
+  els.authForm.hidden = false;
+  setStatus("disconnected", "sign-in needed");
+  els.authToken.focus();
 }
 
 async function connect() {
   setStatus("connecting", "connecting…");
+  let ticket = null;
   try {
-    if (!wsUrl) wsUrl = (await fetchConfig()).ws_url;
+    if (!wsUrl) {
+      const config = await fetchConfig();
+      wsUrl = config.ws_url;
+      auth = config.auth;
+    }
+    if (auth === "token") {
+      ticket = await getTicket();
+      if (!ticket) {
+        askForToken();
+        return; // the sign-in form calls connect() again
+      }
+    }
   } catch (e) {
     scheduleReconnect();
     return;
   }
-  const sock = new WebSocket(connectUrl());
+  const sock = new WebSocket(connectUrl(ticket));
   ws = sock;
   sock.onopen = () => {
     attempt = 0;
@@ -249,6 +293,16 @@ els.joinForm.addEventListener("submit", (e) => {
     switchTo(room);
   }
   els.joinRoom.value = "";
+});
+
+els.authForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = els.authToken.value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  els.authToken.value = "";
+  els.authForm.hidden = true;
+  connect();
 });
 
 switchTo("lobby");

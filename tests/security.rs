@@ -105,3 +105,57 @@ fn message_floods_are_refused_then_closed_with_1008() {
     let text = http_get(server.http, "/metrics").text();
     assert!(text.contains("threadchat_disconnects_total{reason=\"rate_limit\"} 1"), "{text}");
 }
+
+fn ticket(server: &TestServer, auth: &[&str]) -> HttpResponse {
+    http_request(server.http, "POST", "/api/ticket", &[&["Content-Length: 0"], auth].concat())
+}
+
+#[test]
+fn one_time_tickets_stand_in_for_the_token() {
+    const TOKEN: &str = "correct-horse-battery-staple";
+    let server = TestServer::with(|c| c.token = Some(TOKEN.into()));
+    let config: serde_json::Value = serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
+    assert_eq!(config["auth"], "token");
+
+    assert_eq!(ticket(&server, &[]).status, 401);
+    assert_eq!(ticket(&server, &["Authorization: Bearer wrong-token-wrong-token"]).status, 401);
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let r = ticket(&server, &[&bearer]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["expires_in"], 30);
+    let t = v["ticket"].as_str().unwrap().to_string();
+    assert_eq!(t.len(), 32, "128 random bits, hex");
+
+    let url = format!("{}?ticket={t}", server.chat_url());
+    let mut ws = connect_raw(&url).expect("a fresh ticket opens the socket");
+    assert_eq!(read_json(&mut ws)["type"], "welcome");
+    assert_eq!(refused_status(connect_raw(&url)), 401, "single use");
+    assert_eq!(
+        refused_status(connect_raw(&format!("{}?ticket=00112233445566778899aabbccddeeff", server.chat_url()))),
+        401
+    );
+
+    // Bound to the address that asked for it: 127.0.0.2 cannot use 127.0.0.1's ticket.
+    let cookie = format!("Cookie: threadchat_token={TOKEN}");
+    let r = ticket(&server, &[&cookie]);
+    let t: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into()).unwrap();
+    socket.connect_timeout(&server.ws.into(), WAIT).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let url = format!("{}?ticket={}", server.chat_url(), t["ticket"].as_str().unwrap());
+    match tungstenite::client::client(url, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401 from another address, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn tickets_are_not_offered_when_authentication_is_off() {
+    let server = TestServer::start();
+    assert_eq!(ticket(&server, &[]).status, 404);
+    let config: serde_json::Value = serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
+    assert!(config["auth"].is_null());
+}

@@ -18,10 +18,10 @@ const WAIT = 10_000; // every wait in this file fails after this many ms
 let browser;
 
 // Starts the binary; resolves with { proc, http, ws } once it printed both addresses.
-function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0", dataDir = null) {
+function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0", dataDir = null, extra = []) {
   dataDir ??= mkdtempSync(path.join(tmpdir(), "threadchat-browser-"));
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["--http-addr", httpAddr, "--ws-addr", wsAddr, "--data-dir", dataDir], {
+    const proc = spawn(BIN, ["--http-addr", httpAddr, "--ws-addr", wsAddr, "--data-dir", dataDir, ...extra], {
       stdio: ["ignore", "pipe", "inherit"],
       env: { ...process.env, RUST_LOG: "warn" },
     });
@@ -52,6 +52,7 @@ async function openChat(url) {
   page.on("pageerror", (e) => { throw e; });
   await page.goto(url);
   await page.locator("#status.connected").waitFor({ timeout: WAIT });
+  assert.ok(await page.locator("#auth-form").isHidden(), "no sign-in form without --token");
   return page;
 }
 
@@ -217,5 +218,38 @@ test("after a server restart the page resumes: every missed message once, in ord
     await page.close();
   } finally {
     assert.equal(await stopServer(second), 0);
+  }
+});
+
+test("with a token required, the page signs in and connects with one-time tickets only", async () => {
+  const TOKEN = "correct-horse-battery-staple";
+  const server = await startServer(undefined, undefined, null, ["--token", TOKEN]);
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => { throw e; });
+    const socketUrls = [];
+    page.on("websocket", (ws) => socketUrls.push(ws.url()));
+    await page.goto(`http://${server.http}/`);
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    // A wrong token is refused and the form comes back.
+    await page.fill("#auth-token", "wrong-token-wrong-token");
+    await page.press("#auth-token", "Enter");
+    await page.locator("#messages li.error", { hasText: "not accepted" }).waitFor({ timeout: WAIT });
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    await page.fill("#auth-token", TOKEN);
+    await page.press("#auth-token", "Enter");
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    assert.ok(await page.locator("#auth-form").isHidden(), "the sign-in form is gone once connected");
+    await send(page, "signed in");
+    await page.locator("#messages li.message", { hasText: "signed in" }).waitFor({ timeout: WAIT });
+    assert.ok(socketUrls.length >= 1);
+    for (const url of socketUrls) {
+      assert.ok(url.includes("ticket="), url);
+      assert.ok(!url.includes(TOKEN), "the token must never be in a WebSocket URL: " + url);
+    }
+    await page.screenshot({ path: path.join(SHOTS, "browser-signed-in.png") });
+    await page.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
   }
 });
