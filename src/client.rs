@@ -159,6 +159,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
     let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false, overflowed: false };
     let mut kind = Kind::Handshaking;
     let mut query = String::new();
+    let mut identity = guard::Identity::Anonymous;
     // The Err type is tungstenite's; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -170,7 +171,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
                 return Err(refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws or /echo"));
             }
         };
-        admit(req, conn, shared, ip_connections)?;
+        identity = admit(req, conn, shared, ip_connections)?;
         Ok(resp)
     };
     let peer = conn.peer;
@@ -221,6 +222,11 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
     if conn.socket().set_read_timeout(None).is_err() {
         return None;
     }
+    if let guard::Identity::Named(name) = identity {
+        // From a JWT: the client is this name, and cannot rename itself.
+        conn.set_name(&name);
+        conn.name_locked.store(true, Ordering::Release);
+    }
     match kind {
         Kind::Chat => {
             shared.hub.welcome(conn);
@@ -233,7 +239,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
 
 /// The checks every upgrade passes before the 101, cheapest first; see `guard.rs`.
 #[allow(clippy::result_large_err)]
-fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> Result<(), ErrorResponse> {
+fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> Result<guard::Identity, ErrorResponse> {
     let cfg = &shared.config;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if shared.is_shutting_down() {
@@ -246,16 +252,18 @@ fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> 
     {
         return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed (see --allow-origin)"));
     }
-    if let Some(secret) = &cfg.token {
+    let mut identity = guard::Identity::Anonymous;
+    if cfg.auth_required() {
         let query = req.uri().query().unwrap_or("");
         let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
-        let authorized = match ticket {
+        let accepted = match ticket {
             Some(ticket) => shared.tickets.redeem(ticket, conn.peer.ip()),
             None => guard::token_from(query, header("Authorization"), header("Cookie"))
-                .is_some_and(|g| guard::constant_time_eq(g.as_bytes(), secret.as_bytes())),
+                .and_then(|c| guard::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
         };
-        if !authorized {
-            return Err(refusal(StatusCode::UNAUTHORIZED, "missing, wrong, expired or used credentials"));
+        match accepted {
+            Some(who) => identity = who,
+            None => return Err(refusal(StatusCode::UNAUTHORIZED, "missing, wrong, expired or used credentials")),
         }
     }
     if !shared.ips.allow_upgrade(conn.peer.ip(), cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
@@ -267,7 +275,7 @@ fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> 
     if ip_connections > cfg.max_clients_per_ip {
         return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
     }
-    Ok(())
+    Ok(identity)
 }
 
 fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
@@ -369,6 +377,9 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
                 reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
             };
             shared.sequencer.submit(submit)
+        }
+        Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
+            Err("your name comes from your login and cannot be changed".to_string())
         }
         Ok(ClientMsg::Name { name }) => {
             let new: Arc<str> = Arc::from(name.as_str());

@@ -135,6 +135,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// HS256 secret: clients may present a JWT (same places as --token) signed with it;
+    /// the display name comes from its `name` (or `sub`) claim and cannot be changed.
+    #[arg(long, env = "THREADCHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
     /// Extra browser origin allowed to open WebSockets (exact match, repeatable). The
     /// server's own HTTP origins are always allowed; requests without Origin (CLI tools) too.
     #[arg(long = "allow-origin", env = "THREADCHAT_ALLOW_ORIGINS", value_delimiter = ',')]
@@ -238,6 +243,7 @@ pub struct Config {
     /// fsync every commit (`--sync-commit on`).
     pub sync_commit: bool,
     pub token: Option<String>,
+    pub jwt_secret: Option<String>,
     pub allow_origins: Vec<String>,
     pub max_clients_per_ip: usize,
     /// Upgrades per second per IP; bursts of twice that.
@@ -271,6 +277,7 @@ impl Default for Config {
             history_max_age: None,
             sync_commit: true,
             token: None,
+            jwt_secret: None,
             allow_origins: vec![],
             max_clients_per_ip: 64,
             upgrade_rate: 10.0,
@@ -302,6 +309,7 @@ impl TryFrom<ServeArgs> for Config {
             history_max_age: a.history_max_age_secs.map(Duration::from_secs),
             sync_commit: a.sync_commit == "on",
             token: a.token,
+            jwt_secret: a.jwt_secret,
             allow_origins: a.allow_origins,
             max_clients_per_ip: a.max_clients_per_ip,
             upgrade_rate: a.upgrade_rate,
@@ -314,6 +322,11 @@ impl TryFrom<ServeArgs> for Config {
 }
 
 impl Config {
+    /// Whether clients must authenticate (token or JWT).
+    pub fn auth_required(&self) -> bool {
+        self.token.is_some() || self.jwt_secret.is_some()
+    }
+
     pub fn retention(&self) -> crate::store::Retention {
         crate::store::Retention {
             max_messages: self.history_limit,
@@ -325,6 +338,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err("--token must be at least 16 characters".into());
+        }
+        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
+            return Err("--jwt-secret must be at least 32 bytes (HS256 wants a 256-bit key)".into());
         }
         if self.max_clients_per_ip == 0 {
             return Err("--max-clients-per-ip must be at least 1".into());

@@ -120,6 +120,8 @@ pub struct Conn {
     pub alive: AtomicBool,
     /// Set when the client thread has finished; a pending close deadline then has nothing to do.
     pub finished: AtomicBool,
+    /// The name came from a JWT: `name` requests are refused.
+    pub name_locked: AtomicBool,
     /// Rooms this client is a member of. Changed only under the hub lock (by its own thread
     /// joining or leaving, or by the hub removing it).
     pub rooms: Mutex<Vec<String>>,
@@ -157,6 +159,7 @@ impl Conn {
             close_reason: AtomicU8::new(0),
             alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
+            name_locked: AtomicBool::new(false),
             rooms: Mutex::new(Vec::new()),
             name: Mutex::new(Arc::from(format!("guest-{id}"))),
         }

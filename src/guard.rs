@@ -176,31 +176,34 @@ const MAX_TICKETS: usize = 10_000;
 /// asked for it.
 #[derive(Default)]
 pub struct Tickets {
-    inner: Mutex<HashMap<String, (IpAddr, Instant)>>,
+    inner: Mutex<HashMap<String, (IpAddr, Instant, Option<String>)>>,
 }
 
 impl Tickets {
     /// Issues a ticket for `ip`; `None` if too many are outstanding.
-    pub fn issue(&self, ip: IpAddr) -> Option<String> {
+    /// `name`: the JWT name the ticket carries, if the requester had one.
+    pub fn issue(&self, ip: IpAddr, name: Option<String>) -> Option<String> {
         let ticket = random_hex(16)?;
         let mut map = self.inner.lock();
         let now = Instant::now();
         if map.len() >= MAX_TICKETS {
-            map.retain(|_, (_, expires)| *expires > now);
+            map.retain(|_, (_, expires, _)| *expires > now);
             if map.len() >= MAX_TICKETS {
                 return None;
             }
         }
-        map.insert(ticket.clone(), (ip, now + TICKET_TTL));
+        map.insert(ticket.clone(), (ip, now + TICKET_TTL, name));
         Some(ticket)
     }
 
     /// Consumes `ticket` if it is valid for `ip`. Any use — right or wrong address — burns
     /// it, so a stolen ticket cannot be retried.
-    pub fn redeem(&self, ticket: &str, ip: IpAddr) -> bool {
+    pub fn redeem(&self, ticket: &str, ip: IpAddr) -> Option<Identity> {
         match self.inner.lock().remove(ticket) {
-            Some((owner, expires)) => owner == ip && Instant::now() < expires,
-            None => false,
+            Some((owner, expires, name)) if owner == ip && Instant::now() < expires => {
+                Some(name.map_or(Identity::Anonymous, Identity::Named))
+            }
+            _ => None,
         }
     }
 }
@@ -222,17 +225,91 @@ mod ticket_tests {
         let t = Tickets::default();
         let me: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
-        let a = t.issue(me).unwrap();
-        let b = t.issue(me).unwrap();
+        let a = t.issue(me, None).unwrap();
+        let b = t.issue(me, Some("ada".into())).unwrap();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
-        assert!(t.redeem(&a, me));
-        assert!(!t.redeem(&a, me), "second use");
-        assert!(!t.redeem(&b, other), "another address");
-        assert!(!t.redeem(&b, me), "burnt by the wrong-address attempt");
-        assert!(!t.redeem("made-up", me));
-        let c = t.issue(me).unwrap();
-        t.inner.lock().get_mut(&c).unwrap().1 = Instant::now() - std::time::Duration::from_secs(1);
-        assert!(!t.redeem(&c, me), "expired");
+        assert_eq!(t.redeem(&a, me), Some(Identity::Anonymous));
+        assert_eq!(t.redeem(&a, me), None, "second use");
+        assert_eq!(t.redeem(&b, other), None, "another address");
+        assert_eq!(t.redeem(&b, me), None, "burnt by the wrong-address attempt");
+        assert_eq!(t.redeem("made-up", me), None);
+        let c = t.issue(me, Some("ada".into())).unwrap();
+        let d = t.issue(me, None).unwrap();
+        assert_eq!(t.redeem(&c, me), Some(Identity::Named("ada".into())));
+        t.inner.lock().get_mut(&d).unwrap().1 = Instant::now() - std::time::Duration::from_secs(1);
+        assert_eq!(t.redeem(&d, me), None, "expired");
+    }
+}
+
+/// What an accepted credential says about the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The shared token: anonymous, picks its own name.
+    Anonymous,
+    /// A JWT: this display name, which the client cannot change.
+    Named(String),
+}
+
+/// Checks a credential against `--token` and `--jwt-secret`. `None`: refused.
+pub fn authenticate(credential: &str, token: Option<&str>, jwt_secret: Option<&str>) -> Option<Identity> {
+    if let Some(secret) = jwt_secret
+        && let Some(name) = verify_jwt(credential, secret)
+    {
+        return Some(Identity::Named(name));
+    }
+    match token {
+        Some(t) if constant_time_eq(credential.as_bytes(), t.as_bytes()) => Some(Identity::Anonymous),
+        _ => None,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+/// An HS256 JWT with a valid signature and `exp` (required; 60 s leeway for clock skew);
+/// returns the display name from `name`, else `sub`, if it is a valid name.
+fn verify_jwt(jwt: &str, secret: &str) -> Option<String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+    let validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
+    let data = decode::<Claims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
+    let name = data.claims.name.or(data.claims.sub)?;
+    crate::protocol::validate_name(&name).ok()?;
+    Some(name)
+}
+
+#[cfg(test)]
+mod jwt_tests {
+    use super::*;
+
+    fn jwt(secret: &str, claims: serde_json::Value) -> String {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn jwts_are_verified_and_give_the_name() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let exp = crate::protocol::now_ms() / 1000 + 600;
+        let ok = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&ok, None, Some(secret)), Some(Identity::Named("Ada".into())));
+        let sub = jwt(secret, serde_json::json!({"sub": "bob", "exp": exp}));
+        assert_eq!(authenticate(&sub, None, Some(secret)), Some(Identity::Named("bob".into())));
+        let expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 1200}));
+        assert_eq!(authenticate(&expired, None, Some(secret)), None);
+        let no_exp = jwt(secret, serde_json::json!({"name": "Ada"}));
+        assert_eq!(authenticate(&no_exp, None, Some(secret)), None);
+        let other_key = jwt("another-secret-another-secret-xx", serde_json::json!({"name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&other_key, None, Some(secret)), None);
+        let bad_name = jwt(secret, serde_json::json!({"name": "a\u{7}b", "exp": exp}));
+        assert_eq!(authenticate(&bad_name, None, Some(secret)), None);
+        // The shared token still works alongside.
+        assert_eq!(
+            authenticate("tok-tok-tok-tok-tok", Some("tok-tok-tok-tok-tok"), Some(secret)),
+            Some(Identity::Anonymous)
+        );
     }
 }

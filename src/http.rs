@@ -73,7 +73,7 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         (Method::Get | Method::Head, "/api/config") => {
             let body = serde_json::json!({
                 // "token": the page must get a ticket (POST /api/ticket) before connecting.
-                "auth": if shared.config.token.is_some() { serde_json::json!("token") } else { serde_json::Value::Null },
+                "auth": if shared.config.auth_required() { serde_json::json!("token") } else { serde_json::Value::Null },
                 "ws_url": ws_url(request, shared),
                 "max_message_bytes": shared.config.max_message_bytes,
                 "max_text_chars": crate::protocol::MAX_TEXT_CHARS,
@@ -113,23 +113,31 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     }
 }
 
-/// `POST /api/ticket` (authenticated with the token, as `Authorization: Bearer` or the
-/// `threadchat_token` cookie): a one-time ticket for one WebSocket upgrade, valid 30 s, from
+/// `POST /api/ticket` (authenticated with the token or a JWT, as `Authorization: Bearer` or
+/// the `threadchat_token` cookie): a one-time ticket for one WebSocket upgrade, valid 30 s, from
 /// this address only.
 fn issue_ticket(request: &Request, shared: &Shared) -> HttpResponse {
-    let Some(secret) = &shared.config.token else {
+    let cfg = &shared.config;
+    if !cfg.auth_required() {
         return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));
-    };
+    }
     let given =
         crate::guard::token_from("", request_header(request, "Authorization"), request_header(request, "Cookie"));
-    if !given.is_some_and(|g| crate::guard::constant_time_eq(g.as_bytes(), secret.as_bytes())) {
-        return json(401, &serde_json::json!({ "error": "missing or wrong token" }))
+    let Some(identity) =
+        given.and_then(|g| crate::guard::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
+    else {
+        return json(401, &serde_json::json!({ "error": "missing or wrong credentials" }))
             .with_header(header("WWW-Authenticate", "Bearer"));
-    }
+    };
+    // A ticket bought with a JWT carries its name to the socket.
+    let name = match identity {
+        crate::guard::Identity::Named(name) => Some(name),
+        crate::guard::Identity::Anonymous => None,
+    };
     let Some(ip) = request.remote_addr().map(|a| a.ip()) else {
         return json(400, &serde_json::json!({ "error": "no peer address" }));
     };
-    match shared.tickets.issue(ip) {
+    match shared.tickets.issue(ip, name) {
         Some(ticket) => {
             json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::guard::TICKET_TTL.as_secs() }))
                 .with_header(header("Cache-Control", "no-store"))

@@ -159,3 +159,50 @@ fn tickets_are_not_offered_when_authentication_is_off() {
     let config: serde_json::Value = serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
     assert!(config["auth"].is_null());
 }
+
+fn jwt(secret: &str, claims: serde_json::Value) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[test]
+fn jwts_name_the_user_who_cannot_rename() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let server = TestServer::with(|c| c.jwt_secret = Some(SECRET.into()));
+    let exp = threadchat::protocol::now_ms() / 1000 + 600;
+    let ada = jwt(SECRET, json!({"name": "Ada", "exp": exp}));
+    let expired = jwt(SECRET, json!({"name": "Ada", "exp": exp - 1200}));
+    let forged = jwt("someone-elses-secret-0123456789ab", json!({"name": "Ada", "exp": exp}));
+
+    assert_eq!(refused_status(connect_raw(&server.chat_url())), 401);
+    assert_eq!(
+        refused_status(connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {expired}"))])),
+        401
+    );
+    assert_eq!(
+        refused_status(connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {forged}"))])),
+        401
+    );
+
+    let mut tab1 = connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {ada}"))]).unwrap();
+    let welcome = read_json(&mut tab1);
+    assert_eq!(welcome["name"], "Ada");
+    read_json(&mut tab1); // presence
+    tab1.send(Message::text(json!({"type": "name", "name": "Eve"}).to_string())).unwrap();
+    let e = read_json(&mut tab1);
+    assert!(e["error"].as_str().unwrap().contains("cannot be changed"), "{e}");
+
+    // A second tab through a ticket bought with the same JWT: same name, shown once.
+    let r = http_request(
+        server.http,
+        "POST",
+        "/api/ticket",
+        &["Content-Length: 0", &format!("Authorization: Bearer {ada}")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let mut tab2 = connect_raw(&format!("{}?ticket={}", server.chat_url(), t["ticket"].as_str().unwrap())).unwrap();
+    assert_eq!(read_json(&mut tab2)["name"], "Ada");
+    let presence = read_json(&mut tab2);
+    assert_eq!((presence["count"].as_u64(), presence["members"].as_array().unwrap().len()), (Some(1), 1), "{presence}");
+}
