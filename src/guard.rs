@@ -176,7 +176,14 @@ const MAX_TICKETS: usize = 10_000;
 /// asked for it.
 #[derive(Default)]
 pub struct Tickets {
-    inner: Mutex<HashMap<String, (IpAddr, Instant, Option<String>)>>,
+    inner: Mutex<HashMap<String, Ticket>>,
+}
+
+struct Ticket {
+    owner: IpAddr,
+    expires: Instant,
+    /// The JWT name the ticket carries, if it was bought with a JWT.
+    name: Option<String>,
 }
 
 impl Tickets {
@@ -187,12 +194,12 @@ impl Tickets {
         let mut map = self.inner.lock();
         let now = Instant::now();
         if map.len() >= MAX_TICKETS {
-            map.retain(|_, (_, expires, _)| *expires > now);
+            map.retain(|_, t| t.expires > now);
             if map.len() >= MAX_TICKETS {
                 return None;
             }
         }
-        map.insert(ticket.clone(), (ip, now + TICKET_TTL, name));
+        map.insert(ticket.clone(), Ticket { owner: ip, expires: now + TICKET_TTL, name });
         Some(ticket)
     }
 
@@ -200,8 +207,8 @@ impl Tickets {
     /// it, so a stolen ticket cannot be retried.
     pub fn redeem(&self, ticket: &str, ip: IpAddr) -> Option<Identity> {
         match self.inner.lock().remove(ticket) {
-            Some((owner, expires, name)) if owner == ip && Instant::now() < expires => {
-                Some(name.map_or(Identity::Anonymous, Identity::Named))
+            Some(t) if t.owner == ip && Instant::now() < t.expires => {
+                Some(t.name.map_or(Identity::Anonymous, Identity::Named))
             }
             _ => None,
         }
@@ -237,7 +244,7 @@ mod ticket_tests {
         let c = t.issue(me, Some("ada".into())).unwrap();
         let d = t.issue(me, None).unwrap();
         assert_eq!(t.redeem(&c, me), Some(Identity::Named("ada".into())));
-        t.inner.lock().get_mut(&d).unwrap().1 = Instant::now() - std::time::Duration::from_secs(1);
+        t.inner.lock().get_mut(&d).unwrap().expires = Instant::now() - std::time::Duration::from_secs(1);
         assert_eq!(t.redeem(&d, me), None, "expired");
     }
 }
