@@ -29,7 +29,8 @@
 //! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
 //! kernel buffer is full the flusher thread becomes the writer until it drains.
 //!
-//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), each
+//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), the per-IP table and
+//! tickets (`guard.rs`), the store's connection pools, each
 //! connection's outbox lock, its name lock, and the live-thread counter. Order: hub → outbox,
 //! never the reverse; no lock is held during a blocking call.
 //!

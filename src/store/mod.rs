@@ -51,6 +51,16 @@ pub struct Retention {
     pub max_age_ms: Option<u64>,
 }
 
+impl Retention {
+    /// For a room whose last seq is `last_seq`: messages with `seq <= .0` or `ts < .1` may
+    /// go (as SQL integers; `.1` is -1 without an age limit, which no `ts` is below).
+    pub fn deletable(&self, last_seq: u64) -> (i64, i64) {
+        let keep_from = last_seq.saturating_sub(self.max_messages) as i64;
+        let too_old = self.max_age_ms.map_or(-1, |age| crate::protocol::now_ms().saturating_sub(age) as i64);
+        (keep_from, too_old)
+    }
+}
+
 pub trait Store: Send + Sync {
     /// Appends a batch in one transaction: all of it is durable when this returns Ok, none
     /// of it if it returns Err.

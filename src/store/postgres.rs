@@ -126,8 +126,7 @@ impl Store for PgStore {
     }
 
     fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
-        let keep_from = last_seq.saturating_sub(retention.max_messages) as i64;
-        let too_old = retention.max_age_ms.map_or(-1, |age| crate::protocol::now_ms().saturating_sub(age) as i64);
+        let (keep_from, too_old) = retention.deletable(last_seq);
         self.with_reader(|c| {
             let n = c.execute(
                 "DELETE FROM messages WHERE room = $1 AND seq IN (

@@ -199,6 +199,7 @@ pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<WebSocket<Tcp
     let addr: SocketAddr = url.trim_start_matches("ws://").split('/').next().and_then(|a| a.parse().ok()).unwrap();
     let stream = TcpStream::connect_timeout(&addr, WAIT)?;
     stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
     match tungstenite::client::client(req, stream) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
@@ -218,22 +219,7 @@ pub fn refused_status(result: Result<WebSocket<TcpStream>, tungstenite::Error>) 
 }
 
 pub fn connect_raw(url: &str) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
-    let addr: SocketAddr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("test URLs are ws://IP:PORT/path");
-    let stream = TcpStream::connect_timeout(&addr, WAIT)?;
-    stream.set_read_timeout(Some(WAIT))?;
-    stream.set_write_timeout(Some(WAIT))?;
-    match tungstenite::client::client(url, stream) {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
-        Err(tungstenite::HandshakeError::Interrupted(_)) => {
-            Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()))
-        }
-    }
+    connect_with(url, &[])
 }
 
 pub fn read_json(ws: &mut WebSocket<TcpStream>) -> Value {
