@@ -21,7 +21,9 @@
 //! - **stats**: samples the counters once a second for `/api/stats`.
 //! - **sequencer**: numbers chat messages per room, commits each batch to the history
 //!   store in one transaction, then broadcasts them and acknowledges them.
-//! - **pruner**: deletes history that retention no longer covers, in small chunks.
+//! - **pruner**: deletes history that retention no longer covers, in small chunks, and
+//!   runs SQLite's WAL checkpoints.
+//! - **fanout-N** (one per core): flush members' outboxes after each committed batch.
 //!
 //! Who writes each socket: nobody writes directly. Every byte (handshake response,
 //! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
@@ -29,14 +31,17 @@
 //! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
 //! kernel buffer is full the flusher thread becomes the writer until it drains.
 //!
-//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), the per-IP table and
-//! tickets (`guard.rs`), the store's connection pools, each
-//! connection's outbox lock, its name lock, and the live-thread counter. Order: hub → outbox,
-//! never the reverse; no lock is held during a blocking call.
+//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), each connection's
+//! outbox, rooms and name locks (`conn.rs`), the per-IP table and the tickets (`guard.rs`),
+//! the store's connection pools (`store/`), the metrics history, and the live-thread
+//! counter. Order: hub → outbox / rooms / name, never the reverse; the others are leaves.
+//! None is held across a socket call. The one lock held across disk I/O is the store's
+//! writer connection, during a commit, and only the sequencer takes it.
 //!
-//! Channels: the sequencer's bounded submission queue, pruner notices, flusher commands (park a socket / stop), heartbeat close deadlines, heartbeat
-//! and stats stop, the accept loop's hand-off to idle client threads, and the signal
-//! channel to main.
+//! Channels: the sequencer's bounded submission queue, the pruner's notices, the fan-out
+//! pool's jobs, flusher commands (park a socket / stop), heartbeat close deadlines,
+//! heartbeat and stats stop, the accept loop's hand-off to idle client threads, and the
+//! signal channel to main.
 
 use std::process::ExitCode;
 
