@@ -201,3 +201,21 @@ fn slowloris_connections_on_both_listeners_are_closed_and_real_clients_still_get
     }
     assert!(started.elapsed() < Duration::from_secs(5), "closed within the timeouts");
 }
+
+#[test]
+fn oversized_upgrade_requests_get_431_and_the_server_carries_on() {
+    let server = TestServer::start();
+    let long_line = format!("GET /ws HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    for (what, request) in [("100 KiB header line", long_line), ("2,000 headers", many)] {
+        let mut s = TcpStream::connect(server.ws).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.write_all(request.as_bytes()); // the server may stop reading early
+        let mut head = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut head).unwrap();
+        let status = String::from_utf8_lossy(&head[..n]).into_owned();
+        assert!(status.starts_with("HTTP/1.1 431"), "{what}: {status}");
+    }
+    server.chat();
+}
