@@ -65,7 +65,7 @@ type Ws = WebSocket<TcpStream>;
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let deadline = Instant::now() + timeout;
-    let mut ws = connect(&args.url, deadline, timeout)?;
+    let mut ws = connect(&args.url, args.token.as_deref(), deadline, timeout)?;
     if is_echo_url(&args.url) {
         ws.send(Message::text(args.text.as_str())).map_err(|e| CliError::Closed(e.to_string()))?;
         let (raw, _) = next_event(&mut ws, deadline, timeout)?;
@@ -103,7 +103,7 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
     // The upgrade itself always gets a deadline, even when tailing forever.
     let connect_timeout = timeout.unwrap_or(Duration::from_secs(10));
     let connect_deadline = Instant::now() + connect_timeout;
-    let mut ws = connect(&args.url, connect_deadline, connect_timeout)?;
+    let mut ws = connect(&args.url, args.token.as_deref(), connect_deadline, connect_timeout)?;
     let my_id = wait_welcome(&mut ws, connect_deadline, connect_timeout)?;
     // On stderr, so scripts can wait for it without mixing it into the events.
     eprintln!("connected as client {my_id}");
@@ -140,8 +140,15 @@ fn is_echo_url(url: &str) -> bool {
     url.split(['?', '#']).next().is_some_and(|u| u.ends_with("/echo"))
 }
 
-fn connect(url: &str, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
-    let request = url.into_client_request().map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
+fn connect(url: &str, token: Option<&str>, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
+    let mut request = url.into_client_request().map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
+    if let Some(token) = token {
+        // A header, not `?token=`: secrets in URLs end up in logs.
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::Connect("--token contains characters not allowed in a header".into()))?;
+        request.headers_mut().insert("Authorization", value);
+    }
     let uri = request.uri();
     match uri.scheme_str() {
         Some("ws") => {}

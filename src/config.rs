@@ -202,6 +202,9 @@ pub struct SendArgs {
     /// Set this display name before sending.
     #[arg(long)]
     pub name: Option<String>,
+    /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
+    #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +220,9 @@ pub struct TailArgs {
     /// Print only events of this type (e.g. `message`). The welcome is never printed.
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
+    #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Everything the server runs with, validated.

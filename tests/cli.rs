@@ -140,3 +140,21 @@ fn address_already_in_use_is_a_clear_startup_error() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot listen for WebSocket"), "{err}");
 }
+
+#[test]
+fn send_and_tail_authenticate_with_a_token() {
+    const TOKEN: &str = "correct-horse-battery-staple";
+    let server = TestServer::with(|c| c.token = Some(TOKEN.into()));
+    let url = server.chat_url();
+    let (code, _, err) = run_cli(&["send", &url, "no token"], CLI_WAIT);
+    assert_eq!(code, 1);
+    assert!(err.contains("HTTP 401"), "{err}");
+    let (code, out, err) = run_cli(&["send", &url, "with token", "--token", TOKEN], CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"with token\""), "{out}");
+    let (code, _, err) = run_cli(
+        &["tail", &url, "--count", "1", "--type", "message", "--timeout-secs", "1", "--token", TOKEN],
+        CLI_WAIT,
+    );
+    assert_eq!(code, 3, "authenticated, then timed out waiting: {err}");
+}
