@@ -117,10 +117,6 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
     pub max_queued_bytes: usize,
 
-    /// Seconds an HTTP connection may sit idle (between or inside requests) before it is closed.
-    #[arg(long, env = "THREADCHAT_HTTP_TIMEOUT_SECS", default_value_t = 10)]
-    pub http_timeout_secs: u64,
-
     /// Seconds a new connection has to complete its WebSocket upgrade request.
     #[arg(long, env = "THREADCHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
@@ -241,8 +237,6 @@ pub struct Config {
     /// (an echo of a max-size message), so it is at least `max_message_bytes` + 16.
     pub max_queued_bytes: usize,
     pub handshake_timeout: Duration,
-    /// Idle limit of an HTTP connection (socket read/write timeout).
-    pub http_timeout: Duration,
     pub public_ws_url: Option<String>,
     pub http_threads: usize,
     /// Join/leave notices are broadcast only while the chat has at most this many members.
@@ -280,7 +274,6 @@ impl Default for Config {
             max_clients: 10_000,
             max_queued_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
-            http_timeout: Duration::from_secs(10),
             public_ws_url: None,
             http_threads: 4,
             join_notice_limit: 1000,
@@ -313,7 +306,6 @@ impl TryFrom<ServeArgs> for Config {
             max_clients: a.max_clients,
             max_queued_bytes: a.max_queued_bytes,
             handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
-            http_timeout: Duration::from_secs(a.http_timeout_secs),
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
             join_notice_limit: a.join_notice_limit,
@@ -396,9 +388,6 @@ impl Config {
                 "--max-queued-bytes must be at least --max-message-bytes + 16 ({})",
                 self.max_message_bytes + 16
             ));
-        }
-        if !(1..=300).contains(&self.http_timeout.as_secs()) {
-            return Err("--http-timeout-secs must be between 1 and 300".into());
         }
         if !(1..=300).contains(&self.handshake_timeout.as_secs()) {
             return Err("--handshake-timeout-secs must be between 1 and 300".into());

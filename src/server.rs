@@ -136,19 +136,11 @@ impl ServerHandle {
             source,
         })?;
         let ws_addr = ws_listener.local_addr().map_err(StartError::Thread)?;
-        // tiny_http sets no socket timeouts and gives every connection a thread, so a client
-        // that connects and sends nothing would hold a thread forever. Timeouts set on the
-        // listening socket are inherited by every accepted socket (Linux copies them at
-        // accept), which bounds how long any HTTP connection can sit idle.
-        let http_listener = bind_listener(config.http_addr)
-            .and_then(|l| {
-                let sock = socket2::SockRef::from(&l);
-                sock.set_read_timeout(Some(config.http_timeout))?;
-                sock.set_write_timeout(Some(config.http_timeout))?;
-                Ok(l)
-            })
-            .map_err(|source| StartError::Bind { what: "HTTP", addr: config.http_addr, source })?;
-        let http_server = tiny_http::Server::from_listener(http_listener, None).map_err(|e| StartError::Bind {
+        // tiny_http has no socket timeouts of its own, and its accept thread stops for good at
+        // the first accept error, so timeouts cannot be put on the listening socket (accept
+        // would time out too). Bounding HTTP connections needs a front of our own: see
+        // docs/security.md.
+        let http_server = tiny_http::Server::http(config.http_addr).map_err(|e| StartError::Bind {
             what: "HTTP",
             addr: config.http_addr,
             source: std::io::Error::other(e.to_string()),
