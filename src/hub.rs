@@ -44,7 +44,6 @@ const REPLAY_PAGE: usize = 500;
 
 /// WebSocket close codes the server sends (RFC 6455 §7.4.1).
 pub mod close_code {
-    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;

@@ -159,10 +159,6 @@ impl Metrics {
         self.store_errors.fetch_add(1, Relaxed);
     }
 
-    pub fn disconnects(&self, why: Disconnect) -> u64 {
-        self.disconnects[why as usize].load(Relaxed)
-    }
-
     /// Called once a second by the stats thread.
     pub fn sample(&self, clients: usize) {
         let now = Instant::now();
