@@ -126,6 +126,18 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_PUBLIC_WS_URL")]
     pub public_ws_url: Option<String>,
 
+    /// Most open connections on the HTTP port; more get HTTP 503 at once.
+    #[arg(long, env = "THREADCHAT_MAX_HTTP_CONNECTIONS", default_value_t = 512)]
+    pub max_http_connections: usize,
+
+    /// Certificate chain (PEM) to serve https:// and wss:// on both ports; needs --tls-key.
+    #[arg(long, env = "THREADCHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "THREADCHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Threads answering HTTP requests.
     #[arg(long, env = "THREADCHAT_HTTP_THREADS", default_value_t = 4)]
     pub http_threads: usize,
@@ -239,6 +251,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub public_ws_url: Option<String>,
     pub http_threads: usize,
+    /// Open connections on the HTTP port (the front's cap).
+    pub max_http_connections: usize,
+    /// Certificate chain and key (PEM): TLS on both listeners.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Join/leave notices are broadcast only while the chat has at most this many members.
     pub join_notice_limit: usize,
     pub data_dir: PathBuf,
@@ -276,6 +292,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             public_ws_url: None,
             http_threads: 4,
+            max_http_connections: 512,
+            tls: None,
             join_notice_limit: 1000,
             data_dir: PathBuf::from("./data"),
             database: None,
@@ -308,6 +326,8 @@ impl TryFrom<ServeArgs> for Config {
             handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
+            max_http_connections: a.max_http_connections,
+            tls: a.tls_cert.zip(a.tls_key),
             join_notice_limit: a.join_notice_limit,
             data_dir: a.data_dir,
             database: a.database,
@@ -394,6 +414,12 @@ impl Config {
         }
         if !(1..=256).contains(&self.http_threads) {
             return Err("--http-threads must be between 1 and 256".into());
+        }
+        if !(1..=100_000).contains(&self.max_http_connections) {
+            return Err("--max-http-connections must be between 1 and 100000".into());
+        }
+        if let Some((cert, key)) = &self.tls {
+            crate::tls::server_config(cert, key)?;
         }
         if let Some(url) = &self.public_ws_url
             && !(url.starts_with("ws://") || url.starts_with("wss://"))

@@ -1,13 +1,24 @@
 //! The HTTP side: a blocking tiny_http server answering the chat page, `/healthz` and the
 //! JSON API. A few worker threads share one `tiny_http::Server` and each loops on `recv()`.
 //!
+//! tiny_http listens on a private Unix socket, not on the public port: the front thread
+//! (`front.rs`) owns that, and forwards only complete requests that passed its limits, with
+//! the client's real address in a header. If tiny_http's accept thread ever stops (it does so
+//! at its first accept error), a worker starts a new tiny_http server on the same socket.
+//!
 //! WebSockets do not live here: an upgrade attempted on this port gets `426` naming the
 //! WebSocket address, because the upgrade is the WebSocket listener's job.
 
 use std::io::Cursor;
+use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
@@ -25,21 +36,98 @@ const EMBEDDED: &[(&str, &[u8])] = &[
     ("stats.js", include_bytes!("../static/stats.js")),
 ];
 
-pub fn spawn_worker(
-    index: usize,
-    server: Arc<tiny_http::Server>,
-    shared: Arc<Shared>,
-) -> std::io::Result<JoinHandle<()>> {
+/// How often an idle worker looks whether tiny_http was restarted (and at the shutdown flag).
+const WORKER_POLL: Duration = Duration::from_secs(1);
+
+/// The tiny_http server the workers take requests from, and its Unix socket in a private
+/// directory (mode 0700: only this user can reach tiny_http without passing the front,
+/// which is what makes the peer header trustworthy). The directory is removed on drop.
+pub struct Workers {
+    /// Replaced (by the worker that noticed) when tiny_http's accept thread has stopped.
+    server: Mutex<Arc<tiny_http::Server>>,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Workers {
+    pub fn start() -> std::io::Result<Workers> {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "threadchat-{}-{}-{nanos}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let socket = dir.join("http.sock");
+        let server = match listen(&socket) {
+            Ok(server) => server,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Workers { server: Mutex::new(Arc::new(server)), dir, socket })
+    }
+
+    /// Where the front connects.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn current(&self) -> Arc<tiny_http::Server> {
+        Arc::clone(&self.server.lock())
+    }
+
+    /// Replaces `failed` with a new tiny_http server, unless another worker already did.
+    fn restart(&self, failed: &Arc<tiny_http::Server>) {
+        let mut current = self.server.lock();
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        match listen(&self.socket) {
+            Ok(server) => {
+                log::warn!("http: tiny_http restarted");
+                *current = Arc::new(server);
+            }
+            Err(e) => log::error!("http: cannot restart tiny_http: {e}; retrying"),
+        }
+    }
+
+    /// Wakes up to `n` workers blocked in `recv` (at shutdown).
+    pub fn unblock(&self, n: usize) {
+        let server = self.current();
+        for _ in 0..n {
+            server.unblock();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn listen(socket: &Path) -> std::io::Result<tiny_http::Server> {
+    let listener = std::os::unix::net::UnixListener::bind(socket)?;
+    tiny_http::Server::from_listener(listener, None).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+pub fn spawn_worker(index: usize, workers: Arc<Workers>, shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("http-{index}")).stack_size(256 * 1024).spawn(move || {
-        loop {
-            let mut request = match server.recv() {
-                Ok(request) => request,
-                // Err is either our own `unblock()` at shutdown or an accept error
-                // tiny_http passes along (out of fds, say).
-                Err(_) if shared.is_shutting_down() => return,
+        while !shared.is_shutting_down() {
+            let server = workers.current();
+            let mut request = match server.recv_timeout(WORKER_POLL) {
+                Ok(Some(request)) => request,
+                // Timed out, or our own `unblock()` at shutdown: check the flag.
+                Ok(None) => continue,
+                // tiny_http passes along the accept error that stopped its accept thread.
                 Err(e) => {
-                    log::error!("http accept failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    log::error!("http: tiny_http stopped accepting ({e}); restarting it");
+                    workers.restart(&server);
+                    std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
@@ -58,6 +146,13 @@ pub fn spawn_worker(
             }
         }
     })
+}
+
+/// The client's address, as the front recorded it.
+pub(crate) fn peer_ip(request: &Request) -> Option<IpAddr> {
+    request_header(request, crate::front::PEER_HEADER)
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip())
 }
 
 fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
@@ -134,7 +229,7 @@ fn issue_ticket(request: &Request, shared: &Shared) -> HttpResponse {
         crate::guard::Identity::Named(name) => Some(name),
         crate::guard::Identity::Anonymous => None,
     };
-    let Some(ip) = request.remote_addr().map(|a| a.ip()) else {
+    let Some(ip) = peer_ip(request) else {
         return json(400, &serde_json::json!({ "error": "no peer address" }));
     };
     match shared.tickets.issue(ip, name) {
@@ -248,7 +343,8 @@ fn ws_url(request: &Request, shared: &Shared) -> String {
         .filter(|h| is_plausible_host(h))
         .unwrap_or_else(|| shared.ws_addr.ip().to_string());
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-    format!("ws://{host}:{port}/ws")
+    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+    format!("{scheme}://{host}:{port}/ws")
 }
 
 fn host_without_port(host: &str) -> String {

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: flags and env vars → one validated [`config::Config`].
 //! - [`server`]: binds the listeners, starts the threads, graceful shutdown.
+//! - [`front`]: owns the HTTP port; hands tiny_http only complete, bounded requests.
 //! - [`http`]: tiny_http workers for the page and the JSON API.
 //! - [`ws_server`]: the WebSocket accept loop.
 //! - [`client`]: one connection's thread (upgrade, read loop, cleanup).
@@ -17,6 +18,7 @@
 //! - [`metrics`]: counters for `/metrics` and the stats history.
 //! - [`protocol`]: message types, validation, framing.
 //! - [`store`]: durable history (SQLite, Postgres).
+//! - [`tls`]: rustls settings for `--tls-cert` / `--tls-key`.
 //! - [`sequencer`]: numbers, stores (group commit), then broadcasts chat messages.
 //! - [`cli`]: the `send` / `tail` client commands.
 //! - [`bench`]: the `bench` load generator.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod fanout;
 pub mod flusher;
+pub mod front;
 pub mod guard;
 pub mod heartbeat;
 pub mod http;
@@ -37,6 +40,7 @@ pub mod protocol;
 pub mod sequencer;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod ws_server;
 
 pub use config::Config;

@@ -41,6 +41,8 @@ pub struct Shared {
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
+    /// `--tls-cert`: both listeners speak TLS only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The bound addresses (ports resolved when the config said 0).
     pub http_addr: SocketAddr,
     pub ws_addr: SocketAddr,
@@ -99,7 +101,8 @@ impl Drop for LiveGuard {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    http: Arc<tiny_http::Server>,
+    http: Arc<http::Workers>,
+    front: crate::front::Front,
     heartbeat_stop: crossbeam_channel::Sender<()>,
     stats_stop: crossbeam_channel::Sender<()>,
     stopped: bool,
@@ -111,6 +114,7 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     Thread(std::io::Error),
     Store(store::StoreError),
+    Tls(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -121,6 +125,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Store(e) => write!(f, "cannot open the history store: {e}"),
+            StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
         }
     }
 }
@@ -136,20 +141,17 @@ impl ServerHandle {
             source,
         })?;
         let ws_addr = ws_listener.local_addr().map_err(StartError::Thread)?;
-        // tiny_http has no socket timeouts of its own, and its accept thread stops for good at
-        // the first accept error, so timeouts cannot be put on the listening socket (accept
-        // would time out too). Bounding HTTP connections needs a front of our own: see
-        // docs/security.md.
-        let http_server = tiny_http::Server::http(config.http_addr).map_err(|e| StartError::Bind {
+        let http_listener = bind_listener(config.http_addr).map_err(|source| StartError::Bind {
             what: "HTTP",
             addr: config.http_addr,
-            source: std::io::Error::other(e.to_string()),
+            source,
         })?;
-        let http_addr = http_server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| StartError::Thread(std::io::Error::other("HTTP server has no IP address")))?;
-        let http = Arc::new(http_server);
+        let http_addr = http_listener.local_addr().map_err(StartError::Thread)?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key).map_err(StartError::Tls)?),
+            None => None,
+        };
+        let http = Arc::new(http::Workers::start().map_err(StartError::Thread)?);
 
         let store =
             store::open(config.database.as_deref(), &config.data_dir, config.sync_commit).map_err(StartError::Store)?;
@@ -166,8 +168,9 @@ impl ServerHandle {
             fanout,
             ips: crate::guard::IpTable::default(),
             tickets: crate::guard::Tickets::default(),
-            allowed_origins: own_origins(http_addr, &config.allow_origins),
+            allowed_origins: own_origins(http_addr, tls.is_some(), &config.allow_origins),
             flusher,
+            tls: tls.clone(),
             http_addr,
             ws_addr,
             shutting_down: AtomicBool::new(false),
@@ -190,7 +193,15 @@ impl ServerHandle {
         for i in 0..shared.config.http_threads {
             threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
         }
-        Ok(ServerHandle { shared, threads, http, heartbeat_stop, stats_stop, stopped: false })
+        let front_config = crate::front::FrontConfig {
+            max_connections: shared.config.max_http_connections,
+            request_timeout: shared.config.handshake_timeout,
+            tls,
+            backend: http.socket().to_path_buf(),
+        };
+        let (front, front_thread) = crate::front::Front::start(http_listener, front_config).map_err(StartError::Thread)?;
+        threads.push(front_thread);
+        Ok(ServerHandle { shared, threads, http, front, heartbeat_stop, stats_stop, stopped: false })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -223,10 +234,9 @@ impl ServerHandle {
         // Wake the blocking accept() with a connection to ourselves (the accept loop checks
         // the flag first thing after every accept). Same trick as tiny_http's own Drop.
         let _ = TcpStream::connect_timeout(&wake_addr(shared.ws_addr), Duration::from_secs(1));
-        // Each unblock() releases exactly one thread waiting in recv().
-        for _ in 0..shared.config.http_threads {
-            self.http.unblock();
-        }
+        self.front.stop();
+        // Each unblock releases one worker waiting in recv().
+        self.http.unblock(shared.config.http_threads);
 
         let count = shared.hub.close_all(close_code::GOING_AWAY, "server shutting down");
         log::info!("shutting down: closing {count} connection(s)");
@@ -290,13 +300,18 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// `http://localhost:PORT`, `http://127.0.0.1:PORT`, `http://[::1]:PORT`, the bound
-/// address if it is a specific one, and the `--allow-origin` extras. Compared exactly.
-fn own_origins(http: SocketAddr, extra: &[String]) -> Vec<String> {
+/// address if it is a specific one (all `https://` with TLS), and the `--allow-origin`
+/// extras. Compared exactly.
+fn own_origins(http: SocketAddr, tls: bool, extra: &[String]) -> Vec<String> {
     let port = http.port();
-    let mut origins =
-        vec![format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"), format!("http://[::1]:{port}")];
+    let scheme = if tls { "https" } else { "http" };
+    let mut origins = vec![
+        format!("{scheme}://localhost:{port}"),
+        format!("{scheme}://127.0.0.1:{port}"),
+        format!("{scheme}://[::1]:{port}"),
+    ];
     if !http.ip().is_unspecified() {
-        origins.push(format!("http://{http}"));
+        origins.push(format!("{scheme}://{http}"));
     }
     origins.extend(extra.iter().cloned());
     origins.sort();
