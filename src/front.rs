@@ -29,7 +29,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -64,8 +63,8 @@ pub struct FrontConfig {
     /// Time to send one whole request; also how long an idle keep-alive connection lives.
     pub request_timeout: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// tiny_http's Unix socket.
-    pub backend: PathBuf,
+    /// tiny_http, on its Unix socket.
+    pub backend: Arc<crate::http::Workers>,
 }
 
 /// Handle to stop the front thread.
@@ -84,7 +83,10 @@ impl Front {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new().name("http-front".into()).stack_size(256 * 1024).spawn({
             let stop = Arc::clone(&stop);
-            move || EventLoop { poll, listener, config, stop, proxies: HashMap::new(), next_id: 1 }.run()
+            move || {
+                EventLoop { poll, listener, config, stop, proxies: HashMap::new(), next_id: 1, accept_failing: false }
+                    .run()
+            }
         })?;
         Ok((Front { stop, waker }, thread))
     }
@@ -104,6 +106,8 @@ struct EventLoop {
     stop: Arc<AtomicBool>,
     proxies: HashMap<usize, Proxy>,
     next_id: usize,
+    /// Set while accept keeps failing, so an episode is logged once.
+    accept_failing: bool,
 }
 
 /// Tokens: a proxy with id `n` uses `2n` for its client socket and `2n + 1` for tiny_http's.
@@ -164,6 +168,11 @@ impl EventLoop {
     fn accept_all(&mut self, touched: &mut Vec<usize>) -> Option<Instant> {
         loop {
             let (mut stream, peer) = match self.listener.accept() {
+                Ok(accepted) if self.accept_failing => {
+                    log::warn!("http front: accept works again");
+                    self.accept_failing = false;
+                    accepted
+                }
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {
@@ -172,7 +181,10 @@ impl EventLoop {
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: out of resources. Unlike tiny_http's accept
                     // thread, keep going: pause, and leave the connections in the backlog.
-                    log::error!("http front: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    if !self.accept_failing {
+                        log::error!("http front: accept failed: {e}; retrying every {ACCEPT_BACKOFF:?}");
+                        self.accept_failing = true;
+                    }
                     return Some(Instant::now() + ACCEPT_BACKOFF);
                 }
             };
@@ -185,11 +197,9 @@ impl EventLoop {
             let _ = stream.set_nodelay(true);
             let id = self.next_id;
             self.next_id += 1;
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                client_token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) =
+                self.poll.registry().register(&mut stream, client_token(id), Interest::READABLE | Interest::WRITABLE)
+            {
                 log::error!("http front: cannot watch a connection: {e}");
                 continue;
             }
@@ -316,7 +326,7 @@ impl Proxy {
         }
         // Us → tiny_http.
         if !self.to_backend.is_empty() && self.backend.is_none() && !self.refused {
-            match UnixStream::connect(&cfg.backend) {
+            match cfg.backend.connect() {
                 Ok(mut backend) => {
                     registry.register(&mut backend, backend_token(id), Interest::READABLE | Interest::WRITABLE)?;
                     self.backend = Some(backend);

@@ -43,10 +43,12 @@ const WORKER_POLL: Duration = Duration::from_secs(1);
 /// directory (mode 0700: only this user can reach tiny_http without passing the front,
 /// which is what makes the peer header trustworthy). The directory is removed on drop.
 pub struct Workers {
-    /// Replaced (by the worker that noticed) when tiny_http's accept thread has stopped.
-    server: Mutex<Arc<tiny_http::Server>>,
+    /// The server and its socket. Replaced when tiny_http's accept thread has stopped, on a
+    /// new path each time: a dropped tiny_http server deletes its socket file.
+    current: Mutex<(Arc<tiny_http::Server>, PathBuf)>,
+    /// Restarts so far; names the next socket.
+    restarts: AtomicUsize,
     dir: PathBuf,
-    socket: PathBuf,
 }
 
 impl Workers {
@@ -59,7 +61,7 @@ impl Workers {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let socket = dir.join("http.sock");
+        let socket = dir.join("http-0.sock");
         let server = match listen(&socket) {
             Ok(server) => server,
             Err(e) => {
@@ -67,31 +69,53 @@ impl Workers {
                 return Err(e);
             }
         };
-        Ok(Workers { server: Mutex::new(Arc::new(server)), dir, socket })
+        Ok(Workers { current: Mutex::new((Arc::new(server), socket)), restarts: AtomicUsize::new(0), dir })
     }
 
-    /// Where the front connects.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Connects to tiny_http for the front (non-blocking), restarting it if it is gone.
+    pub fn connect(&self) -> std::io::Result<mio::net::UnixStream> {
+        let socket = self.current.lock().1.clone();
+        match mio::net::UnixStream::connect(&socket) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                log::error!("http: tiny_http is not accepting; restarting it");
+                if !self.restart(None) {
+                    return Err(e);
+                }
+                let socket = self.current.lock().1.clone();
+                mio::net::UnixStream::connect(&socket)
+            }
+            other => other,
+        }
     }
 
     fn current(&self) -> Arc<tiny_http::Server> {
-        Arc::clone(&self.server.lock())
+        Arc::clone(&self.current.lock().0)
     }
 
-    /// Replaces `failed` with a new tiny_http server, unless another worker already did.
-    fn restart(&self, failed: &Arc<tiny_http::Server>) {
-        let mut current = self.server.lock();
-        if !Arc::ptr_eq(&current, failed) {
-            return;
+    /// Replaces `failed` (`None`: the current server) with a new tiny_http server, unless
+    /// someone already did. Returns false if that failed (out of fds, say); retry later.
+    ///
+    /// Two ways tiny_http's accept thread can stop: it hands its workers the accept error
+    /// and exits (a worker then calls this), or it panics — under fd exhaustion it unwraps a
+    /// failed `try_clone` — and says nothing; the front then finds the socket refusing
+    /// connections and calls this.
+    pub fn restart(&self, failed: Option<&Arc<tiny_http::Server>>) -> bool {
+        let mut current = self.current.lock();
+        if failed.is_some_and(|f| !Arc::ptr_eq(&current.0, f)) {
+            return true;
         }
-        let _ = std::fs::remove_file(&self.socket);
-        match listen(&self.socket) {
+        let n = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        let socket = self.dir.join(format!("http-{n}.sock"));
+        match listen(&socket) {
             Ok(server) => {
                 log::warn!("http: tiny_http restarted");
-                *current = Arc::new(server);
+                *current = (Arc::new(server), socket);
+                true
             }
-            Err(e) => log::error!("http: cannot restart tiny_http: {e}; retrying"),
+            Err(e) => {
+                log::debug!("http: cannot restart tiny_http yet: {e}");
+                false
+            }
         }
     }
 
@@ -126,8 +150,9 @@ pub fn spawn_worker(index: usize, workers: Arc<Workers>, shared: Arc<Shared>) ->
                 // tiny_http passes along the accept error that stopped its accept thread.
                 Err(e) => {
                     log::error!("http: tiny_http stopped accepting ({e}); restarting it");
-                    workers.restart(&server);
-                    std::thread::sleep(Duration::from_millis(50));
+                    while !workers.restart(Some(&server)) && !shared.is_shutting_down() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     continue;
                 }
             };

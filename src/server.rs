@@ -197,9 +197,10 @@ impl ServerHandle {
             max_connections: shared.config.max_http_connections,
             request_timeout: shared.config.handshake_timeout,
             tls,
-            backend: http.socket().to_path_buf(),
+            backend: Arc::clone(&http),
         };
-        let (front, front_thread) = crate::front::Front::start(http_listener, front_config).map_err(StartError::Thread)?;
+        let (front, front_thread) =
+            crate::front::Front::start(http_listener, front_config).map_err(StartError::Thread)?;
         threads.push(front_thread);
         Ok(ServerHandle { shared, threads, http, front, heartbeat_stop, stats_stop, stopped: false })
     }

@@ -46,6 +46,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     // now, i.e. it hands the connection straight to that thread.
     let (handoff, idle) = crossbeam_channel::bounded::<Job>(0);
     let idle_count = Arc::new(AtomicUsize::new(0));
+    // Set while accept keeps failing, so an episode is logged once, not 20 times a second.
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -55,11 +57,17 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 }
                 // EMFILE/ENFILE/ENOBUFS: out of resources. Back off briefly instead of
                 // spinning; the connection stays in the backlog and is retried.
-                log::error!("ws accept failed: {e}");
+                if failing_since.is_none() {
+                    log::error!("ws accept failed: {e}; retrying every 50 ms");
+                    failing_since = Some(std::time::Instant::now());
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
+        if let Some(since) = failing_since.take() {
+            log::warn!("ws accept works again after {:.1?}", since.elapsed());
+        }
         if shared.is_shutting_down() {
             return; // the wake-up connection from shutdown(), or a late client
         }

@@ -19,6 +19,8 @@ mod rooms;
 mod observability;
 // Hostile clients: huge frame headers, ping floods, RSTs, panics, leaks.
 mod adversarial;
+// The HTTP port's front: header limits, slowloris, connection cap, fd exhaustion, keep-alive.
+mod front;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
 // The `send` / `tail` client commands and flag validation of the real binary.

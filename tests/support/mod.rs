@@ -337,11 +337,37 @@ pub struct BinaryServer {
     pub child: Child,
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    /// Its own history directory, unless the test passed `--data-dir`.
+    _data: Option<TempDir>,
 }
 
 impl BinaryServer {
     pub fn start(extra_args: &[&str]) -> BinaryServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_threadchat"))
+        Self::start_limited(extra_args, None)
+    }
+
+    /// With `max_fds`, the server runs with that `RLIMIT_NOFILE` (to test fd exhaustion).
+    pub fn start_limited(extra_args: &[&str], max_fds: Option<u64>) -> BinaryServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_threadchat"));
+        if let Some(max) = max_fds {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit { rlim_cur: max, rlim_max: max };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        // Never the default ./data: binary servers of parallel tests would share one history.
+        let data = (!extra_args.contains(&"--data-dir")).then(TempDir::new);
+        if let Some(dir) = &data {
+            command.arg("--data-dir").arg(&dir.0);
+        }
+        let mut child = command
             .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
             .args(["--message-rate", "1000000", "--upgrade-rate", "1000000", "--max-clients-per-ip", "10000"])
             .args(extra_args)
@@ -362,7 +388,7 @@ impl BinaryServer {
         let line = || rx.recv_timeout(WAIT).expect("the server prints its addresses");
         let http = line().strip_prefix("http listening on http://").expect("http line").parse().unwrap();
         let ws = line().strip_prefix("ws listening on ws://").expect("ws line").parse().unwrap();
-        BinaryServer { child, http, ws }
+        BinaryServer { child, http, ws, _data: data }
     }
 
     pub fn chat_url(&self) -> String {
