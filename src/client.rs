@@ -52,10 +52,21 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     // Chat frames are small and latency matters more than packet count; our outbox already
     // batches queued frames into one sendmsg, so Nagle would only add delay.
     let _ = stream.set_nodelay(true);
+    let tls = match &shared.tls {
+        None => None,
+        Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                log::error!("{peer}: TLS setup failed: {e}");
+                return;
+            }
+        },
+    };
     let conn = Arc::new(Conn::new(
         id,
         peer,
         stream,
+        tls,
         shared.config.max_queued_bytes,
         Arc::clone(&shared.flusher),
         Arc::clone(&shared.metrics),
@@ -99,6 +110,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
             // drops it if we had already sent a Close of our own.
             let _ = ws.flush();
             log::info!("client {id} ({peer}): closed by client ({how})");
+            conn.send_close_notify();
             linger(&conn, false);
         }
         End::Failed(code, reason) => {
@@ -106,6 +118,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
             if conn.push_close(code, &reason) {
                 conn.flush();
             }
+            conn.send_close_notify();
             linger(&conn, true);
         }
         End::Gone(why) => log::info!("client {id} ({peer}): disconnected ({why})"),
@@ -489,6 +502,46 @@ struct ClientStream {
 
 impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.conn.tls() else {
+            return self.read_socket(buf);
+        };
+        // TLS: `buf` first receives ciphertext from the socket (read without the TLS lock,
+        // so writers are never blocked by this thread waiting for input), which rustls then
+        // takes; then it receives the decrypted bytes. The TLS handshake happens here too,
+        // driven by the first reads, inside the same handshake deadline.
+        loop {
+            match tls.lock().reader().read(buf) {
+                Ok(n) => return Ok(n), // 0: the client sent close_notify
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let n = self.read_socket(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut tls = tls.lock();
+            let mut ciphertext = &buf[..n];
+            let mut state = Ok(());
+            while !ciphertext.is_empty() && state.is_ok() {
+                tls.read_tls(&mut ciphertext)?;
+                state = tls.process_new_packets().map(|_| ());
+            }
+            let reply = tls.wants_write();
+            drop(tls);
+            if reply {
+                // Handshake messages, or an alert about the error below.
+                self.conn.flush();
+            }
+            if let Err(e) = state {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+            }
+        }
+    }
+}
+
+impl ClientStream {
+    /// Reads from the socket, within the handshake deadline while there is one.
+    fn read_socket(&self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(deadline) = self.deadline {
             // A per-read timeout alone would let a client trickle one byte per timeout
             // forever; re-arming it with the time left bounds the whole handshake.

@@ -16,9 +16,15 @@
 //! - Nothing is queued after a Close frame (RFC 6455 §5.5.1).
 //! - Queued bytes never exceed `max_queued` (plus one Close frame): a client that lets them
 //!   pile up is closed with 1008 by the caller that saw [`Push::Overflow`].
+//!
+//! With TLS (`--tls-cert`), the queue still holds plain WebSocket frames (a broadcast is
+//! framed once for everyone); the writer encrypts them with this connection's rustls state
+//! as it sends, at most [`TLS_CHUNK`] ahead of what the kernel took. The rustls state is
+//! shared with the client thread, which decrypts what it reads, under its own lock (`tls`),
+//! taken after `out` when both are needed and never held across a blocking call.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -37,6 +43,10 @@ const MAX_IOVECS: usize = 64;
 
 /// Queue slots an idle outbox keeps allocated (32 bytes each).
 const KEEP_QUEUE_SLOTS: usize = 16;
+
+/// With TLS: plaintext encrypted per round. rustls then holds at most this much ciphertext
+/// that the kernel has not taken, so the outbox cap still bounds a stalled client.
+const TLS_CHUNK: usize = 64 * 1024;
 
 /// What the connection is used for; decided by the path at the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +113,9 @@ pub struct Conn {
     /// `&TcpStream`, writers send through the outbox. (No `try_clone`: a dup per client would
     /// double the fd count, and `ulimit -n` is a real limit here.)
     socket: TcpStream,
+    /// TLS state (with `--tls-cert`): the client thread decrypts under it, the writer
+    /// encrypts under it. Lock order: `out`, then `tls`.
+    tls: Option<Mutex<rustls::ServerConnection>>,
     out: Mutex<Outbox>,
     /// Signalled when the outbox becomes empty or dead; the client thread waits on it to let a
     /// final Close frame drain before it closes the socket.
@@ -135,6 +148,7 @@ impl Conn {
         id: u64,
         peer: SocketAddr,
         socket: TcpStream,
+        tls: Option<rustls::ServerConnection>,
         max_queued: usize,
         flusher: Arc<Flusher>,
         metrics: Arc<Metrics>,
@@ -143,6 +157,7 @@ impl Conn {
             id,
             peer,
             socket,
+            tls: tls.map(Mutex::new),
             out: Mutex::new(Outbox {
                 queue: VecDeque::new(),
                 spare: VecDeque::new(),
@@ -167,6 +182,24 @@ impl Conn {
 
     pub fn socket(&self) -> &TcpStream {
         &self.socket
+    }
+
+    /// The TLS state, if this connection is encrypted.
+    pub fn tls(&self) -> Option<&Mutex<rustls::ServerConnection>> {
+        self.tls.as_ref()
+    }
+
+    /// rustls has records (handshake, alerts, encrypted frames) the kernel has not taken yet.
+    fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.lock().wants_write())
+    }
+
+    /// Queues TLS's close_notify (after everything already queued) and sends it.
+    pub fn send_close_notify(self: &Arc<Self>) {
+        if let Some(tls) = &self.tls {
+            tls.lock().send_close_notify();
+            self.flush();
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -272,7 +305,7 @@ impl Conn {
             return Flushed::NotOwner;
         }
         loop {
-            if out.queue.is_empty() {
+            if out.queue.is_empty() && !self.tls_pending() {
                 out.writer = Writer::Idle;
                 self.drained.notify_all();
                 return Flushed::Empty;
@@ -287,10 +320,10 @@ impl Conn {
             let result = self.send_batch(&mut batch);
 
             out = self.out.lock();
-            let sent = result.as_ref().map_or(0, |n| *n);
+            let sent = result.as_ref().map_or(0, |(n, _)| *n);
             out.queued_bytes -= sent;
             match result {
-                Ok(_) if batch.is_empty() => {
+                Ok((_, true)) => {
                     // A burst (a crowd arriving, a replay) can grow the deques to thousands of
                     // slots; a VecDeque never shrinks, so give big ones back once drained
                     // rather than keep the peak for the connection's lifetime.
@@ -302,7 +335,7 @@ impl Conn {
                         out.queue = VecDeque::new();
                     }
                 }
-                Ok(_) => {
+                Ok((_, false)) => {
                     // Kernel buffer full. Put the unsent rest back in front of anything queued
                     // meanwhile, and let the flusher wait for room.
                     batch.append(&mut out.queue);
@@ -328,8 +361,55 @@ impl Conn {
 
     /// Writes as much of `batch` as the kernel takes without blocking, in as few `sendmsg`
     /// calls as possible. Sent frames are popped; a partly sent one is advanced. Returns the
-    /// bytes sent; stops early (Ok) on `EAGAIN`.
-    fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
+    /// queued bytes consumed and whether everything went out; stops early on `EAGAIN`.
+    fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<(usize, bool)> {
+        match &self.tls {
+            Some(tls) => self.send_batch_tls(&mut tls.lock(), batch),
+            None => self.send_batch_plain(batch).map(|n| (n, batch.is_empty())),
+        }
+    }
+
+    /// The TLS writer: alternately hands rustls up to `TLS_CHUNK` of frames to encrypt and
+    /// writes its records out, until both are empty or the kernel buffer is full.
+    fn send_batch_tls(
+        &self,
+        tls: &mut rustls::ServerConnection,
+        batch: &mut VecDeque<Bytes>,
+    ) -> io::Result<(usize, bool)> {
+        let mut consumed = 0;
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut DontWait(&self.socket)) {
+                    Ok(n) => {
+                        self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((consumed, false)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if batch.is_empty() {
+                return Ok((consumed, true));
+            }
+            let mut budget = TLS_CHUNK;
+            while budget > 0 {
+                let Some(front) = batch.front_mut() else { break };
+                let n = tls.writer().write(&front[..front.len().min(budget)])?;
+                if n == 0 {
+                    break; // rustls's own buffer is full: write it out first
+                }
+                consumed += n;
+                budget -= n;
+                if n == front.len() {
+                    batch.pop_front();
+                } else {
+                    front.advance(n);
+                }
+            }
+        }
+    }
+
+    fn send_batch_plain(&self, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
         let sock = socket2::SockRef::from(&self.socket);
         let mut total = 0;
         while !batch.is_empty() {
@@ -392,6 +472,19 @@ impl Conn {
     /// Hard stop: both directions shut, which wakes the client thread's blocking read.
     pub fn terminate(&self) {
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// `Write` for rustls's `write_tls`: one non-blocking `send` (see `send_batch_plain`).
+struct DontWait<'a>(&'a TcpStream);
+
+impl Write for DontWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -235,6 +235,11 @@ impl EventLoop {
 
     fn close(&mut self, id: usize) {
         if let Some(mut proxy) = self.proxies.remove(&id) {
+            if let Some(tls) = proxy.tls.as_mut() {
+                // Tell the client the response is complete (not truncated); best effort.
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut proxy.client);
+            }
             let registry = self.poll.registry();
             let _ = registry.deregister(&mut proxy.client);
             if let Some(backend) = proxy.backend.as_mut() {

@@ -23,5 +23,7 @@ mod adversarial;
 mod front;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
+// TLS on both listeners (rcgen certificate, rustls client).
+mod tls;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;
