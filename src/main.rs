@@ -6,9 +6,12 @@
 //! - **main**: parses the config, starts the server, prints the two `listening` lines, then
 //!   waits on a channel for Ctrl-C / SIGTERM (from the `ctrlc` handler thread) and runs the
 //!   graceful shutdown.
-//! - **http-N** (`--http-threads`, default 4): loop on `tiny_http::Server::recv()` and answer
-//!   the page and API. tiny_http adds its own accept thread and a thread per open HTTP
-//!   connection.
+//! - **http-front**: owns the HTTP port: an epoll loop (mio) that accepts, terminates TLS,
+//!   enforces the HTTP limits and timeouts, and forwards complete requests to tiny_http over
+//!   a private Unix socket (`front.rs`).
+//! - **http-N** (`--http-threads`, default 4): loop on `tiny_http::Server::recv_timeout()`
+//!   and answer the page and API. tiny_http adds its own accept thread and a thread per
+//!   connection from the front.
 //! - **ws-accept**: accepts WebSocket TCP connections and spawns a client thread for each.
 //!   It never reads a socket.
 //! - **ws-client** (one per connection): the upgrade (with a deadline), then the only reader
@@ -29,7 +32,9 @@
 //! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
 //! connection's outbox (`conn.rs`, a `parking_lot::Mutex`), and one thread at a time — the
 //! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
-//! kernel buffer is full the flusher thread becomes the writer until it drains.
+//! kernel buffer is full the flusher thread becomes the writer until it drains. With TLS the
+//! writer encrypts as it sends, under the connection's `tls` lock (taken after the outbox's).
+//! HTTP sockets belong to http-front alone.
 //!
 //! Locks: the hub's lock (`hub.rs`: the client list and the rooms), each connection's
 //! outbox, rooms and name locks (`conn.rs`), the per-IP table and the tickets (`guard.rs`),
@@ -131,8 +136,9 @@ fn serve(args: ServeArgs) -> Result<(), (String, i32)> {
 
     let server = ServerHandle::start(config).map_err(|e| (e.to_string(), 1))?;
     // stdout carries only these two lines, for scripts to parse.
-    println!("http listening on http://{}", server.http_addr());
-    println!("ws listening on ws://{}", server.ws_addr());
+    let tls = server.shared().tls.is_some();
+    println!("http listening on {}://{}", if tls { "https" } else { "http" }, server.http_addr());
+    println!("ws listening on {}://{}", if tls { "wss" } else { "ws" }, server.ws_addr());
 
     let _ = signal_rx.recv();
     log::info!("signal received; shutting down");
