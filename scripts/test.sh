@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_apt curl chromium
+ensure_apt curl chromium redis-server
 command -v node >/dev/null && command -v npm >/dev/null || ensure_apt nodejs npm
 
 echo "== cargo test"

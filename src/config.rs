@@ -174,6 +174,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Run as one of several instances sharing this Redis (ordered log, presence), e.g.
+    /// redis://127.0.0.1:6379/0. Default: a single instance, no Redis.
+    #[arg(long, env = "THREADCHAT_REDIS_URL")]
+    pub redis: Option<String>,
+
     /// Store history in Postgres instead, e.g. postgres://user:pass@host:5432/db
     #[arg(long, env = "THREADCHAT_DATABASE_URL")]
     pub database: Option<String>,
@@ -260,6 +265,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…`; `None`: SQLite in `data_dir`.
     pub database: Option<String>,
+    /// `redis://…`: cluster mode through the Redis backplane.
+    pub redis: Option<String>,
     pub history_limit: u64,
     pub history_max_age: Option<Duration>,
     /// fsync every commit (`--sync-commit on`).
@@ -297,6 +304,7 @@ impl Default for Config {
             join_notice_limit: 1000,
             data_dir: PathBuf::from("./data"),
             database: None,
+            redis: None,
             history_limit: 10_000,
             history_max_age: None,
             sync_commit: true,
@@ -331,6 +339,7 @@ impl TryFrom<ServeArgs> for Config {
             join_notice_limit: a.join_notice_limit,
             data_dir: a.data_dir,
             database: a.database,
+            redis: a.redis,
             history_limit: a.history_limit,
             history_max_age: a.history_max_age_secs.map(Duration::from_secs),
             sync_commit: a.sync_commit == "on",
@@ -393,6 +402,11 @@ impl Config {
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err("--database must be a postgres:// URL".into());
+        }
+        if let Some(url) = &self.redis
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err("--redis must be a redis:// URL".into());
         }
         if !(128..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err("--max-message-bytes must be between 128 and 67108864".into());

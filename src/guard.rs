@@ -216,6 +216,14 @@ impl Tickets {
 }
 
 /// `bytes` random bytes from the kernel's CSPRNG, hex-encoded.
+/// 64 random bits from the kernel's CSPRNG.
+pub fn random_u64() -> Option<u64> {
+    use std::io::Read;
+    let mut buf = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).ok()?;
+    Some(u64::from_le_bytes(buf))
+}
+
 fn random_hex(bytes: usize) -> Option<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];

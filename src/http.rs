@@ -190,6 +190,13 @@ fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     let path = url.split(['?', '#']).next().unwrap_or("/");
     match (request.method(), path) {
         (Method::Get | Method::Head, "/healthz") => text(200, "ok\n"),
+        // Readiness (for a load balancer): with --redis, only while the backplane is
+        // connected and caught up; without, always.
+        (Method::Get | Method::Head, "/readyz") => match shared.backplane.as_deref().map(|b| b.ready()) {
+            Some(Err(why)) => text(503, &format!("{why}\n")),
+            _ if shared.is_shutting_down() => text(503, "shutting down\n"),
+            _ => text(200, "ready\n"),
+        },
         (Method::Get | Method::Head, "/api/config") => {
             let body = serde_json::json!({
                 // "token": the page must get a ticket (POST /api/ticket) before connecting.

@@ -94,6 +94,9 @@ pub struct Hub {
     /// Above this many members in a room, individual join/leave notices are not broadcast:
     /// each would be one delivery per member, so N arrivals would cost N² deliveries.
     join_notice_limit: usize,
+    /// With the backplane: names per room on the other instances, replaced about once a
+    /// second by the backplane reader. Read for presence lists, counts and `/api/rooms`.
+    remote: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// A room as `GET /api/rooms` lists it.
@@ -113,11 +116,37 @@ impl Hub {
             closing,
             metrics,
             join_notice_limit,
+            remote: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Client ids start above `base` (cluster mode: ids must not collide across instances).
+    pub fn set_id_base(&self, base: u64) {
+        self.next_id.store(base + 1, Ordering::Relaxed);
+    }
+
+    /// The seq of the last message broadcast in `room` (0: none known).
+    pub fn last_seq(&self, room: &str) -> u64 {
+        self.state.lock().rooms.get(room).map_or(0, |r| r.last_seq)
+    }
+
+    /// This instance's members per room, each name once (for the other instances).
+    pub fn local_presence(&self) -> HashMap<String, Vec<String>> {
+        let st = self.state.lock();
+        st.rooms
+            .iter()
+            .filter(|(_, r)| !r.names.is_empty())
+            .map(|(room, r)| (room.clone(), r.names.keys().map(|n| n.to_string()).collect()))
+            .collect()
+    }
+
+    /// Replaces what the other instances have (from the backplane).
+    pub fn set_remote_presence(&self, remote: HashMap<String, Vec<String>>) {
+        *self.remote.lock() = remote;
     }
 
     /// Adds a freshly accepted connection (still handshaking). Returns false at shutdown.
@@ -147,12 +176,21 @@ impl Hub {
     /// Rooms with members or messages since start, for `GET /api/rooms`.
     pub fn rooms(&self) -> Vec<RoomSummary> {
         let st = self.state.lock();
+        let remote = self.remote.lock();
         let mut rooms: Vec<RoomSummary> = st
             .rooms
             .iter()
-            .filter(|(_, r)| !r.members.is_empty() || r.last_seq > 0)
-            .map(|(name, r)| RoomSummary { room: name.clone(), members: r.names.len(), last_seq: r.last_seq })
+            .filter(|(name, r)| !r.members.is_empty() || r.last_seq > 0 || remote.contains_key(*name))
+            .map(|(name, r)| {
+                let elsewhere = remote
+                    .get(name)
+                    .map_or(0, |names| names.iter().filter(|n| !r.names.contains_key(n.as_str())).count());
+                RoomSummary { room: name.clone(), members: r.names.len() + elsewhere, last_seq: r.last_seq }
+            })
             .collect();
+        for (name, names) in remote.iter().filter(|(name, _)| !st.rooms.contains_key(*name)) {
+            rooms.push(RoomSummary { room: name.clone(), members: names.len(), last_seq: 0 });
+        }
         rooms.sort_by(|a, b| a.room.cmp(&b.room));
         rooms
     }
@@ -204,10 +242,20 @@ impl Hub {
         let first_of_name = !room.names.contains_key(&name);
         // Presence lists each name once (two tabs are one person), the newcomer first, and at
         // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
-        let count = room.names.len() + usize::from(first_of_name);
+        // Members on other instances (cluster mode) are listed after local ones, with id 0.
+        let remote = self.remote.lock();
+        let elsewhere: Vec<(u64, Arc<str>)> = remote
+            .get(room_name)
+            .map(|names| names.iter().map(|n| (0, Arc::from(n.as_str()))).collect())
+            .unwrap_or_default();
+        drop(remote);
+        let remote_only = elsewhere.iter().filter(|(_, n)| *n != name && !room.names.contains_key(n.as_ref())).count();
+        let count = room.names.len() + usize::from(first_of_name) + remote_only;
         let mut seen = std::collections::HashSet::new();
+        // Lazy: a crowd of thousands is walked only until the list is full.
         let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
             .chain(room.members.iter().map(|c| (c.id, c.name())))
+            .chain(elsewhere)
             .filter(|(_, n)| seen.insert(n.clone()))
             .take(self.join_notice_limit.clamp(1, PRESENCE_LIST_MAX))
             .collect();

@@ -20,9 +20,11 @@
 //! - [`store`]: durable history (SQLite, Postgres).
 //! - [`tls`]: rustls settings for `--tls-cert` / `--tls-key`.
 //! - [`sequencer`]: numbers, stores (group commit), then broadcasts chat messages.
+//! - [`backplane`]: `--redis`: one ordered log for several instances, cluster presence.
 //! - [`cli`]: the `send` / `tail` client commands.
 //! - [`bench`]: the `bench` load generator.
 
+pub mod backplane;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -84,15 +84,60 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let (prune_tx, prune_rx) = crossbeam_channel::bounded(1024);
     let rx = shared.sequencer.rx.clone();
     let seq_shared = Arc::clone(&shared);
-    let sequencer = std::thread::Builder::new()
-        .name("sequencer".into())
-        .stack_size(512 * 1024)
-        .spawn(move || run(&seq_shared, &rx, &prune_tx))?;
-    let pruner = std::thread::Builder::new()
-        .name("pruner".into())
-        .stack_size(256 * 1024)
-        .spawn(move || prune_loop(&shared, &prune_rx))?;
-    Ok(vec![sequencer, pruner])
+    let mut threads = vec![];
+    if shared.backplane.is_some() {
+        // Cluster mode: the sequencer publishes; the backplane reader stores and broadcasts.
+        threads.push(crate::backplane::spawn_reader(Arc::clone(&shared), prune_tx.clone())?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("sequencer".into())
+                .stack_size(512 * 1024)
+                .spawn(move || run_clustered(&seq_shared, &rx))?,
+        );
+    } else {
+        threads.push(
+            std::thread::Builder::new()
+                .name("sequencer".into())
+                .stack_size(512 * 1024)
+                .spawn(move || run(&seq_shared, &rx, &prune_tx))?,
+        );
+    }
+    threads.push(
+        std::thread::Builder::new()
+            .name("pruner".into())
+            .stack_size(256 * 1024)
+            .spawn(move || prune_loop(&shared, &prune_rx))?,
+    );
+    Ok(threads)
+}
+
+/// With `--redis`: takes batches as `run` does, but hands them to the backplane, which
+/// numbers them cluster-wide; the backplane reader then stores, broadcasts and acknowledges.
+fn run_clustered(shared: &Shared, rx: &Receiver<Cmd>) {
+    let Some(bp) = shared.backplane.as_deref() else { return };
+    let mut publisher = crate::backplane::Publisher::default();
+    loop {
+        let mut batch = Vec::new();
+        let mut stop = false;
+        match rx.recv() {
+            Ok(Cmd::Submit(s)) => batch.push(s),
+            Ok(Cmd::Stop) | Err(_) => return,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Cmd::Submit(s)) => batch.push(s),
+                Ok(Cmd::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        publisher.publish(shared, bp, batch);
+        if stop {
+            return;
+        }
+    }
 }
 
 fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
@@ -174,7 +219,7 @@ fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
     }
 }
 
-fn reply_ok(shared: &Shared, reply: Reply, m: &StoredMessage) {
+pub(crate) fn reply_ok(shared: &Shared, reply: Reply, m: &StoredMessage) {
     match reply {
         Reply::Ws { conn, r#ref: Some(r#ref) } => {
             let ack = ServerMsg::Ack { room: &m.room, r#ref, seq: m.seq }.to_frame();
@@ -189,7 +234,7 @@ fn reply_ok(shared: &Shared, reply: Reply, m: &StoredMessage) {
     }
 }
 
-fn reply_err(shared: &Shared, reply: Reply, error: &str) {
+pub(crate) fn reply_err(shared: &Shared, reply: Reply, error: &str) {
     match reply {
         Reply::Ws { conn, r#ref } => {
             let frame = ServerMsg::Error { error, r#ref }.to_frame();

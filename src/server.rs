@@ -41,6 +41,8 @@ pub struct Shared {
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
+    /// `--redis`: the cluster backplane.
+    pub backplane: Option<Box<crate::backplane::Backplane>>,
     /// `--tls-cert`: both listeners speak TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The bound addresses (ports resolved when the config said 0).
@@ -115,6 +117,7 @@ pub enum StartError {
     Thread(std::io::Error),
     Store(store::StoreError),
     Tls(String),
+    Redis(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -126,6 +129,7 @@ impl std::fmt::Display for StartError {
             StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Store(e) => write!(f, "cannot open the history store: {e}"),
             StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+            StartError::Redis(e) => write!(f, "cannot set up the Redis backplane: {e}"),
         }
     }
 }
@@ -160,8 +164,22 @@ impl ServerHandle {
         let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit);
+        let backplane = match &config.redis {
+            None => None,
+            Some(url) => {
+                // Client ids must not collide across instances: each instance numbers from
+                // its own random base (below 2^52, so JavaScript numbers stay exact).
+                let base =
+                    crate::guard::random_u64().ok_or_else(|| StartError::Redis("cannot read /dev/urandom".into()))?;
+                hub.set_id_base((base % (1 << 20)) << 32);
+                let instance = format!("{:016x}", crate::guard::random_u64().unwrap_or(base));
+                Some(Box::new(crate::backplane::Backplane::new(url, instance).map_err(StartError::Redis)?))
+            }
+        };
         let shared = Arc::new(Shared {
-            hub: Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit),
+            hub,
+            backplane,
             metrics,
             store,
             sequencer: Sequencer::default(),
@@ -257,6 +275,9 @@ impl ServerHandle {
 
         // Clients are gone: let the sequencer store what they submitted, then stop.
         shared.sequencer.stop();
+        if let Some(bp) = &shared.backplane {
+            bp.stop();
+        }
         shared.fanout.stop();
         shared.flusher.stop();
         let _ = self.heartbeat_stop.try_send(());

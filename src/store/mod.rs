@@ -65,6 +65,10 @@ pub trait Store: Send + Sync {
     /// Appends a batch in one transaction: all of it is durable when this returns Ok, none
     /// of it if it returns Err.
     fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
+    /// Like `append`, but a message whose `(room, seq)` is already stored is skipped: with
+    /// the Redis backplane every instance stores what it reads from the shared log, and
+    /// instances sharing one Postgres database store the same messages.
+    fn append_replicated(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
     /// The highest stored `seq` of every room (to continue numbering after a restart).
     fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Messages of `room` with `seq > after`, oldest first, at most `limit`.

@@ -79,21 +79,33 @@ fn row_to_message(r: &postgres::Row) -> StoredMessage {
     }
 }
 
-impl Store for PgStore {
-    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+impl PgStore {
+    /// One transaction of inserts, with `suffix` after each (a conflict clause, or nothing).
+    fn insert(&self, batch: &[StoredMessage], suffix: &str) -> Result<(), StoreError> {
         let mut client = self.writer.lock();
         if client.is_closed() {
             *client = Client::connect(&self.url, NoTls)?;
             self.configure_writer(&mut client)?;
         }
         let mut tx = client.transaction()?;
-        let insert =
-            tx.prepare("INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES ($1, $2, $3, $4, $5, $6)")?;
+        let insert = tx.prepare(&format!(
+            "INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES ($1, $2, $3, $4, $5, $6){suffix}"
+        ))?;
         for m in batch {
             tx.execute(&insert, &[&m.room, &(m.seq as i64), &(m.id as i64), &m.name, &m.text, &(m.ts as i64)])?;
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store for PgStore {
+    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        self.insert(batch, "")
+    }
+
+    fn append_replicated(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        self.insert(batch, " ON CONFLICT (room, seq) DO NOTHING")
     }
 
     fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -79,20 +79,31 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
-impl Store for SqliteStore {
-    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+impl SqliteStore {
+    /// One transaction of `verb INTO messages …` (`INSERT`, or `INSERT OR IGNORE`).
+    fn insert(&self, batch: &[StoredMessage], verb: &str) -> Result<(), StoreError> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let sql =
+                format!("{verb} INTO messages (room, seq, client_id, name, text, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+            let mut insert = tx.prepare_cached(&sql)?;
             for m in batch {
                 insert.execute(params![m.room, m.seq as i64, m.id as i64, m.name, m.text, m.ts as i64])?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        self.insert(batch, "INSERT")
+    }
+
+    fn append_replicated(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
+        self.insert(batch, "INSERT OR IGNORE")
     }
 
     fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -1,0 +1,466 @@
+//! The Redis backplane (`--redis`): several instances behind one address, one chat.
+//!
+//! **Mechanism: one Redis stream as the cluster's log.** To send, an instance runs a small
+//! Lua script that atomically takes the room's next number (`INCR threadchat:seq:ROOM`) and
+//! appends the message with it to the stream `threadchat:log` (`XADD`). Because the script
+//! is atomic, the stream's order and every room's `seq` agree. Every instance — the sender's
+//! too — has one reader thread that follows the stream (`XREAD BLOCK` from the last entry it
+//! processed) and, for each batch, does what the sequencer does alone: store (in one
+//! transaction), broadcast to its own members in stream order, then acknowledge its own
+//! senders. So every client everywhere sees one order per room, each message once, and an
+//! `ack` still means "stored".
+//!
+//! Why not plain `PUBLISH`: it has no order across publishers and forgets whatever was sent
+//! while a subscriber was disconnected. A stream is a log: a reader that was away continues
+//! from the last entry it saw. (`INCR` + `PUBLISH` would number messages but still lose what
+//! was published during a disconnection.)
+//!
+//! Failure: when Redis is unreachable, the instance keeps its clients, history and
+//! presence; sending is refused with an error (nothing is acknowledged that was not stored),
+//! `/readyz` says 503, and the reader reconnects with backoff and catches up from its last
+//! entry. If Redis lost its data (restarted without persistence), each number is re-seeded
+//! above the highest the sending instance has seen (the script's `floor`), and a reader that
+//! finds a jump in a room's numbers first fills it from the store (exact with a shared
+//! Postgres).
+//!
+//! Presence: every second each instance writes its rooms' member names to
+//! `threadchat:presence:INSTANCE` (expiring after 5 s, so a crashed instance's entries go)
+//! and reads the others'. Presence lists, counts and `GET /api/rooms` include them.
+//!
+//! Threads: "backplane" (the reader, also the presence sync). The sequencer thread publishes
+//! through its own connection. Nothing else talks to Redis.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::Mutex;
+use redis::streams::StreamReadReply;
+
+use crate::sequencer::{self, Reply, Submit};
+use crate::server::Shared;
+use crate::store::StoredMessage;
+
+/// The cluster's message log.
+const LOG_KEY: &str = "threadchat:log";
+/// Entries the log keeps (approximately): far more than a disconnected instance could need
+/// to catch up on; older history lives in the store.
+const LOG_MAXLEN: u64 = 100_000;
+/// Entries read per `XREAD`.
+const READ_COUNT: usize = 512;
+/// How long one `XREAD` waits for new entries; also how often presence may be synced.
+const READ_BLOCK: Duration = Duration::from_millis(500);
+/// Connect, read and write timeout for Redis commands (beyond the blocking read).
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Presence is written this often and expires after `PRESENCE_TTL_SECS`.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+const PRESENCE_TTL_SECS: u64 = 5;
+/// `/readyz` fails if the reader has not reached the end of the log for this long.
+const MAX_LAG: Duration = Duration::from_secs(3);
+/// A published message not read back by then is answered with an error.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reconnection backoff.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Numbers and logs one message atomically. KEYS: the room's counter, the log. ARGV: the
+/// lowest acceptable previous number (the sender's last seen seq), the payload, MAXLEN.
+const PUBLISH_SCRIPT: &str = r"
+local floor = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < floor then
+  redis.call('SET', KEYS[1], floor)
+end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 's', seq, 'm', ARGV[2])
+return seq
+";
+
+/// What travels in a log entry besides its `seq`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Payload {
+    room: String,
+    id: u64,
+    name: String,
+    text: String,
+    ts: u64,
+    /// `INSTANCE:N`, so the sender's instance can find whom to acknowledge.
+    token: String,
+}
+
+pub struct Backplane {
+    client: redis::Client,
+    /// Random, per process: names this instance's presence key and message tokens.
+    pub instance: String,
+    /// Published messages of this instance, by token, until the reader has stored them.
+    pending: Mutex<HashMap<String, (Reply, Instant)>>,
+    next_token: AtomicU64,
+    /// Written by the reader: connected to Redis and following the log.
+    connected: AtomicBool,
+    /// Incremented by the reader at each (re)connection. The publisher's connection is
+    /// replaced when it predates the latest one: after Redis restarts, an old connection
+    /// is dead, and finding that out by failing would cost a batch of refusals.
+    epoch: AtomicU64,
+    /// Written by the reader: when it last reached the end of the log.
+    caught_up_at: Mutex<Instant>,
+    /// Written by `stop`; the reader exits when it sees it.
+    stop: AtomicBool,
+}
+
+impl Backplane {
+    /// Checks the URL; connecting is the reader thread's job (an instance starts, and
+    /// serves its own clients, even while Redis is down).
+    pub fn new(url: &str, instance: String) -> Result<Backplane, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+        Ok(Backplane {
+            client,
+            instance,
+            pending: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            caught_up_at: Mutex::new(Instant::now()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// For `/readyz`: `Err(why)` while Redis is unreachable or the log is not caught up.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err("backplane: not connected to Redis");
+        }
+        if self.caught_up_at.lock().elapsed() > MAX_LAG {
+            return Err("backplane: catching up with the log");
+        }
+        Ok(())
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        con.set_read_timeout(Some(IO_TIMEOUT + READ_BLOCK))?;
+        con.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(con)
+    }
+}
+
+/// The sequencer's side: publishes batches through its own connection.
+pub struct Publisher {
+    con: Option<redis::Connection>,
+    /// The reader's epoch when `con` was opened.
+    con_epoch: u64,
+    /// After a failed connection attempt, no new one is tried before this.
+    retry_at: Instant,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Publisher { con: None, con_epoch: 0, retry_at: Instant::now() }
+    }
+}
+
+impl Publisher {
+    /// Publishes a batch (one pipelined round trip). Acknowledgements come later, from the
+    /// reader; on failure every message of the batch gets an error now.
+    pub fn publish(&mut self, shared: &Shared, bp: &Backplane, batch: Vec<Submit>) {
+        let refuse = |batch: Vec<Submit>, why: &str| {
+            for s in batch {
+                sequencer::reply_err(shared, s.reply, why);
+            }
+        };
+        let epoch = bp.epoch.load(Ordering::Acquire);
+        if self.con_epoch != epoch {
+            self.con = None;
+        }
+        if bp.connected.load(Ordering::Acquire) && self.con.is_none() && Instant::now() >= self.retry_at {
+            match bp.connect() {
+                Ok(con) => {
+                    self.con = Some(con);
+                    self.con_epoch = epoch;
+                }
+                Err(e) => {
+                    log::debug!("backplane: publisher cannot connect: {e}");
+                    self.retry_at = Instant::now() + BACKOFF_MIN;
+                }
+            }
+        }
+        let (true, Some(con)) = (bp.connected.load(Ordering::Acquire), self.con.as_mut()) else {
+            return refuse(batch, "message not sent: the server is reconnecting to Redis; try again shortly");
+        };
+        let ts = crate::protocol::now_ms();
+        let mut pipe = redis::pipe();
+        let mut tokens = Vec::with_capacity(batch.len());
+        {
+            let mut pending = bp.pending.lock();
+            for s in batch {
+                let token = format!("{}:{}", bp.instance, bp.next_token.fetch_add(1, Ordering::Relaxed));
+                let payload = Payload { room: s.room, id: s.id, name: s.name.to_string(), text: s.text, ts, token };
+                let floor = shared.hub.last_seq(&payload.room);
+                let json = serde_json::to_string(&payload).unwrap_or_default();
+                pipe.cmd("EVAL")
+                    .arg(PUBLISH_SCRIPT)
+                    .arg(2)
+                    .arg(format!("threadchat:seq:{}", payload.room))
+                    .arg(LOG_KEY)
+                    .arg(floor)
+                    .arg(json)
+                    .arg(LOG_MAXLEN);
+                // Registered before the round trip: the reader may see the entry before
+                // this thread sees the reply.
+                pending.insert(payload.token.clone(), (s.reply, Instant::now()));
+                tokens.push(payload.token);
+            }
+        }
+        if let Err(e) = pipe.query::<Vec<u64>>(con) {
+            log::warn!("backplane: publishing {} message(s) failed: {e}", tokens.len());
+            self.con = None;
+            let mut pending = bp.pending.lock();
+            for token in tokens {
+                // Not yet read back: tell the sender. (If Redis did run the script before
+                // failing, the message is still delivered, just not acknowledged.)
+                if let Some((reply, _)) = pending.remove(&token) {
+                    sequencer::reply_err(shared, reply, "message not sent: Redis is unavailable; try again");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the reader thread.
+pub fn spawn_reader(shared: Arc<Shared>, prune: Sender<(String, u64)>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("backplane".into()).stack_size(512 * 1024).spawn(move || {
+        if let Some(bp) = shared.backplane.as_deref() {
+            Reader::new(&shared, bp, prune).run();
+        }
+    })
+}
+
+struct Reader<'a> {
+    shared: &'a Shared,
+    bp: &'a Backplane,
+    prune: Sender<(String, u64)>,
+    /// The last log entry processed (`0`: from the start of what the log keeps).
+    last_id: String,
+    /// Highest seq stored and broadcast per room, by this reader (the only broadcaster of
+    /// chat messages in cluster mode).
+    known: HashMap<String, u64>,
+    next_presence: Instant,
+}
+
+impl<'a> Reader<'a> {
+    fn new(shared: &'a Shared, bp: &'a Backplane, prune: Sender<(String, u64)>) -> Self {
+        let known = match shared.store.last_seqs() {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                log::error!("backplane: cannot read the history's last sequence numbers: {e}");
+                HashMap::new()
+            }
+        };
+        shared.hub.seed_rooms(&known);
+        Reader { shared, bp, prune, last_id: "0".into(), known, next_presence: Instant::now() }
+    }
+
+    fn run(&mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut down_since: Option<Instant> = None;
+        while !self.bp.stop.load(Ordering::Acquire) {
+            let mut con = match self.bp.connect() {
+                Ok(con) => con,
+                Err(e) => {
+                    if down_since.is_none() {
+                        log::error!("backplane: cannot reach Redis: {e}; retrying with backoff");
+                        down_since = Some(Instant::now());
+                    }
+                    self.bp.connected.store(false, Ordering::Release);
+                    self.expire_pending();
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if let Some(since) = down_since.take() {
+                log::warn!("backplane: connected to Redis again after {:.1?}; catching up", since.elapsed());
+            } else {
+                log::info!("backplane: connected to Redis as instance {}", self.bp.instance);
+            }
+            backoff = BACKOFF_MIN;
+            self.bp.epoch.fetch_add(1, Ordering::AcqRel);
+            self.bp.connected.store(true, Ordering::Release);
+            if let Err(e) = self.follow(&mut con) {
+                if !self.bp.stop.load(Ordering::Acquire) {
+                    log::error!("backplane: lost Redis: {e}; reconnecting");
+                    down_since = Some(Instant::now());
+                }
+                self.bp.connected.store(false, Ordering::Release);
+            }
+        }
+        self.bp.connected.store(false, Ordering::Release);
+    }
+
+    /// Follows the log on one connection until an error (or stop).
+    fn follow(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        while !self.bp.stop.load(Ordering::Acquire) {
+            if Instant::now() >= self.next_presence {
+                self.sync_presence(con)?;
+                self.next_presence = Instant::now() + PRESENCE_EVERY;
+            }
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(LOG_KEY)
+                .arg(&self.last_id)
+                .query(con)?;
+            let entries = reply.and_then(|r| r.keys.into_iter().next()).map(|k| k.ids).unwrap_or_default();
+            if entries.len() < READ_COUNT {
+                *self.bp.caught_up_at.lock() = Instant::now();
+            }
+            if !entries.is_empty() {
+                self.apply(entries).map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;
+            }
+            self.expire_pending();
+        }
+        Ok(())
+    }
+
+    /// Stores, broadcasts and acknowledges one batch of log entries, in log order.
+    fn apply(&mut self, entries: Vec<redis::streams::StreamId>) -> Result<(), String> {
+        let Some(last_id) = entries.last().map(|e| e.id.clone()) else {
+            return Ok(());
+        };
+        let mut fresh: Vec<(StoredMessage, String)> = Vec::with_capacity(entries.len());
+        let mut seen: Vec<(StoredMessage, String)> = Vec::new();
+        let mut to_send: Vec<StoredMessage> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Some((msg, token)) = decode(&entry) else {
+                log::warn!("backplane: skipping malformed log entry {}", entry.id);
+                continue;
+            };
+            let known = self.known.get(&msg.room).copied().unwrap_or(0);
+            if msg.seq <= known {
+                seen.push((msg, token)); // already stored and broadcast here
+                continue;
+            }
+            if msg.seq > known + 1 {
+                // Entries this instance never read (the log was trimmed or Redis lost it):
+                // take what the store has (all of it with a shared Postgres).
+                let missing = self.shared.store.range(&msg.room, known, (msg.seq - known - 1) as usize);
+                match missing {
+                    Ok(found) => to_send.extend(found.into_iter().filter(|m| m.seq < msg.seq)),
+                    Err(e) => log::warn!("backplane: cannot fill the gap before {}#{}: {e}", msg.room, msg.seq),
+                }
+                log::warn!("backplane: room {:?} jumped from seq {known} to {}", msg.room, msg.seq);
+            }
+            self.known.insert(msg.room.clone(), msg.seq);
+            to_send.push(msg.clone());
+            fresh.push((msg, token));
+        }
+        let new: Vec<StoredMessage> = fresh.iter().map(|(m, _)| m.clone()).collect();
+        if !new.is_empty() {
+            let started = Instant::now();
+            if let Err(e) = self.shared.store.append_replicated(&new) {
+                // Nothing of this batch is stored: forget it and read it again.
+                for m in &new {
+                    let k = self.known.entry(m.room.clone()).or_insert(0);
+                    *k = (*k).min(m.seq - 1);
+                }
+                self.shared.metrics.store_failed();
+                return Err(format!("storing {} message(s) failed: {e}", new.len()));
+            }
+            self.shared.metrics.store_committed(started.elapsed(), new.len());
+        }
+        to_send.sort_by(|a, b| a.room.cmp(&b.room).then(a.seq.cmp(&b.seq)));
+        to_send.dedup_by(|a, b| a.room == b.room && a.seq == b.seq);
+        for members in self.shared.hub.broadcast_batch(&to_send) {
+            self.shared.fanout.flush(members);
+        }
+        {
+            let mut pending = self.bp.pending.lock();
+            for (m, token) in fresh.iter().chain(seen.iter()) {
+                if let Some((reply, _)) = pending.remove(token) {
+                    sequencer::reply_ok(self.shared, reply, m);
+                }
+            }
+        }
+        for m in new.iter().rev() {
+            if let Err(TrySendError::Disconnected(_)) = self.prune.try_send((m.room.clone(), m.seq)) {
+                break;
+            }
+        }
+        self.last_id = last_id;
+        Ok(())
+    }
+
+    /// Answers published messages that were never read back (Redis failed in between).
+    fn expire_pending(&self) {
+        let mut pending = self.bp.pending.lock();
+        if pending.is_empty() {
+            return;
+        }
+        let expired: Vec<String> =
+            pending.iter().filter(|(_, (_, at))| at.elapsed() > CONFIRM_TIMEOUT).map(|(t, _)| t.clone()).collect();
+        for token in expired {
+            if let Some((reply, _)) = pending.remove(&token) {
+                sequencer::reply_err(
+                    self.shared,
+                    reply,
+                    "message not confirmed: Redis failed after it was sent; it may or may not be delivered",
+                );
+            }
+        }
+    }
+
+    /// Writes this instance's rooms and names; reads the other instances'.
+    fn sync_presence(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let mine = self.shared.hub.local_presence();
+        let key = format!("threadchat:presence:{}", self.bp.instance);
+        let json = serde_json::to_string(&mine).unwrap_or_default();
+        redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("EX")
+            .arg(PRESENCE_TTL_SECS)
+            .ignore()
+            .cmd("SADD")
+            .arg("threadchat:instances")
+            .arg(&self.bp.instance)
+            .ignore()
+            .query::<()>(con)?;
+        let instances: Vec<String> = redis::cmd("SMEMBERS").arg("threadchat:instances").query(con)?;
+        let others: Vec<&String> = instances.iter().filter(|i| **i != self.bp.instance).collect();
+        let mut remote: HashMap<String, Vec<String>> = HashMap::new();
+        if !others.is_empty() {
+            let keys: Vec<String> = others.iter().map(|i| format!("threadchat:presence:{i}")).collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
+            for (instance, value) in others.iter().zip(values) {
+                let Some(value) = value else {
+                    // Expired: that instance stopped (or crashed) more than a TTL ago.
+                    redis::cmd("SREM").arg("threadchat:instances").arg(instance.as_str()).query::<()>(con)?;
+                    continue;
+                };
+                let rooms: HashMap<String, Vec<String>> = serde_json::from_str(&value).unwrap_or_default();
+                for (room, names) in rooms {
+                    remote.entry(room).or_default().extend(names);
+                }
+            }
+        }
+        self.shared.hub.set_remote_presence(remote);
+        Ok(())
+    }
+}
+
+fn decode(entry: &redis::streams::StreamId) -> Option<(StoredMessage, String)> {
+    let seq: u64 = entry.get("s")?;
+    let payload: String = entry.get("m")?;
+    let p: Payload = serde_json::from_str(&payload).ok()?;
+    crate::protocol::validate_room(&p.room).ok()?;
+    Some((StoredMessage { room: p.room, seq, id: p.id, name: p.name, text: p.text, ts: p.ts }, p.token))
+}
