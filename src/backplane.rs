@@ -23,9 +23,11 @@
 //! finds a jump in a room's numbers first fills it from the store (exact with a shared
 //! Postgres).
 //!
-//! Presence: every second each instance writes its rooms' member names to
-//! `threadchat:presence:INSTANCE` (expiring after 5 s, so a crashed instance's entries go)
-//! and reads the others'. Presence lists, counts and `GET /api/rooms` include them.
+//! Presence: every second each instance writes its rooms' members (id and name, one per
+//! name) to `threadchat:presence:INSTANCE` (expiring after 5 s, so a crashed instance's
+//! entries go) and reads the others'. Presence lists, counts and `GET /api/rooms` include
+//! them, and local members get `join`/`leave` for names that appeared or vanished elsewhere
+//! (within about a second; a crashed instance's members leave when its entry expires).
 //!
 //! Threads: "backplane" (the reader, also the presence sync). The sequencer thread publishes
 //! through its own connection. Nothing else talks to Redis.
@@ -436,7 +438,7 @@ impl<'a> Reader<'a> {
             .query::<()>(con)?;
         let instances: Vec<String> = redis::cmd("SMEMBERS").arg("threadchat:instances").query(con)?;
         let others: Vec<&String> = instances.iter().filter(|i| **i != self.bp.instance).collect();
-        let mut remote: HashMap<String, Vec<String>> = HashMap::new();
+        let mut remote: HashMap<String, Vec<(u64, String)>> = HashMap::new();
         if !others.is_empty() {
             let keys: Vec<String> = others.iter().map(|i| format!("threadchat:presence:{i}")).collect();
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
@@ -446,9 +448,15 @@ impl<'a> Reader<'a> {
                     redis::cmd("SREM").arg("threadchat:instances").arg(instance.as_str()).query::<()>(con)?;
                     continue;
                 };
-                let rooms: HashMap<String, Vec<String>> = serde_json::from_str(&value).unwrap_or_default();
-                for (room, names) in rooms {
-                    remote.entry(room).or_default().extend(names);
+                let rooms: HashMap<String, Vec<(u64, String)>> = serde_json::from_str(&value).unwrap_or_default();
+                for (room, members) in rooms {
+                    let list = remote.entry(room).or_default();
+                    for (id, name) in members {
+                        // One entry per name, as presence counts people, not tabs.
+                        if !list.iter().any(|(_, n)| *n == name) {
+                            list.push((id, name));
+                        }
+                    }
                 }
             }
         }

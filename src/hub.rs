@@ -94,9 +94,10 @@ pub struct Hub {
     /// Above this many members in a room, individual join/leave notices are not broadcast:
     /// each would be one delivery per member, so N arrivals would cost N² deliveries.
     join_notice_limit: usize,
-    /// With the backplane: names per room on the other instances, replaced about once a
-    /// second by the backplane reader. Read for presence lists, counts and `/api/rooms`.
-    remote: Mutex<HashMap<String, Vec<String>>>,
+    /// With the backplane: members per room on the other instances (one `(id, name)` per
+    /// name), replaced about once a second by the backplane reader. Read for presence lists,
+    /// counts and `/api/rooms`. Lock order: after `state`.
+    remote: Mutex<HashMap<String, Vec<(u64, String)>>>,
 }
 
 /// A room as `GET /api/rooms` lists it.
@@ -134,19 +135,67 @@ impl Hub {
         self.state.lock().rooms.get(room).map_or(0, |r| r.last_seq)
     }
 
-    /// This instance's members per room, each name once (for the other instances).
-    pub fn local_presence(&self) -> HashMap<String, Vec<String>> {
+    /// This instance's members per room, each name once with one of its ids (for the other
+    /// instances).
+    pub fn local_presence(&self) -> HashMap<String, Vec<(u64, String)>> {
         let st = self.state.lock();
         st.rooms
             .iter()
             .filter(|(_, r)| !r.names.is_empty())
-            .map(|(room, r)| (room.clone(), r.names.keys().map(|n| n.to_string()).collect()))
+            .map(|(room, r)| {
+                let mut seen = std::collections::HashSet::new();
+                let members =
+                    r.members.iter().filter(|c| seen.insert(c.name())).map(|c| (c.id, c.name().to_string())).collect();
+                (room.clone(), members)
+            })
             .collect()
     }
 
-    /// Replaces what the other instances have (from the backplane).
-    pub fn set_remote_presence(&self, remote: HashMap<String, Vec<String>>) {
-        *self.remote.lock() = remote;
+    /// Replaces what the other instances have (from the backplane), and tells local members
+    /// who arrived or left elsewhere since the last snapshot: a `join` for a name new to the
+    /// room, a `leave` for one gone from it (also when its instance crashed and its entry
+    /// expired). Names also present here were announced locally already.
+    pub fn set_remote_presence(&self, new: HashMap<String, Vec<(u64, String)>>) {
+        let mut overflowed = vec![];
+        let mut to_flush = vec![];
+        {
+            let st = self.state.lock();
+            let mut remote = self.remote.lock();
+            let rooms: std::collections::HashSet<&String> = remote.keys().chain(new.keys()).collect();
+            for room_name in rooms {
+                let Some(room) = st.rooms.get(room_name) else { continue };
+                if room.members.is_empty() || room.members.len() >= self.join_notice_limit {
+                    continue;
+                }
+                let before = remote.get(room_name).map(Vec::as_slice).unwrap_or_default();
+                let after = new.get(room_name).map(Vec::as_slice).unwrap_or_default();
+                let has = |list: &[(u64, String)], name: &str| list.iter().any(|(_, n)| n == name);
+                let mut frames = vec![];
+                for (id, name) in after.iter().filter(|(_, n)| !has(before, n) && !room.names.contains_key(n.as_str()))
+                {
+                    frames.push(ServerMsg::Join { room: room_name, id: *id, name }.to_frame());
+                }
+                for (id, name) in before.iter().filter(|(_, n)| !has(after, n) && !room.names.contains_key(n.as_str()))
+                {
+                    frames.push(ServerMsg::Leave { room: room_name, id: *id, name }.to_frame());
+                }
+                for frame in &frames {
+                    overflowed.extend(self.push_to(&room.members, frame, None));
+                }
+                if !frames.is_empty() {
+                    to_flush.push(room.members.clone());
+                }
+            }
+            *remote = new;
+        }
+        for members in &to_flush {
+            flush_all(members, None);
+        }
+        if !overflowed.is_empty() {
+            overflowed.sort_by_key(|c| c.id);
+            overflowed.dedup_by_key(|c| c.id);
+            self.close_overflowed(overflowed);
+        }
     }
 
     /// Adds a freshly accepted connection (still handshaking). Returns false at shutdown.
@@ -184,7 +233,7 @@ impl Hub {
             .map(|(name, r)| {
                 let elsewhere = remote
                     .get(name)
-                    .map_or(0, |names| names.iter().filter(|n| !r.names.contains_key(n.as_str())).count());
+                    .map_or(0, |names| names.iter().filter(|(_, n)| !r.names.contains_key(n.as_str())).count());
                 RoomSummary { room: name.clone(), members: r.names.len() + elsewhere, last_seq: r.last_seq }
             })
             .collect();
@@ -242,11 +291,11 @@ impl Hub {
         let first_of_name = !room.names.contains_key(&name);
         // Presence lists each name once (two tabs are one person), the newcomer first, and at
         // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
-        // Members on other instances (cluster mode) are listed after local ones, with id 0.
+        // Members on other instances (cluster mode) are listed after local ones.
         let remote = self.remote.lock();
         let elsewhere: Vec<(u64, Arc<str>)> = remote
             .get(room_name)
-            .map(|names| names.iter().map(|n| (0, Arc::from(n.as_str()))).collect())
+            .map(|names| names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect())
             .unwrap_or_default();
         drop(remote);
         let remote_only = elsewhere.iter().filter(|(_, n)| *n != name && !room.names.contains_key(n.as_ref())).count();

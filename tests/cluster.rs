@@ -95,31 +95,53 @@ fn three_instances_deliver_every_message_everywhere_in_one_order() {
     }
 }
 
+fn rename(c: &mut Client, name: &str) {
+    c.send_json(json!({"type": "name", "name": name}));
+    c.recv_type("name");
+}
+
+/// Reads `c` until a `kind` event (join/leave) for `name` arrives.
+fn expect_notice(c: &mut Client, kind: &str, name: &str) {
+    loop {
+        let v = c.recv_type(kind);
+        if v["name"] == name {
+            assert_eq!(v["room"], "lobby", "{v}");
+            return;
+        }
+    }
+}
+
 #[test]
 fn presence_and_rooms_are_cluster_wide_and_a_crashed_instance_expires() {
     let redis = RedisServer::start();
     let a = BinaryServer::start(&["--redis", &redis.url()]);
     let b = &cluster(&redis, 1)[0];
     let mut ada = Client::connect(&a.chat_url());
-    ada.send_json(json!({"type": "name", "name": "ada"}));
-    ada.recv_type("name");
-    eventually("B counts A's member", Duration::from_secs(5), || lobby_members(b) == 1);
-    // A client arriving on B sees ada (on A) in the lobby's presence.
-    let mut bob = b.chat();
-    bob.send_json(json!({"type": "join", "room": "lobby"})); // already in: just an error
+    rename(&mut ada, "ada");
+    eventually("B counts ada, who is on A", Duration::from_secs(5), || lobby_members(b) == 1);
+    // bob arrives on B: the lobby's presence lists ada.
     let mut ws = connect_raw(&format!("ws://{}/ws", b.ws)).unwrap();
-    let _welcome = read_json(&mut ws);
+    let welcome = read_json(&mut ws);
     let presence = read_json(&mut ws);
     let names: Vec<&str> =
         presence["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"ada"), "presence on B lists ada from A: {presence}");
-    assert_eq!(presence["count"], 3, "{presence}");
-    drop(ws);
-    // A crashes (kill -9): within the presence TTL, B stops counting ada.
-    drop(ada);
+    assert_eq!(presence["count"], 2, "{presence}");
+    let mut bob =
+        Client { ws, id: welcome["id"].as_u64().unwrap(), name: welcome["name"].as_str().unwrap().to_string() };
+    // carol arrives on A: bob, on B, is told.
+    let mut carol = Client::connect(&a.chat_url());
+    rename(&mut carol, "carol");
+    expect_notice(&mut bob, "join", "carol");
+    eventually("A counts bob", Duration::from_secs(5), || {
+        serde_json::from_slice::<Value>(&http_get(a.http, "/api/rooms").body).unwrap()["rooms"][0]["members"] == 3
+    });
+    // A crashes (kill -9): once its presence entry expires, B stops counting its members
+    // and bob gets their leaves.
     drop(a);
     eventually("A's entries expire", Duration::from_secs(15), || lobby_members(b) == 1);
-    assert_eq!(bob.ws.get_ref().peer_addr().unwrap(), b.ws);
+    expect_notice(&mut bob, "leave", "ada");
+    drop((ada, carol));
 }
 
 #[test]
