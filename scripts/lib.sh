@@ -45,3 +45,9 @@ wait_exit() {
   done
   return 124
 }
+
+# free_port: prints a TCP port that was free a moment ago (for configs that need a number
+# up front, like nginx's upstreams).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

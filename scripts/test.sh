@@ -3,7 +3,8 @@
 #   1. cargo tests (unit + integration over real sockets, the real binary included), with
 #      the history in SQLite
 #   2. the integration tests again with the history in a private PostgreSQL server
-#   3. scripts/smoke.sh (curl + the binary)
+#   3. scripts/smoke.sh (curl + the binary), then scripts/nginx.sh (two instances on a
+#      private Redis behind nginx, configured with docs/nginx.conf)
 #   4. the browser test (headless Debian Chromium driven by playwright-core)
 #   5. WebSocket conformance: scripts/autobahn.sh (Autobahn|Testsuite, cases 1–10)
 # Exits non-zero on the first failure.
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-ensure_apt curl chromium redis-server
+ensure_apt curl chromium redis-server nginx-light
 command -v node >/dev/null && command -v npm >/dev/null || ensure_apt nodejs npm
 
 echo "== cargo test"
@@ -28,6 +29,9 @@ THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --test integration
 echo "== smoke"
 BIN=target/debug/threadchat scripts/smoke.sh
 
+echo "== nginx: two instances on Redis behind the README's nginx config"
+BIN=target/debug/threadchat scripts/nginx.sh
+
 echo "== browser"
 (
   cd tests/browser
@@ -38,4 +42,4 @@ echo "== browser"
 echo "== autobahn"
 scripts/autobahn.sh
 
-echo "stages: 5 passed, 0 failed"
+echo "stages: 6 passed, 0 failed"

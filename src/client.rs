@@ -76,10 +76,10 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     }
     // Removes us from the hub on every exit path, panics included.
     let _membership = Membership { shared, conn: &conn };
-    let ip_slot =
+    let mut ip_slot =
         IpSlot { shared, ip: peer.ip(), count: shared.ips.connect(peer.ip(), shared.config.upgrade_rate * 2.0) };
 
-    let Some(mut ws) = handshake(&conn, shared, ip_slot.count) else {
+    let Some(mut ws) = handshake(&conn, shared, &mut ip_slot) else {
         return;
     };
     // The handshake was the deepest this thread will go for a while; an idle client then
@@ -133,6 +133,17 @@ struct IpSlot<'a> {
     count: usize,
 }
 
+impl IpSlot<'_> {
+    /// Counts the connection against `ip` instead (the client behind a trusted proxy).
+    fn move_to(&mut self, ip: std::net::IpAddr) {
+        if ip != self.ip {
+            self.count = self.shared.ips.connect(ip, self.shared.config.upgrade_rate * 2.0);
+            self.shared.ips.disconnect(self.ip);
+            self.ip = ip;
+        }
+    }
+}
+
 impl Drop for IpSlot<'_> {
     fn drop(&mut self) {
         self.shared.ips.disconnect(self.ip);
@@ -167,7 +178,7 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 // Not inlined (nor are `linger` and `handle_chat`): their big frames must not become part
 // of the frames a connection idles in for hours; see `ws_server::release_unused_stack`.
 #[inline(never)]
-fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option<WebSocket<ClientStream>> {
+fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_slot: &mut IpSlot) -> Option<WebSocket<ClientStream>> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false, overflowed: false };
     let mut kind = Kind::Handshaking;
@@ -184,7 +195,7 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
                 return Err(refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws or /echo"));
             }
         };
-        identity = admit(req, conn, shared, ip_connections)?;
+        identity = admit(req, conn, shared, ip_slot)?;
         Ok(resp)
     };
     let peer = conn.peer;
@@ -252,9 +263,16 @@ fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_connections: usize) -> Option
 
 /// The checks every upgrade passes before the 101, cheapest first; see `guard.rs`.
 #[allow(clippy::result_large_err)]
-fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> Result<guard::Identity, ErrorResponse> {
+fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_slot: &mut IpSlot) -> Result<guard::Identity, ErrorResponse> {
     let cfg = &shared.config;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
+    let ip = guard::client_ip(conn.peer.ip(), header("X-Forwarded-For"), &cfg.trusted_proxies);
+    if ip != conn.peer.ip() {
+        log::info!("client {} ({}): client address {ip} (X-Forwarded-For)", conn.id, conn.peer);
+        ip_slot.move_to(ip);
+    }
+    let ip_connections = ip_slot.count;
     if shared.is_shutting_down() {
         return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
     }
@@ -270,7 +288,7 @@ fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> 
         let query = req.uri().query().unwrap_or("");
         let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
         let accepted = match ticket {
-            Some(ticket) => shared.tickets.redeem(ticket, conn.peer.ip()),
+            Some(ticket) => shared.tickets.redeem(ticket, ip),
             None => guard::token_from(query, header("Authorization"), header("Cookie"))
                 .and_then(|c| guard::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
         };
@@ -279,7 +297,7 @@ fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_connections: usize) -> 
             None => return Err(refusal(StatusCode::UNAUTHORIZED, "missing, wrong, expired or used credentials")),
         }
     }
-    if !shared.ips.allow_upgrade(conn.peer.ip(), cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
         return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "too many connection attempts; slow down"));
     }
     if shared.live_clients() > cfg.max_clients {

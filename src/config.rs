@@ -157,6 +157,11 @@ pub struct ServeArgs {
     #[arg(long = "allow-origin", env = "THREADCHAT_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
 
+    /// Address of a reverse proxy (nginx…) in front of threadchat (repeatable). From it, the
+    /// client's address is taken from `X-Forwarded-For` for per-IP limits and tickets.
+    #[arg(long = "trusted-proxy", env = "THREADCHAT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Most simultaneous WebSocket connections from one IP address; more → HTTP 503.
     #[arg(long, env = "THREADCHAT_MAX_CLIENTS_PER_IP", default_value_t = 64)]
     pub max_clients_per_ip: usize,
@@ -274,6 +279,8 @@ pub struct Config {
     pub token: Option<String>,
     pub jwt_secret: Option<String>,
     pub allow_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_clients_per_ip: usize,
     /// Upgrades per second per IP; bursts of twice that.
     pub upgrade_rate: f64,
@@ -311,6 +318,7 @@ impl Default for Config {
             token: None,
             jwt_secret: None,
             allow_origins: vec![],
+            trusted_proxies: vec![],
             max_clients_per_ip: 64,
             upgrade_rate: 10.0,
             message_rate: 20.0,
@@ -346,6 +354,7 @@ impl TryFrom<ServeArgs> for Config {
             token: a.token,
             jwt_secret: a.jwt_secret,
             allow_origins: a.allow_origins,
+            trusted_proxies: a.trusted_proxies,
             max_clients_per_ip: a.max_clients_per_ip,
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,

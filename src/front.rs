@@ -63,6 +63,8 @@ pub struct FrontConfig {
     /// Time to send one whole request; also how long an idle keep-alive connection lives.
     pub request_timeout: Duration,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// tiny_http, on its Unix socket.
     pub backend: Arc<crate::http::Workers>,
 }
@@ -474,7 +476,7 @@ impl Proxy {
                     return;
                 }
                 Ok(Check::Complete { len, head_len, head }) => {
-                    self.to_backend.extend_from_slice(&forward_head(&head, self.peer));
+                    self.to_backend.extend_from_slice(&forward_head(&head, self.peer, &cfg.trusted_proxies));
                     self.to_backend.extend_from_slice(&self.input[head_len..len]);
                     self.input.drain(..len);
                     self.deadline = Instant::now() + cfg.request_timeout;
@@ -571,14 +573,22 @@ fn without_header(req: &httparse::Request, name: &str) -> Vec<u8> {
 }
 
 /// The head with the peer header set to the real client address (a client's own copy is
-/// removed, so it cannot claim another address).
-fn forward_head(head: &[u8], peer: SocketAddr) -> Vec<u8> {
+/// removed, so it cannot claim another address). From a trusted proxy, that address comes
+/// from `X-Forwarded-For` (the port is then unknown: 0).
+fn forward_head(head: &[u8], peer: SocketAddr, trusted: &[std::net::IpAddr]) -> Vec<u8> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // Already validated by `check_request`.
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
         return head.to_vec();
     }
+    let forwarded = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("X-Forwarded-For"))
+        .and_then(|h| std::str::from_utf8(h.value).ok());
+    let ip = crate::guard::client_ip(peer.ip(), forwarded, trusted);
+    let peer = if ip == peer.ip() { peer } else { SocketAddr::new(ip, 0) };
     let mut out = without_header(&req, PEER_HEADER);
     out.truncate(out.len() - 2);
     let _ = write!(out, "{PEER_HEADER}: {peer}\r\n\r\n");
@@ -658,7 +668,7 @@ mod tests {
     #[test]
     fn the_peer_header_cannot_be_forged() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\nx-threadchat-peer: 6.6.6.6:1\r\n\r\n";
-        let out = String::from_utf8(forward_head(head, "10.0.0.1:5".parse().unwrap())).unwrap();
+        let out = String::from_utf8(forward_head(head, "10.0.0.1:5".parse().unwrap(), &[])).unwrap();
         assert!(!out.contains("6.6.6.6"), "{out}");
         assert!(out.ends_with("X-Threadchat-Peer: 10.0.0.1:5\r\n\r\n"), "{out}");
         assert!(out.starts_with("GET / HTTP/1.1\r\nHost: a\r\n"), "{out}");

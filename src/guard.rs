@@ -216,6 +216,24 @@ impl Tickets {
 }
 
 /// `bytes` random bytes from the kernel's CSPRNG, hex-encoded.
+/// The client's address: the TCP peer, unless that is a trusted proxy (`--trusted-proxy`);
+/// then the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (entries
+/// further left were written by the client and prove nothing).
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let Some(list) = forwarded_for else { return peer };
+    for entry in list.rsplit(',') {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer, // garbage: do not guess
+        }
+    }
+    peer
+}
+
 /// 64 random bits from the kernel's CSPRNG.
 pub fn random_u64() -> Option<u64> {
     use std::io::Read;
@@ -234,6 +252,21 @@ fn random_hex(bytes: usize) -> Option<String> {
 #[cfg(test)]
 mod ticket_tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let trusted = [proxy];
+        // From the proxy: the rightmost untrusted entry (the left one is client-written).
+        assert_eq!(client_ip(proxy, Some("6.6.6.6, 203.0.113.7"), &trusted), client);
+        assert_eq!(client_ip(proxy, Some("203.0.113.7, 10.0.0.1"), &trusted), client);
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        assert_eq!(client_ip(proxy, Some("junk"), &trusted), proxy);
+        // From anyone else the header is ignored.
+        assert_eq!(client_ip(client, Some("1.2.3.4"), &trusted), client);
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+    }
 
     #[test]
     fn tickets_are_single_use_random_and_bound_to_an_address() {

@@ -214,6 +214,7 @@ impl ServerHandle {
         let front_config = crate::front::FrontConfig {
             max_connections: shared.config.max_http_connections,
             request_timeout: shared.config.handshake_timeout,
+            trusted_proxies: shared.config.trusted_proxies.clone(),
             tls,
             backend: Arc::clone(&http),
         };

@@ -65,6 +65,36 @@ fn too_many_connections_from_one_address_get_503() {
 }
 
 #[test]
+fn behind_a_trusted_proxy_limits_and_tickets_apply_to_the_forwarded_client() {
+    let server = TestServer::with(|c| {
+        c.max_clients_per_ip = 1;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.token = Some("a-long-enough-shared-token".into());
+    });
+    let auth = ("Authorization", "Bearer a-long-enough-shared-token");
+    // Two clients behind the proxy (our address is the trusted one): one slot each.
+    let first = connect_with(&server.chat_url(), &[auth, ("X-Forwarded-For", "203.0.113.1")]).unwrap();
+    let _second = connect_with(&server.chat_url(), &[auth, ("X-Forwarded-For", "203.0.113.2")]).unwrap();
+    let again = connect_with(&server.chat_url(), &[auth, ("X-Forwarded-For", "203.0.113.1")]);
+    assert_eq!(refused_status(again), 503, "the per-IP cap counts the forwarded address");
+    drop(first);
+    wait_until("its slot is released", || {
+        connect_with(&server.chat_url(), &[auth, ("X-Forwarded-For", "203.0.113.1")]).is_ok()
+    });
+    // A ticket bought through the proxy by one client is bound to that client.
+    let bought = http_request(
+        server.http,
+        "POST",
+        "/api/ticket",
+        &["Authorization: Bearer a-long-enough-shared-token", "X-Forwarded-For: 203.0.113.9", "Content-Length: 0"],
+    );
+    let ticket: serde_json::Value = serde_json::from_slice(&bought.body).unwrap();
+    let url = format!("{}?ticket={}", server.chat_url(), ticket["ticket"].as_str().unwrap());
+    let stolen = connect_with(&url, &[("X-Forwarded-For", "203.0.113.10")]);
+    assert_eq!(refused_status(stolen), 401, "another client behind the proxy cannot use it");
+}
+
+#[test]
 fn upgrade_floods_get_429() {
     let server = TestServer::with(|c| c.upgrade_rate = 1.0); // bursts of 2
     let _a = server.chat();
