@@ -27,6 +27,8 @@
 //! - **pruner**: deletes history that retention no longer covers, in small chunks, and
 //!   runs SQLite's WAL checkpoints.
 //! - **fanout-N** (one per core): flush members' outboxes after each committed batch.
+//! - **backplane** (only with `--redis`): follows the cluster's Redis stream and stores,
+//!   broadcasts and acknowledges in its order; syncs cluster presence (`backplane.rs`).
 //!
 //! Who writes each socket: nobody writes directly. Every byte (handshake response,
 //! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
