@@ -139,6 +139,11 @@ impl Backplane {
         Ok(())
     }
 
+    /// Messages published and not yet read back (for `/metrics`).
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
     }

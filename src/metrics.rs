@@ -133,6 +133,8 @@ pub struct Gauges {
     pub queued_bytes: usize,
     /// (room, members) for every room with members.
     pub rooms: Vec<(String, usize)>,
+    /// With `--redis`: (connected and caught up, messages published but not yet read back).
+    pub backplane: Option<(bool, usize)>,
 }
 
 impl Metrics {
@@ -207,6 +209,20 @@ impl Metrics {
         );
         metric("client_threads", "gauge", "Threads serving a connection.", &[("", g.client_threads as u64)]);
         metric("queued_bytes", "gauge", "Bytes waiting in client outboxes.", &[("", g.queued_bytes as u64)]);
+        if let Some((ready, pending)) = g.backplane {
+            metric(
+                "backplane_ready",
+                "gauge",
+                "1 while the Redis backplane is connected and caught up.",
+                &[("", u64::from(ready))],
+            );
+            metric(
+                "backplane_pending",
+                "gauge",
+                "Messages published, not yet read back from the log.",
+                &[("", pending as u64)],
+            );
+        }
         metric(
             "connections_total",
             "counter",
@@ -318,7 +334,9 @@ mod tests {
             client_threads: 3,
             queued_bytes: 0,
             rooms: vec![("lobby".into(), 2)],
+            backplane: Some((true, 0)),
         });
+        assert!(text.contains("threadchat_backplane_ready 1\n"));
         assert!(text.contains("threadchat_clients{endpoint=\"chat\"} 2\n"));
         assert!(text.contains("threadchat_messages_received_total 3\n"));
         assert!(text.contains("threadchat_disconnects_total{reason=\"slow_consumer\"} 1\n"));

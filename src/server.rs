@@ -74,8 +74,16 @@ impl Shared {
     /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
     pub fn gauges(&self) -> Gauges {
         let rooms = self.hub.rooms().into_iter().filter(|r| r.members > 0).map(|r| (r.room, r.members)).collect();
-        let mut g =
-            Gauges { rooms, chat_clients: 0, echo_clients: 0, handshaking: 0, client_threads: 0, queued_bytes: 0 };
+        let backplane = self.backplane.as_deref().map(|b| (b.ready().is_ok(), b.pending()));
+        let mut g = Gauges {
+            rooms,
+            chat_clients: 0,
+            echo_clients: 0,
+            handshaking: 0,
+            client_threads: 0,
+            queued_bytes: 0,
+            backplane,
+        };
         for conn in self.hub.snapshot().iter() {
             match conn.kind() {
                 crate::conn::Kind::Chat => g.chat_clients += 1,

@@ -89,6 +89,8 @@ fn three_instances_deliver_every_message_everywhere_in_one_order() {
     assert_eq!(seen[0], seen[2], "instances 0 and 2 saw the same order");
     let texts: BTreeSet<&String> = seen[0].iter().map(|(_, t)| t).collect();
     assert_eq!(texts.len(), 300, "each message exactly once");
+    let metrics = http_get(servers[0].http, "/metrics").text();
+    assert!(metrics.contains("threadchat_backplane_ready 1\n"), "{metrics}");
     // Every instance stored the same history.
     for s in &servers {
         assert_eq!(history(s), seen[0]);
