@@ -54,7 +54,7 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
     let _ = stream.set_nodelay(true);
     let tls = match &shared.tls {
         None => None,
-        Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+        Some(config) => match new_tls(config) {
             Ok(tls) => Some(tls),
             Err(e) => {
                 log::error!("{peer}: TLS setup failed: {e}");
@@ -123,6 +123,16 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
         }
         End::Gone(why) => log::info!("client {id} ({peer}): disconnected ({why})"),
     }
+}
+
+/// A connection's TLS state, built on the heap by a function of its own: a rustls
+/// connection is several KiB, and as a local of `run` it would deepen every frame below,
+/// keeping an extra stack page resident in every idle client thread, TLS or not.
+#[inline(never)]
+fn new_tls(
+    config: &Arc<rustls::ServerConfig>,
+) -> Result<Box<parking_lot::Mutex<rustls::ServerConnection>>, rustls::Error> {
+    Ok(Box::new(parking_lot::Mutex::new(rustls::ServerConnection::new(Arc::clone(config))?)))
 }
 
 /// Counts this connection against its IP address until the thread ends.
@@ -520,9 +530,18 @@ struct ClientStream {
 
 impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(tls) = self.conn.tls() else {
-            return self.read_socket(buf);
-        };
+        match self.conn.tls() {
+            None => self.read_socket(buf),
+            Some(tls) => self.read_tls(tls, buf),
+        }
+    }
+}
+
+impl ClientStream {
+    /// Not inlined: an idle client blocks in `read`, and the TLS path's locals would make
+    /// that frame — resident for every idle connection — bigger for plain ones too.
+    #[inline(never)]
+    fn read_tls(&self, tls: &parking_lot::Mutex<rustls::ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
         // TLS: `buf` first receives ciphertext from the socket (read without the TLS lock,
         // so writers are never blocked by this thread waiting for input), which rustls then
         // takes; then it receives the decrypted bytes. The TLS handshake happens here too,
@@ -555,9 +574,7 @@ impl Read for ClientStream {
             }
         }
     }
-}
 
-impl ClientStream {
     /// Reads from the socket, within the handshake deadline while there is one.
     fn read_socket(&self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(deadline) = self.deadline {

@@ -114,8 +114,9 @@ pub struct Conn {
     /// double the fd count, and `ulimit -n` is a real limit here.)
     socket: TcpStream,
     /// TLS state (with `--tls-cert`): the client thread decrypts under it, the writer
-    /// encrypts under it. Lock order: `out`, then `tls`.
-    tls: Option<Mutex<rustls::ServerConnection>>,
+    /// encrypts under it. Lock order: `out`, then `tls`. Boxed: a rustls connection is over
+    /// a KiB, which plain connections should not carry.
+    tls: Option<Box<Mutex<rustls::ServerConnection>>>,
     out: Mutex<Outbox>,
     /// Signalled when the outbox becomes empty or dead; the client thread waits on it to let a
     /// final Close frame drain before it closes the socket.
@@ -148,7 +149,7 @@ impl Conn {
         id: u64,
         peer: SocketAddr,
         socket: TcpStream,
-        tls: Option<rustls::ServerConnection>,
+        tls: Option<Box<Mutex<rustls::ServerConnection>>>,
         max_queued: usize,
         flusher: Arc<Flusher>,
         metrics: Arc<Metrics>,
@@ -157,7 +158,7 @@ impl Conn {
             id,
             peer,
             socket,
-            tls: tls.map(Mutex::new),
+            tls,
             out: Mutex::new(Outbox {
                 queue: VecDeque::new(),
                 spare: VecDeque::new(),
@@ -186,7 +187,7 @@ impl Conn {
 
     /// The TLS state, if this connection is encrypted.
     pub fn tls(&self) -> Option<&Mutex<rustls::ServerConnection>> {
-        self.tls.as_ref()
+        self.tls.as_deref()
     }
 
     /// rustls has records (handshake, alerts, encrypted frames) the kernel has not taken yet.

@@ -236,7 +236,12 @@ fn redis_dying_mid_traffic_loses_no_acknowledged_message_and_readyz_follows() {
         wait_until("/readyz says 503 without Redis", || http_get(s.http, "/readyz").status == 503);
         assert_eq!(http_get(s.http, "/healthz").status, 200, "still alive");
     }
-    std::thread::sleep(Duration::from_millis(300)); // some sends are refused meanwhile
+    // A message sent now is refused with an error: never acknowledged, never silently lost.
+    let mut probe = servers[0].chat();
+    probe.send_json(json!({"type": "message", "text": "during the outage", "ref": 1}));
+    let reply = probe.recv_type("error");
+    assert_eq!(reply["ref"], 1, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("Redis"), "{reply}");
     redis.restart();
     for s in &servers {
         wait_ready(s);
@@ -250,8 +255,10 @@ fn redis_dying_mid_traffic_loses_no_acknowledged_message_and_readyz_follows() {
         acked.extend(a);
         refused += r;
     }
-    assert!(refused > 0, "sends without Redis are refused");
-    assert!(acked.len() >= 50, "{} acknowledged", acked.len());
+    // (The senders may or may not have been refused: one waiting for an ack when Redis
+    // died gets it once Redis is back and the log is read again.)
+    assert!(acked.len() >= 50, "{} acknowledged ({refused} refused)", acked.len());
+    assert!(!acked.contains_key("during the outage"));
     // Every acknowledged message is in every instance's history, under its acked seq, and
     // the histories are identical and gap-free.
     let want: BTreeSet<(u64, String)> = acked.iter().map(|(t, s)| (*s, t.clone())).collect();
