@@ -118,26 +118,29 @@ fn run_clustered(shared: &Shared, rx: &Receiver<Cmd>) {
     let mut publisher = crate::backplane::Publisher::default();
     loop {
         let mut batch = Vec::new();
-        let mut stop = false;
-        match rx.recv() {
-            Ok(Cmd::Submit(s)) => batch.push(s),
-            Ok(Cmd::Stop) | Err(_) => return,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Cmd::Submit(s)) => batch.push(s),
-                Ok(Cmd::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(stop) = next_batch(rx, &mut batch) else { return };
         publisher.publish(shared, bp, batch);
         if stop {
             return;
         }
     }
+}
+
+/// Waits for a submission, then takes everything else already waiting (up to `MAX_BATCH`)
+/// into `batch`. `None`: stop now; `Some(true)`: stop after this batch.
+fn next_batch(rx: &Receiver<Cmd>, batch: &mut Vec<Submit>) -> Option<bool> {
+    match rx.recv() {
+        Ok(Cmd::Submit(s)) => batch.push(s),
+        Ok(Cmd::Stop) | Err(_) => return None,
+    }
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Cmd::Submit(s)) => batch.push(s),
+            Ok(Cmd::Stop) => return Some(true),
+            Err(_) => break,
+        }
+    }
+    Some(false)
 }
 
 fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
@@ -154,21 +157,7 @@ fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
     let mut batch: Vec<Submit> = Vec::with_capacity(MAX_BATCH);
     let mut msgs: Vec<StoredMessage> = Vec::with_capacity(MAX_BATCH);
     loop {
-        let mut stop = false;
-        match rx.recv() {
-            Ok(Cmd::Submit(s)) => batch.push(s),
-            Ok(Cmd::Stop) | Err(_) => return,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Cmd::Submit(s)) => batch.push(s),
-                Ok(Cmd::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(stop) = next_batch(rx, &mut batch) else { return };
         let ts = crate::protocol::now_ms();
         for s in &batch {
             let seq = last.entry(s.room.clone()).or_insert(0);
