@@ -1,41 +1,35 @@
-//! One client's thread: the WebSocket upgrade, then a blocking read loop until the
-//! connection ends, then cleanup.
+//! A WebSocket session: the upgrade of a request head that `session.rs` has read, then a
+//! blocking read loop until the connection ends, then cleanup — all on the connection's own
+//! thread.
 //!
 //! This thread is the only reader of its socket and the only user of its tungstenite state
 //! machine. It never writes to the socket itself: everything it (or tungstenite, for pongs
 //! and Close replies) sends goes into the connection's outbox (see `conn.rs`), the same
 //! queue broadcasts use, so frames from different threads never interleave.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use tungstenite::handshake::HandshakeError;
-use tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tungstenite::http::StatusCode;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::conn::{Conn, Kind, Push};
 use crate::guard;
+use crate::http1::{self, Head};
 use crate::hub::close_code;
-use crate::metrics::Disconnect;
+use crate::metrics::{Disconnect, Refusal};
 use crate::protocol::{self, ClientMsg, ServerMsg};
 use crate::sequencer::{Reply, Submit};
-use crate::server::{LiveGuard, Shared};
+use crate::server::Shared;
+use crate::stream::ConnStream;
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
 /// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
 /// read, so all of it is resident for every client. Chat frames are small: 1 KiB holds a
 /// typical message in one read, and larger ones simply take several.
 const READ_BUFFER_BYTES: usize = 1024;
-
-/// How long a closing connection may take to drain its last frames (our Close included)
-/// before the socket is shut anyway.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How the read loop ended.
 enum End {
@@ -47,47 +41,60 @@ enum End {
     Gone(String),
 }
 
-/// Entry point of a client thread.
-pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _live: LiveGuard) {
-    // Chat frames are small and latency matters more than packet count; our outbox already
-    // batches queued frames into one sendmsg, so Nagle would only add delay.
-    let _ = stream.set_nodelay(true);
-    let tls = match &shared.tls {
-        None => None,
-        Some(config) => match new_tls(config) {
-            Ok(tls) => Some(tls),
-            Err(e) => {
-                log::error!("{peer}: TLS setup failed: {e}");
-                return;
-            }
-        },
+/// What the upgrade decided.
+struct Admitted {
+    kind: Kind,
+    identity: guard::Identity,
+    /// The upgrade URL's query (`?resume=`).
+    query: String,
+}
+
+/// Runs a WebSocket session on `stream`, whose request `head` asked for an upgrade. `tail`:
+/// bytes the client sent after the head (frames it did not wait to send).
+pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Shared>) {
+    let conn = Arc::clone(&stream.conn);
+    let (id, peer) = (conn.id, conn.peer);
+    // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
+    let ip = guard::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
+    if ip != peer.ip() {
+        log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
+    }
+    let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip, shared.config.upgrade_rate * 2.0) };
+    let session = shared.enter_session();
+    let admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
+        Ok(admitted) => admitted,
+        Err((status, text)) => {
+            log::info!("{peer}: upgrade refused with {status}: {text}");
+            shared.metrics.rejected(Refusal::from_status(status));
+            conn.push_control(http1::plain_response(status, &text, ""), false);
+            conn.flush();
+            conn.close_gently(true);
+            return;
+        }
     };
-    let conn = Arc::new(Conn::new(
-        id,
-        peer,
-        stream,
-        tls,
-        shared.config.max_queued_bytes,
-        Arc::clone(&shared.flusher),
-        Arc::clone(&shared.metrics),
-    ));
+    drop(head);
+    conn.set_kind(admitted.kind);
     if !shared.hub.add(Arc::clone(&conn)) {
-        return; // shutting down
+        // Shutting down between the 101 and here.
+        conn.push_close(close_code::GOING_AWAY, "server shutting down");
+        conn.close_gently(true);
+        return;
     }
     // Removes us from the hub on every exit path, panics included.
     let _membership = Membership { shared, conn: &conn };
-    let mut ip_slot =
-        IpSlot { shared, ip: peer.ip(), count: shared.ips.connect(peer.ip(), shared.config.upgrade_rate * 2.0) };
-
-    let Some(mut ws) = handshake(&conn, shared, &mut ip_slot) else {
+    // Upgraded: from now on reads block without a deadline (the heartbeat watches liveness).
+    stream.deadline = None;
+    stream.upgraded = true;
+    if conn.socket().set_read_timeout(None).is_err() {
         return;
-    };
+    }
+    let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
+    start_chat(&conn, admitted, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
-    crate::ws_server::release_unused_stack();
+    crate::threads::release_unused_stack();
     let kind = conn.kind();
     log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
-
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
     let end = read_loop(&mut ws, &conn, shared);
@@ -110,48 +117,69 @@ pub fn run(stream: TcpStream, peer: SocketAddr, id: u64, shared: &Arc<Shared>, _
             // drops it if we had already sent a Close of our own.
             let _ = ws.flush();
             log::info!("client {id} ({peer}): closed by client ({how})");
-            conn.send_close_notify();
-            linger(&conn, false);
+            conn.close_gently(false);
         }
         End::Failed(code, reason) => {
             log::info!("client {id} ({peer}): closing with {code}: {reason}");
             if conn.push_close(code, &reason) {
                 conn.flush();
             }
-            conn.send_close_notify();
-            linger(&conn, true);
+            conn.close_gently(true);
         }
         End::Gone(why) => log::info!("client {id} ({peer}): disconnected ({why})"),
     }
 }
 
-/// A connection's TLS state, built on the heap by a function of its own: a rustls
-/// connection is several KiB, and as a local of `run` it would deepen every frame below,
-/// keeping an extra stack page resident in every idle client thread, TLS or not.
+/// The upgrade: the endpoint (404), a valid WebSocket request (400), then the access checks
+/// (see [`admit`]). On success the `101` is queued; on refusal, the status and text to send.
+// Not inlined (nor are `close_gently` and `handle_chat`): their big frames must not become
+// part of the frames a connection idles in for hours; see `threads::release_unused_stack`.
 #[inline(never)]
-fn new_tls(
-    config: &Arc<rustls::ServerConfig>,
-) -> Result<Box<parking_lot::Mutex<rustls::ServerConnection>>, rustls::Error> {
-    Ok(Box::new(parking_lot::Mutex::new(rustls::ServerConnection::new(Arc::clone(config))?)))
+fn upgrade(
+    conn: &Arc<Conn>,
+    head: &Head,
+    ip_connections: usize,
+    sessions: usize,
+    shared: &Shared,
+) -> Result<Admitted, (u16, String)> {
+    let kind = match head.path() {
+        "/ws" => Kind::Chat,
+        "/echo" => Kind::Echo,
+        _ => return Err((404, "no WebSocket endpoint here; use /ws or /echo".into())),
+    };
+    let request = head.to_ws_request().map_err(|e| (400, format!("bad request: {e}")))?;
+    let response = tungstenite::handshake::server::create_response(&request)
+        .map_err(|e| (400, format!("not a valid WebSocket upgrade: {e}")))?;
+    let identity = admit(head, conn, shared, ip_connections, sessions).map_err(|(s, t)| (s, t.to_string()))?;
+    let mut bytes = Vec::with_capacity(160);
+    tungstenite::handshake::server::write_response(&mut bytes, &response)
+        .map_err(|e| (500, format!("cannot write the upgrade response: {e}")))?;
+    conn.push_control(Bytes::from(bytes), false);
+    conn.flush();
+    Ok(Admitted { kind, identity, query: head.query().to_string() })
 }
 
-/// Counts this connection against its IP address until the thread ends.
+/// After the `101`: the name a JWT gave, the welcome, the first rooms.
+#[inline(never)]
+fn start_chat(conn: &Arc<Conn>, admitted: Admitted, shared: &Shared) {
+    if let guard::Identity::Named(name) = admitted.identity {
+        // From a JWT: the client is this name, and cannot rename itself.
+        shared.login_names.note(&name);
+        conn.set_name(&name);
+        conn.name_locked.store(true, Ordering::Release);
+    }
+    if admitted.kind == Kind::Chat {
+        shared.hub.welcome(conn);
+        enter_initial_rooms(conn, shared, &admitted.query);
+    }
+}
+
+/// Counts this session against its client's address until the thread ends.
 struct IpSlot<'a> {
     shared: &'a Shared,
     ip: std::net::IpAddr,
-    /// Connections from this address, this one included, when it arrived.
+    /// Sessions from this address, this one included, when it arrived.
     count: usize,
-}
-
-impl IpSlot<'_> {
-    /// Counts the connection against `ip` instead (the client behind a trusted proxy).
-    fn move_to(&mut self, ip: std::net::IpAddr) {
-        if ip != self.ip {
-            self.count = self.shared.ips.connect(ip, self.shared.config.upgrade_rate * 2.0);
-            self.shared.ips.disconnect(self.ip);
-            self.ip = ip;
-        }
-    }
 }
 
 impl Drop for IpSlot<'_> {
@@ -183,160 +211,55 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-/// Runs the HTTP upgrade with a deadline. On refusal the client gets a real HTTP status
-/// (404 unknown path, 503 full or shutting down, 400 not an upgrade, 431 headers too big).
-// Not inlined (nor are `linger` and `handle_chat`): their big frames must not become part
-// of the frames a connection idles in for hours; see `ws_server::release_unused_stack`.
-#[inline(never)]
-fn handshake(conn: &Arc<Conn>, shared: &Shared, ip_slot: &mut IpSlot) -> Option<WebSocket<ClientStream>> {
-    let deadline = Instant::now() + shared.config.handshake_timeout;
-    let stream = ClientStream { conn: Arc::clone(conn), deadline: Some(deadline), upgraded: false, overflowed: false };
-    let mut kind = Kind::Handshaking;
-    let mut query = String::new();
-    let mut identity = guard::Identity::Anonymous;
-    // The Err type is tungstenite's; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        query = req.uri().query().unwrap_or("").to_string();
-        kind = match req.uri().path() {
-            "/ws" => Kind::Chat,
-            "/echo" => Kind::Echo,
-            _ => {
-                return Err(refusal(StatusCode::NOT_FOUND, "no WebSocket endpoint here; use /ws or /echo"));
-            }
-        };
-        identity = admit(req, conn, shared, ip_slot)?;
-        Ok(resp)
-    };
-    let peer = conn.peer;
-    let mut ws = match tungstenite::accept_hdr_with_config(stream, callback, Some(ws_config(shared))) {
-        Ok(ws) => ws,
-        Err(HandshakeError::Failure(WsError::Http(resp))) => {
-            log::info!("{peer}: upgrade refused with {}", resp.status());
-            shared.metrics.rejected(Some(resp.status().as_u16()));
-            linger(conn, false);
-            return None;
-        }
-        Err(HandshakeError::Failure(e)) => {
-            let refused = match &e {
-                WsError::Io(_) => None, // timed out or hung up: nobody to answer
-                WsError::Capacity(_) | WsError::AttackAttempt => {
-                    Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large".to_string()))
-                }
-                WsError::Protocol(ProtocolError::HttparseError(httparse::Error::TooManyHeaders)) => {
-                    Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers".to_string()))
-                }
-                other => Some((StatusCode::BAD_REQUEST, format!("not a valid WebSocket upgrade: {other}"))),
-            };
-            match refused {
-                Some((status, body)) => {
-                    log::info!("{peer}: upgrade refused with {status}: {body}");
-                    shared.metrics.rejected(Some(status.as_u16()));
-                    conn.push_control(plain_response(status, &body), false);
-                    conn.flush();
-                    linger(conn, false);
-                }
-                None => {
-                    log::info!("{peer}: handshake abandoned ({e})");
-                    shared.metrics.rejected(None);
-                }
-            }
-            return None;
-        }
-        Err(HandshakeError::Interrupted(_)) => {
-            log::info!("{peer}: handshake timed out");
-            shared.metrics.rejected(None);
-            return None;
-        }
-    };
-    // Upgraded: from now on reads block without a deadline (the heartbeat watches liveness).
-    let stream = ws.get_mut();
-    stream.deadline = None;
-    stream.upgraded = true;
-    if conn.socket().set_read_timeout(None).is_err() {
-        return None;
-    }
-    if let guard::Identity::Named(name) = identity {
-        // From a JWT: the client is this name, and cannot rename itself.
-        conn.set_name(&name);
-        conn.name_locked.store(true, Ordering::Release);
-    }
-    match kind {
-        Kind::Chat => {
-            shared.hub.welcome(conn);
-            enter_initial_rooms(conn, shared, &query);
-        }
-        other => conn.set_kind(other),
-    }
-    Some(ws)
-}
-
-/// The checks every upgrade passes before the 101, cheapest first; see `guard.rs`.
-#[allow(clippy::result_large_err)]
-fn admit(req: &Request, conn: &Conn, shared: &Shared, ip_slot: &mut IpSlot) -> Result<guard::Identity, ErrorResponse> {
+/// The access checks every upgrade passes before the `101`, cheapest first; see `guard.rs`.
+/// The address's attempt budget is spent before the credentials are checked, so wrong
+/// guesses are throttled like any other attempt.
+fn admit(
+    head: &Head,
+    conn: &Conn,
+    shared: &Shared,
+    ip_connections: usize,
+    sessions: usize,
+) -> Result<guard::Identity, (u16, &'static str)> {
     let cfg = &shared.config;
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
-    let ip = guard::client_ip(conn.peer.ip(), header("X-Forwarded-For"), &cfg.trusted_proxies);
-    if ip != conn.peer.ip() {
-        log::info!("client {} ({}): client address {ip} (X-Forwarded-For)", conn.id, conn.peer);
-        ip_slot.move_to(ip);
-    }
-    let ip_connections = ip_slot.count;
+    let ip = guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
     if shared.is_shutting_down() {
-        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"));
+        return Err((503, "server is shutting down"));
     }
     // Browsers always send Origin; tools usually do not. A page from another site must not
     // be able to open a socket with this user's credentials (cross-site WebSocket hijacking).
-    if let Some(origin) = header("Origin")
+    if let Some(origin) = head.header("Origin")
         && !shared.allowed_origins.iter().any(|o| o == origin)
     {
-        return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed (see --allow-origin)"));
+        return Err((403, "origin not allowed (see --allow-origin)"));
+    }
+    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+        return Err((429, "too many connection attempts; slow down"));
     }
     let mut identity = guard::Identity::Anonymous;
     if cfg.auth_required() {
-        let query = req.uri().query().unwrap_or("");
+        let query = head.query();
         let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
         let accepted = match ticket {
             Some(ticket) => shared.tickets.redeem(ticket, ip),
-            None => guard::token_from(query, header("Authorization"), header("Cookie"))
+            None => guard::token_from(query, head.header("Authorization"), head.header("Cookie"))
                 .and_then(|c| guard::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
         };
         match accepted {
             Some(who) => identity = who,
-            None => return Err(refusal(StatusCode::UNAUTHORIZED, "missing, wrong, expired or used credentials")),
+            None => return Err((401, "missing, wrong, expired or used credentials")),
         }
     }
-    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-        return Err(refusal(StatusCode::TOO_MANY_REQUESTS, "too many connection attempts; slow down"));
-    }
-    if shared.live_clients() > cfg.max_clients {
-        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "server is full (--max-clients)"));
+    if sessions > cfg.max_clients {
+        return Err((503, "server is full (--max-clients)"));
     }
     if ip_connections > cfg.max_clients_per_ip {
-        return Err(refusal(StatusCode::SERVICE_UNAVAILABLE, "too many connections from your address"));
+        return Err((503, "too many connections from your address"));
     }
     Ok(identity)
 }
 
-fn refusal(status: StatusCode, body: &str) -> ErrorResponse {
-    let mut resp = ErrorResponse::new(Some(format!("{body}\n")));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert("Content-Type", "text/plain; charset=utf-8".parse().expect("static header"));
-    headers.insert("Content-Length", (body.len() + 1).into());
-    headers.insert("Connection", "close".parse().expect("static header"));
-    resp
-}
-
-fn plain_response(status: StatusCode, body: &str) -> Bytes {
-    Bytes::from(format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
-        body.len() + 1
-    ))
-}
-
-fn read_loop(ws: &mut WebSocket<ClientStream>, conn: &Arc<Conn>, shared: &Shared) -> End {
+fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, shared: &Shared) -> End {
     let chat = conn.kind() == Kind::Chat;
     // Per-client message rate (chat only: /echo is the conformance target and stays raw).
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
@@ -422,6 +345,9 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
         Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
             Err("your name comes from your login and cannot be changed".to_string())
         }
+        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => {
+            Err("that name belongs to a signed-in user".to_string())
+        }
         Ok(ClientMsg::Name { name }) => {
             let new: Arc<str> = Arc::from(name.as_str());
             let old = conn.set_name(&name);
@@ -488,126 +414,5 @@ fn classify(e: WsError) -> End {
         WsError::Utf8(_) => End::Failed(close_code::INVALID_DATA, "invalid UTF-8 in a text message".into()),
         WsError::Protocol(e) => End::Failed(close_code::PROTOCOL, format!("protocol error: {e}")),
         other => End::Failed(close_code::INTERNAL, format!("internal error: {other}")),
-    }
-}
-
-/// Lets queued frames (our Close or a refusal) reach the client, then shuts the write side.
-/// With `drain_reads`, also reads and discards until the client closes: closing a socket
-/// with unread input makes the kernel send RST, which can destroy our Close frame in the
-/// client's receive buffer before it reads it.
-#[inline(never)]
-fn linger(conn: &Conn, drain_reads: bool) {
-    let deadline = Instant::now() + CLOSE_LINGER;
-    conn.wait_drained(deadline);
-    let socket = conn.socket();
-    let _ = socket.shutdown(Shutdown::Write);
-    if drain_reads {
-        let mut scratch = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            match (&*socket).read(&mut scratch) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
-/// The stream tungstenite reads from and writes to: reads come straight from the socket
-/// (with a deadline during the handshake); writes go into the outbox.
-struct ClientStream {
-    conn: Arc<Conn>,
-    /// Handshake deadline; `None` once upgraded.
-    deadline: Option<Instant>,
-    /// After the upgrade, writes are WebSocket frames (checked for Close); before it, HTTP.
-    upgraded: bool,
-    /// A write (a pong) did not fit under the outbox cap.
-    overflowed: bool,
-}
-
-impl Read for ClientStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.conn.tls() {
-            None => self.read_socket(buf),
-            Some(tls) => self.read_tls(tls, buf),
-        }
-    }
-}
-
-impl ClientStream {
-    /// Not inlined: an idle client blocks in `read`, and the TLS path's locals would make
-    /// that frame — resident for every idle connection — bigger for plain ones too.
-    #[inline(never)]
-    fn read_tls(&self, tls: &parking_lot::Mutex<rustls::ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
-        // TLS: `buf` first receives ciphertext from the socket (read without the TLS lock,
-        // so writers are never blocked by this thread waiting for input), which rustls then
-        // takes; then it receives the decrypted bytes. The TLS handshake happens here too,
-        // driven by the first reads, inside the same handshake deadline.
-        loop {
-            match tls.lock().reader().read(buf) {
-                Ok(n) => return Ok(n), // 0: the client sent close_notify
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            let n = self.read_socket(buf)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            let mut tls = tls.lock();
-            let mut ciphertext = &buf[..n];
-            let mut state = Ok(());
-            while !ciphertext.is_empty() && state.is_ok() {
-                tls.read_tls(&mut ciphertext)?;
-                state = tls.process_new_packets().map(|_| ());
-            }
-            let reply = tls.wants_write();
-            drop(tls);
-            if reply {
-                // Handshake messages, or an alert about the error below.
-                self.conn.flush();
-            }
-            if let Err(e) = state {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
-            }
-        }
-    }
-
-    /// Reads from the socket, within the handshake deadline while there is one.
-    fn read_socket(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(deadline) = self.deadline {
-            // A per-read timeout alone would let a client trickle one byte per timeout
-            // forever; re-arming it with the time left bounds the whole handshake.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.conn.socket().set_read_timeout(Some(left))?;
-        }
-        self.conn.socket().read(buf)
-    }
-}
-
-impl Write for ClientStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let is_close = self.upgraded && protocol::contains_close_frame(buf);
-        // Refused (Closed) means a Close already went out: anything after it is dropped,
-        // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
-        if self.conn.push_control(Bytes::copy_from_slice(buf), is_close) == Push::Overflow {
-            // Pongs piling up: the client sends pings but does not read. The read loop
-            // closes it with 1008 after this read returns.
-            self.overflowed = true;
-        }
-        // Send at once: tungstenite does not always call flush() after writing (its Close
-        // reply path returns early), and pongs should not wait for the next read.
-        self.conn.flush();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.conn.flush();
-        Ok(())
     }
 }

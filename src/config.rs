@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand};
     about = "A synchronous, thread-per-connection WebSocket chat server",
     long_about = "A synchronous, thread-per-connection WebSocket chat server.\n\n\
         With no subcommand, `threadchat` serves: a chat page and JSON API over HTTP, and the \
-        chat (/ws) and echo (/echo) WebSocket endpoints on a second port. On start it prints \
+        chat (/ws) and echo (/echo) WebSocket endpoints, on the HTTP port and on a second \
+        WebSocket-only port (--ws-addr, which answers HTTP too). On start it prints \
         `http listening on http://ADDR` and `ws listening on ws://ADDR` to stdout.",
     args_conflicts_with_subcommands = true
 )]
@@ -117,18 +118,29 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
     pub max_queued_bytes: usize,
 
-    /// Seconds a new connection has to complete its WebSocket upgrade request.
+    /// Seconds a connection has to send a complete request (WebSocket upgrade or HTTP, head
+    /// and body); also how long an idle keep-alive connection waits for its next request.
     #[arg(long, env = "THREADCHAT_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
-    /// WebSocket URL the page should use (behind a proxy); by default it is derived from the
-    /// page's host and the WebSocket port.
+    /// WebSocket URL the page should use (behind a proxy); by default the page's own origin
+    /// (`ws://HOST/ws`, from a validated Host header).
     #[arg(long, env = "THREADCHAT_PUBLIC_WS_URL")]
     pub public_ws_url: Option<String>,
 
-    /// Most open connections on the HTTP port; more get HTTP 503 at once.
-    #[arg(long, env = "THREADCHAT_MAX_HTTP_CONNECTIONS", default_value_t = 512)]
-    pub max_http_connections: usize,
+    /// Most HTTP requests being answered at once (page, API); more get HTTP 503.
+    #[arg(long, env = "THREADCHAT_MAX_HTTP_REQUESTS", default_value_t = 256)]
+    pub max_http_requests: usize,
+
+    /// Most connections still sending a request head (new, or idle between keep-alive
+    /// requests), on both ports together; past it the oldest of them is closed.
+    #[arg(long, env = "THREADCHAT_MAX_HANDSHAKES", default_value_t = 1024)]
+    pub max_handshakes: usize,
+
+    /// Most such connections from one IP address; past it new ones from that address are
+    /// closed at accept (its oldest idle keep-alive connection is closed first, if it has one).
+    #[arg(long, env = "THREADCHAT_MAX_HANDSHAKES_PER_IP", default_value_t = 16)]
+    pub max_handshakes_per_ip: usize,
 
     /// Certificate chain (PEM) to serve https:// and wss:// on both ports; needs --tls-key.
     #[arg(long, env = "THREADCHAT_TLS_CERT", requires = "tls_key")]
@@ -261,8 +273,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub public_ws_url: Option<String>,
     pub http_threads: usize,
-    /// Open connections on the HTTP port (the front's cap).
-    pub max_http_connections: usize,
+    /// HTTP requests being answered at once; more get 503.
+    pub max_http_requests: usize,
+    /// Connections without a complete request head yet (both ports); past it the oldest closes.
+    pub max_handshakes: usize,
+    /// The same, per client address (trusted proxies exempt).
+    pub max_handshakes_per_ip: usize,
     /// Certificate chain and key (PEM): TLS on both listeners.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Join/leave notices are broadcast only while the chat has at most this many members.
@@ -290,6 +306,10 @@ pub struct Config {
     /// thread, so tests can check that a panic stays contained.
     #[doc(hidden)]
     pub panic_on_text: Option<String>,
+    /// Test hook, not a flag: an HTTP request for exactly this path panics in its handler,
+    /// so tests can check that the port survives it.
+    #[doc(hidden)]
+    pub panic_on_path: Option<String>,
 }
 
 impl Default for Config {
@@ -306,7 +326,9 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             public_ws_url: None,
             http_threads: 4,
-            max_http_connections: 512,
+            max_http_requests: 256,
+            max_handshakes: 1024,
+            max_handshakes_per_ip: 16,
             tls: None,
             join_notice_limit: 1000,
             data_dir: PathBuf::from("./data"),
@@ -323,6 +345,7 @@ impl Default for Config {
             upgrade_rate: 10.0,
             message_rate: 20.0,
             panic_on_text: None,
+            panic_on_path: None,
         }
     }
 }
@@ -342,7 +365,9 @@ impl TryFrom<ServeArgs> for Config {
             handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
-            max_http_connections: a.max_http_connections,
+            max_http_requests: a.max_http_requests,
+            max_handshakes: a.max_handshakes,
+            max_handshakes_per_ip: a.max_handshakes_per_ip,
             tls: a.tls_cert.zip(a.tls_key),
             join_notice_limit: a.join_notice_limit,
             data_dir: a.data_dir,
@@ -359,6 +384,7 @@ impl TryFrom<ServeArgs> for Config {
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
             panic_on_text: None,
+            panic_on_path: None,
         };
         config.validate()?;
         Ok(config)
@@ -438,8 +464,14 @@ impl Config {
         if !(1..=256).contains(&self.http_threads) {
             return Err("--http-threads must be between 1 and 256".into());
         }
-        if !(1..=100_000).contains(&self.max_http_connections) {
-            return Err("--max-http-connections must be between 1 and 100000".into());
+        if !(1..=100_000).contains(&self.max_http_requests) {
+            return Err("--max-http-requests must be between 1 and 100000".into());
+        }
+        if !(1..=100_000).contains(&self.max_handshakes) {
+            return Err("--max-handshakes must be between 1 and 100000".into());
+        }
+        if !(1..=self.max_handshakes).contains(&self.max_handshakes_per_ip) {
+            return Err("--max-handshakes-per-ip must be between 1 and --max-handshakes".into());
         }
         if let Some((cert, key)) = &self.tls {
             crate::tls::server_config(cert, key)?;

@@ -24,7 +24,7 @@
 //! taken after `out` when both are needed and never held across a blocking call.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -40,6 +40,13 @@ use crate::protocol;
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
 /// is already far more than a burst usually holds and keeps the stack array small.
 const MAX_IOVECS: usize = 64;
+
+/// How long a closing connection may take to drain its last bytes (our Close frame, a
+/// refusal) before the socket is shut anyway.
+pub const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`Conn::send_blocking`] queues this much of a response at a time.
+const BLOCKING_CHUNK: usize = 64 * 1024;
 
 /// Queue slots an idle outbox keeps allocated (32 bytes each).
 const KEEP_QUEUE_SLOTS: usize = 16;
@@ -458,6 +465,49 @@ impl Conn {
             }
         }
         true
+    }
+
+    /// Sends `data` (an HTTP response) and waits until the kernel has taken it, queueing at
+    /// most [`BLOCKING_CHUNK`] at a time so a big response never sits whole in the outbox.
+    /// `false`: the socket failed, or `deadline` passed first (a client that does not read).
+    pub fn send_blocking(self: &Arc<Self>, mut data: Bytes, deadline: Instant) -> bool {
+        while !data.is_empty() {
+            let part = data.split_to(data.len().min(BLOCKING_CHUNK).min(self.max_queued));
+            if self.push_control(part, false) != Push::Queued {
+                return false;
+            }
+            self.flush();
+            if !self.wait_drained(deadline) {
+                return false;
+            }
+        }
+        !self.out.lock().dead
+    }
+
+    /// The end of a connection: sends TLS's close_notify, lets queued bytes (our Close, a
+    /// refusal, a response) reach the client for up to [`CLOSE_LINGER`], then shuts the write
+    /// side. With `drain_reads`, also reads and discards until the client closes: closing a
+    /// socket with unread input makes the kernel send RST, which can destroy our last bytes
+    /// in the client's receive buffer before it reads them.
+    #[inline(never)] // its 4 KiB buffer must not join the frame an idle client sits in
+    pub fn close_gently(self: &Arc<Self>, drain_reads: bool) {
+        self.send_close_notify();
+        let deadline = Instant::now() + CLOSE_LINGER;
+        self.wait_drained(deadline);
+        let _ = self.socket.shutdown(Shutdown::Write);
+        if drain_reads {
+            let mut scratch = [0u8; 4096];
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || self.socket.set_read_timeout(Some(left)).is_err() {
+                    break;
+                }
+                match (&self.socket).read(&mut scratch) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
     }
 
     /// Whether a Close frame has already been queued (by anyone).

@@ -1,4 +1,5 @@
-//! Admission control at the WebSocket upgrade, and rate limits.
+//! Access checks shared by the WebSocket upgrade and the HTTP API: credentials (token, JWT,
+//! one-time tickets), the client's address behind a proxy, and per-address rate buckets.
 //!
 //! Every check here runs **before** the `101`, so a refused client gets a real HTTP status:
 //! - `403` for a browser page from a foreign origin (cross-site WebSocket hijacking: a page
@@ -51,7 +52,18 @@ pub struct IpTable {
 #[derive(Debug)]
 struct IpEntry {
     connections: usize,
+    /// Upgrade attempts and failed HTTP authentications (both are credential guesses).
     upgrades: Bucket,
+    /// `POST`s to the API (tickets, messages).
+    posts: Bucket,
+}
+
+impl IpEntry {
+    /// Both buckets start with `burst` tokens; each then refills to its own burst (`take`
+    /// caps it), so one size at creation is enough.
+    fn new(burst: f64) -> IpEntry {
+        IpEntry { connections: 0, upgrades: Bucket::new(burst), posts: Bucket::new(burst) }
+    }
 }
 
 impl Default for IpTable {
@@ -70,7 +82,7 @@ impl IpTable {
             let now = Instant::now();
             map.retain(|_, e| e.connections > 0 || now.duration_since(e.upgrades.last).as_secs() < 60);
         }
-        let e = map.entry(ip).or_insert_with(|| IpEntry { connections: 0, upgrades: Bucket::new(burst) });
+        let e = map.entry(ip).or_insert_with(|| IpEntry::new(burst));
         e.connections += 1;
         e.connections
     }
@@ -85,8 +97,15 @@ impl IpTable {
     /// Takes an upgrade token for `ip`.
     pub fn allow_upgrade(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
         let mut map = self.inner.lock();
-        let e = map.entry(ip).or_insert_with(|| IpEntry { connections: 0, upgrades: Bucket::new(burst) });
+        let e = map.entry(ip).or_insert_with(|| IpEntry::new(burst));
         e.upgrades.take(rate, burst, Instant::now())
+    }
+
+    /// Takes an API `POST` token for `ip`.
+    pub fn allow_post(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
+        let mut map = self.inner.lock();
+        let e = map.entry(ip).or_insert_with(|| IpEntry::new(burst));
+        e.posts.take(rate, burst, Instant::now())
     }
 }
 
@@ -103,10 +122,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn token_from(query: &str, authorization: Option<&str>, cookie: Option<&str>) -> Option<String> {
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         if k == "token" {
-            return Some(crate::http::percent_decode(v).unwrap_or_else(|| v.to_string()));
+            return Some(crate::files::percent_decode(v).unwrap_or_else(|| v.to_string()));
         }
     }
-    if let Some(rest) = authorization.and_then(|a| a.strip_prefix("Bearer ")) {
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` are fine.
+    if let Some((scheme, rest)) = authorization.and_then(|a| a.trim().split_once(' '))
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
         return Some(rest.trim().to_string());
     }
     cookie?
@@ -139,6 +161,8 @@ mod tests {
     fn tokens_are_found_in_every_place() {
         assert_eq!(token_from("a=1&token=s%20x", None, None).as_deref(), Some("s x"));
         assert_eq!(token_from("", Some("Bearer abc"), None).as_deref(), Some("abc"));
+        assert_eq!(token_from("", Some("bearer abc"), None).as_deref(), Some("abc"));
+        assert_eq!(token_from("", Some("BEARER  abc "), None).as_deref(), Some("abc"));
         assert_eq!(token_from("", None, Some("x=1; threadchat_token=zz")).as_deref(), Some("zz"));
         assert_eq!(token_from("", Some("Basic abc"), Some("other=1")), None);
         assert_eq!(token_from("token=%zz", None, None).as_deref(), Some("%zz"));
@@ -290,6 +314,30 @@ mod ticket_tests {
     }
 }
 
+/// Names that JWT logins have used since the server started: a shared-token or anonymous
+/// client may not take one (by rename, or by posting under it), so a JWT user's name is
+/// theirs alone. Compared case-insensitively ("Ada" and "ada" look the same in a chat).
+#[derive(Default)]
+pub struct LoginNames {
+    names: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Names remembered at most: a bound on memory however many JWT users come and go.
+const MAX_LOGIN_NAMES: usize = 100_000;
+
+impl LoginNames {
+    pub fn note(&self, name: &str) {
+        let mut names = self.names.lock();
+        if names.len() < MAX_LOGIN_NAMES {
+            names.insert(name.to_lowercase());
+        }
+    }
+
+    pub fn is_taken(&self, name: &str) -> bool {
+        self.names.lock().contains(&name.to_lowercase())
+    }
+}
+
 /// What an accepted credential says about the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Identity {
@@ -322,7 +370,8 @@ struct Claims {
 /// returns the display name from `name`, else `sub`, if it is a valid name.
 fn verify_jwt(jwt: &str, secret: &str) -> Option<String> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-    let validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
+    let mut validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
+    validation.validate_nbf = true; // a token that is not valid yet is not valid
     let data = decode::<Claims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
     let name = data.claims.name.or(data.claims.sub)?;
     crate::protocol::validate_name(&name).ok()?;

@@ -5,10 +5,13 @@
 //!
 //! - [`config`]: flags and env vars → one validated [`config::Config`].
 //! - [`server`]: binds the listeners, starts the threads, graceful shutdown.
-//! - [`front`]: owns the HTTP port; hands tiny_http only complete, bounded requests.
-//! - [`http`]: tiny_http workers for the page and the JSON API.
-//! - [`ws_server`]: the WebSocket accept loop.
-//! - [`client`]: one connection's thread (upgrade, read loop, cleanup).
+//! - [`accept`]: the accept loop both listeners run; [`admission`]: who gets a thread.
+//! - [`threads`]: the recycled connection threads.
+//! - [`session`]: a connection thread: reads a request head, then WebSocket or HTTP.
+//! - [`http1`]: reading a request head within limits; [`stream`]: a connection's reads.
+//! - [`exchange`]: one HTTP request, handed whole to tiny_http and answered.
+//! - [`http`]: tiny_http and its workers; [`api`]: their routes; [`files`]: the page.
+//! - [`client`]: a WebSocket session (upgrade, read loop, cleanup).
 //! - [`conn`]: one connection's outbox, through which every byte to its socket passes.
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
 //! - [`fanout`]: flushes members' outboxes after a chat broadcast, one thread per core.
@@ -24,26 +27,33 @@
 //! - [`cli`]: the `send` / `tail` client commands.
 //! - [`bench`]: the `bench` load generator.
 
+pub mod accept;
+pub mod admission;
+pub mod api;
 pub mod backplane;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod exchange;
 pub mod fanout;
+pub mod files;
 pub mod flusher;
-pub mod front;
 pub mod guard;
 pub mod heartbeat;
 pub mod http;
+pub mod http1;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod sequencer;
 pub mod server;
+pub mod session;
 pub mod store;
+pub mod stream;
+pub mod threads;
 pub mod tls;
-pub mod ws_server;
 
 pub use config::Config;
 pub use server::ServerHandle;

@@ -76,8 +76,43 @@ impl Disconnect {
     }
 }
 
-/// HTTP statuses the WebSocket listener refuses upgrades with (index into `rejections`).
-const REJECTION_STATUSES: [u16; 5] = [400, 404, 431, 503, 0];
+/// Why a connection or request was refused, at any entrance (accept, request head,
+/// WebSocket upgrade, HTTP API); the label of `threadchat_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Refusal {
+    /// Missing or wrong credentials (401).
+    Auth = 0,
+    /// A browser page from a foreign origin (403).
+    Origin = 1,
+    /// Over a per-address or per-client rate (429).
+    Rate = 2,
+    /// Over a connection, request or handshake cap, or shutting down (503; closed at accept).
+    Capacity = 3,
+    /// The request was not completed in time (408, or closed).
+    Timeout = 4,
+    /// Malformed, too large, or a kind of request we do not take (400, 411, 413, 415, 417, 431).
+    BadRequest = 5,
+    /// No such WebSocket endpoint (404 at an upgrade).
+    NotFound = 6,
+}
+
+const REFUSAL_NAMES: [&str; 7] = ["auth", "origin", "rate", "capacity", "timeout", "bad_request", "not_found"];
+
+impl Refusal {
+    /// The reason behind a refusal status this server sends.
+    pub fn from_status(status: u16) -> Refusal {
+        match status {
+            401 => Refusal::Auth,
+            403 => Refusal::Origin,
+            429 => Refusal::Rate,
+            408 => Refusal::Timeout,
+            404 => Refusal::NotFound,
+            503 => Refusal::Capacity,
+            _ => Refusal::BadRequest,
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -103,8 +138,8 @@ pub struct Metrics {
     store_commit_micros: AtomicU64,
     store_messages: AtomicU64,
     store_errors: AtomicU64,
-    /// Refused upgrades by status; the last slot counts handshakes that timed out.
-    rejections: [AtomicU64; 5],
+    /// Refusals by [`Refusal`].
+    rejections: [AtomicU64; 7],
     history: Mutex<History>,
 }
 
@@ -128,7 +163,10 @@ pub struct Sample {
 pub struct Gauges {
     pub chat_clients: usize,
     pub echo_clients: usize,
+    /// Connections without a complete request head yet (both ports).
     pub handshaking: usize,
+    /// HTTP requests being answered.
+    pub http_requests: usize,
     pub client_threads: usize,
     pub queued_bytes: usize,
     /// (room, members) for every room with members.
@@ -142,13 +180,9 @@ impl Metrics {
         self.disconnects[why as usize].fetch_add(1, Relaxed);
     }
 
-    /// A refused upgrade; `None` for a handshake that timed out or was abandoned.
-    pub fn rejected(&self, status: Option<u16>) {
-        let slot = match status {
-            Some(s) => REJECTION_STATUSES.iter().position(|&x| x == s).unwrap_or(REJECTION_STATUSES.len() - 1),
-            None => REJECTION_STATUSES.len() - 1,
-        };
-        self.rejections[slot].fetch_add(1, Relaxed);
+    /// A refused connection, upgrade or request.
+    pub fn rejected(&self, why: Refusal) {
+        self.rejections[why as usize].fetch_add(1, Relaxed);
     }
 
     pub fn store_committed(&self, took: Duration, messages: usize) {
@@ -200,7 +234,7 @@ impl Metrics {
         metric(
             "clients",
             "gauge",
-            "Open WebSocket connections by endpoint.",
+            "WebSocket sessions by endpoint, and connections still sending a request head (handshake).",
             &[
                 ("{endpoint=\"chat\"}", g.chat_clients as u64),
                 ("{endpoint=\"echo\"}", g.echo_clients as u64),
@@ -208,6 +242,7 @@ impl Metrics {
             ],
         );
         metric("client_threads", "gauge", "Threads serving a connection.", &[("", g.client_threads as u64)]);
+        metric("http_requests", "gauge", "HTTP requests being answered.", &[("", g.http_requests as u64)]);
         metric("queued_bytes", "gauge", "Bytes waiting in client outboxes.", &[("", g.queued_bytes as u64)]);
         if let Some((ready, pending)) = g.backplane {
             metric(
@@ -276,13 +311,10 @@ impl Metrics {
             .collect();
         let disconnects: Vec<(&str, u64)> = disconnects.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("disconnects_total", "counter", "Connections ended, by reason.", &disconnects);
-        let rejections: Vec<(String, u64)> = REJECTION_STATUSES
+        let rejections: Vec<(String, u64)> = REFUSAL_NAMES
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let label = if *s == 0 { "timeout".to_string() } else { s.to_string() };
-                (format!("{{status=\"{label}\"}}"), self.rejections[i].load(Relaxed))
-            })
+            .map(|(i, name)| (format!("{{reason=\"{name}\"}}"), self.rejections[i].load(Relaxed)))
             .collect();
         let rejections: Vec<(&str, u64)> = rejections.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(
@@ -300,7 +332,7 @@ impl Metrics {
         let rooms: Vec<(String, u64)> = g.rooms.iter().map(|(r, n)| (format!("{{room=\"{r}\"}}"), *n as u64)).collect();
         let rooms: Vec<(&str, u64)> = rooms.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("room_members", "gauge", "Members per room (distinct names).", &rooms);
-        metric("handshake_rejections_total", "counter", "Refused WebSocket upgrades, by HTTP status.", &rejections);
+        metric("refusals_total", "counter", "Refused connections, upgrades and requests, by reason.", &rejections);
         let _ = writeln!(
             out,
             "# HELP threadchat_store_commit_seconds Time to commit a batch of messages to the history store."
@@ -325,12 +357,14 @@ mod tests {
         let m = Metrics::default();
         m.messages_in.fetch_add(3, Relaxed);
         m.disconnected(Disconnect::SlowConsumer);
-        m.rejected(Some(404));
-        m.rejected(None);
+        m.rejected(Refusal::from_status(404));
+        m.rejected(Refusal::Timeout);
+        m.rejected(Refusal::from_status(401));
         let text = m.render(&Gauges {
             chat_clients: 2,
             echo_clients: 1,
             handshaking: 0,
+            http_requests: 0,
             client_threads: 3,
             queued_bytes: 0,
             rooms: vec![("lobby".into(), 2)],
@@ -340,8 +374,10 @@ mod tests {
         assert!(text.contains("threadchat_clients{endpoint=\"chat\"} 2\n"));
         assert!(text.contains("threadchat_messages_received_total 3\n"));
         assert!(text.contains("threadchat_disconnects_total{reason=\"slow_consumer\"} 1\n"));
-        assert!(text.contains("threadchat_handshake_rejections_total{status=\"404\"} 1\n"));
-        assert!(text.contains("threadchat_handshake_rejections_total{status=\"timeout\"} 1\n"));
+        assert!(text.contains("threadchat_refusals_total{reason=\"not_found\"} 1\n"));
+        assert!(text.contains("threadchat_refusals_total{reason=\"timeout\"} 1\n"));
+        assert!(text.contains("threadchat_refusals_total{reason=\"auth\"} 1\n"));
+        assert!(text.contains("threadchat_refusals_total{reason=\"rate\"} 0\n"));
         assert!(text.contains("# TYPE threadchat_deliveries_total counter\n"));
         assert!(text.contains("threadchat_room_members{room=\"lobby\"} 2\n"));
         // Every sample line is NAME[{labels}] VALUE.

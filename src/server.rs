@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::admission::{Admission, Limits};
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::flusher::Flusher;
@@ -17,7 +18,8 @@ use crate::hub::{Hub, close_code};
 use crate::metrics::{Gauges, Metrics};
 use crate::sequencer::{self, Sequencer};
 use crate::store::{self, Store};
-use crate::{heartbeat, http, ws_server};
+use crate::threads::Pool;
+use crate::{accept, heartbeat, http};
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
 /// flush, before it cuts the remaining sockets.
@@ -38,6 +40,12 @@ pub struct Shared {
     pub ips: crate::guard::IpTable,
     /// One-time upgrade tickets (`POST /api/ticket`).
     pub tickets: crate::guard::Tickets,
+    /// Names JWT logins have used: no one else may take them.
+    pub login_names: crate::guard::LoginNames,
+    /// Connections that have no thread's worth of request yet, and HTTP requests in progress.
+    pub admission: Arc<Admission>,
+    /// tiny_http, which connection threads hand complete HTTP requests to.
+    pub http: Arc<http::Workers>,
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
@@ -50,7 +58,9 @@ pub struct Shared {
     pub ws_addr: SocketAddr,
     /// Written once, by `shutdown`; when true the accept loops exit and no client joins.
     pub shutting_down: AtomicBool,
-    /// Client threads alive; `shutdown` waits for it to reach 0.
+    /// WebSocket sessions being admitted or open (`--max-clients` applies to it).
+    sessions: std::sync::atomic::AtomicUsize,
+    /// Connection threads alive; `shutdown` waits for it to reach 0.
     live: Mutex<usize>,
     live_changed: Condvar,
 }
@@ -71,6 +81,12 @@ impl Shared {
         *self.live.lock()
     }
 
+    /// Counts a WebSocket session (from its upgrade request on) until the guard drops.
+    pub fn enter_session(&self) -> SessionGuard<'_> {
+        let count = self.sessions.fetch_add(1, Ordering::AcqRel) + 1;
+        SessionGuard { shared: self, count }
+    }
+
     /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
     pub fn gauges(&self) -> Gauges {
         let rooms = self.hub.rooms().into_iter().filter(|r| r.members > 0).map(|r| (r.room, r.members)).collect();
@@ -79,7 +95,8 @@ impl Shared {
             rooms,
             chat_clients: 0,
             echo_clients: 0,
-            handshaking: 0,
+            handshaking: self.admission.pending(),
+            http_requests: self.admission.busy(),
             client_threads: 0,
             queued_bytes: 0,
             backplane,
@@ -88,12 +105,25 @@ impl Shared {
             match conn.kind() {
                 crate::conn::Kind::Chat => g.chat_clients += 1,
                 crate::conn::Kind::Echo => g.echo_clients += 1,
-                crate::conn::Kind::Handshaking => g.handshaking += 1,
+                crate::conn::Kind::Handshaking => {}
             }
             g.queued_bytes += conn.queued_bytes();
         }
         g.client_threads = self.live_clients();
         g
+    }
+}
+
+/// A WebSocket session counted in `Shared::sessions`.
+pub struct SessionGuard<'a> {
+    shared: &'a Shared,
+    /// Sessions, this one included, when it arrived.
+    pub count: usize,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -111,8 +141,6 @@ impl Drop for LiveGuard {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    http: Arc<http::Workers>,
-    front: crate::front::Front,
     heartbeat_stop: crossbeam_channel::Sender<()>,
     stats_stop: crossbeam_channel::Sender<()>,
     stopped: bool,
@@ -194,12 +222,22 @@ impl ServerHandle {
             fanout,
             ips: crate::guard::IpTable::default(),
             tickets: crate::guard::Tickets::default(),
-            allowed_origins: own_origins(http_addr, tls.is_some(), &config.allow_origins),
+            login_names: crate::guard::LoginNames::default(),
+            admission: Arc::new(Admission::new(Limits {
+                max_pending: config.max_handshakes,
+                max_pending_per_ip: config.max_handshakes_per_ip,
+                max_busy: config.max_http_requests,
+                max_busy_per_ip: config.max_handshakes_per_ip,
+                trusted_proxies: config.trusted_proxies.clone(),
+            })),
+            http: Arc::clone(&http),
+            allowed_origins: own_origins(&[http_addr, ws_addr], tls.is_some(), &config.allow_origins),
             flusher,
             tls: tls.clone(),
             http_addr,
             ws_addr,
             shutting_down: AtomicBool::new(false),
+            sessions: std::sync::atomic::AtomicUsize::new(0),
             live: Mutex::new(0),
             live_changed: Condvar::new(),
             config,
@@ -215,21 +253,15 @@ impl ServerHandle {
         let mut threads = vec![flusher_thread, heartbeat.thread, stats_thread];
         threads.extend(sequencer::spawn(Arc::clone(&shared)).map_err(StartError::Thread)?);
         threads.extend(fanout_threads);
-        threads.push(ws_server::spawn_accept_loop(ws_listener, Arc::clone(&shared)).map_err(StartError::Thread)?);
         for i in 0..shared.config.http_threads {
             threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
         }
-        let front_config = crate::front::FrontConfig {
-            max_connections: shared.config.max_http_connections,
-            request_timeout: shared.config.handshake_timeout,
-            trusted_proxies: shared.config.trusted_proxies.clone(),
-            tls,
-            backend: Arc::clone(&http),
-        };
-        let (front, front_thread) =
-            crate::front::Front::start(http_listener, front_config).map_err(StartError::Thread)?;
-        threads.push(front_thread);
-        Ok(ServerHandle { shared, threads, http, front, heartbeat_stop, stats_stop, stopped: false })
+        // One accept path for both ports; one pool of connection threads behind them.
+        let pool = Pool::default();
+        for (name, listener) in [("http-accept", http_listener), ("ws-accept", ws_listener)] {
+            threads.push(accept::spawn(name, listener, Arc::clone(&shared), pool.clone()).map_err(StartError::Thread)?);
+        }
+        Ok(ServerHandle { shared, threads, heartbeat_stop, stats_stop, stopped: false })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -259,15 +291,15 @@ impl ServerHandle {
         let shared = &self.shared;
         shared.shutting_down.store(true, Ordering::Release);
 
-        // Wake the blocking accept() with a connection to ourselves (the accept loop checks
+        // Wake each blocking accept() with a connection to ourselves (the accept loop checks
         // the flag first thing after every accept). Same trick as tiny_http's own Drop.
-        let _ = TcpStream::connect_timeout(&wake_addr(shared.ws_addr), Duration::from_secs(1));
-        self.front.stop();
-        // Each unblock releases one worker waiting in recv().
-        self.http.unblock(shared.config.http_threads);
-
+        for addr in [shared.http_addr, shared.ws_addr] {
+            let _ = TcpStream::connect_timeout(&connectable(addr), Duration::from_secs(1));
+        }
+        // Connections still reading a request, or being answered over HTTP: cut now.
+        let unfinished = shared.admission.close_all();
         let count = shared.hub.close_all(close_code::GOING_AWAY, "server shutting down");
-        log::info!("shutting down: closing {count} connection(s)");
+        log::info!("shutting down: closing {count} WebSocket(s) and {unfinished} other connection(s)");
 
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut live = shared.live.lock();
@@ -289,6 +321,8 @@ impl ServerHandle {
         }
         shared.fanout.stop();
         shared.flusher.stop();
+        // Each unblock releases one worker waiting in recv().
+        shared.http.unblock(shared.config.http_threads);
         let _ = self.heartbeat_stop.try_send(());
         let _ = self.stats_stop.try_send(());
         for t in self.threads.drain(..) {
@@ -330,19 +364,20 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// `http://localhost:PORT`, `http://127.0.0.1:PORT`, `http://[::1]:PORT`, the bound
-/// address if it is a specific one (all `https://` with TLS), and the `--allow-origin`
-/// extras. Compared exactly.
-fn own_origins(http: SocketAddr, tls: bool, extra: &[String]) -> Vec<String> {
-    let port = http.port();
+/// For each listener (both serve the page): `http://localhost:PORT`,
+/// `http://127.0.0.1:PORT`, `http://[::1]:PORT`, the bound address if it is a specific one
+/// (all `https://` with TLS); and the `--allow-origin` extras. Compared exactly.
+fn own_origins(listeners: &[SocketAddr], tls: bool, extra: &[String]) -> Vec<String> {
     let scheme = if tls { "https" } else { "http" };
-    let mut origins = vec![
-        format!("{scheme}://localhost:{port}"),
-        format!("{scheme}://127.0.0.1:{port}"),
-        format!("{scheme}://[::1]:{port}"),
-    ];
-    if !http.ip().is_unspecified() {
-        origins.push(format!("{scheme}://{http}"));
+    let mut origins = vec![];
+    for addr in listeners {
+        let port = addr.port();
+        origins.push(format!("{scheme}://localhost:{port}"));
+        origins.push(format!("{scheme}://127.0.0.1:{port}"));
+        origins.push(format!("{scheme}://[::1]:{port}"));
+        if !addr.ip().is_unspecified() {
+            origins.push(format!("{scheme}://{addr}"));
+        }
     }
     origins.extend(extra.iter().cloned());
     origins.sort();
@@ -350,8 +385,9 @@ fn own_origins(http: SocketAddr, tls: bool, extra: &[String]) -> Vec<String> {
     origins
 }
 
-/// The address to connect to in order to wake our own listener (0.0.0.0 is not connectable).
-fn wake_addr(bound: SocketAddr) -> SocketAddr {
+/// An address that reaches a listener bound to `bound` from this machine (0.0.0.0 is not
+/// connectable): to wake our own accept loops, and as a fallback URL host.
+pub fn connectable(bound: SocketAddr) -> SocketAddr {
     let mut addr = bound;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {

@@ -28,13 +28,20 @@ fn healthz_and_config() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(v["ws_url"], format!("ws://127.0.0.1:{}/ws", server.ws.port()));
+    // The page connects to its own origin (the test client's Host is the HTTP address).
+    assert_eq!(v["ws_url"], format!("ws://{}/ws", server.http));
     assert_eq!(v["max_message_bytes"], 65536);
 
     // The page's host is reused, so a browser that came through a name gets that name back.
     let r = http_request(server.http, "GET", "/api/config", &["Host: chat.example:8080"]);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(v["ws_url"], format!("ws://chat.example:{}/ws", server.ws.port()));
+    assert_eq!(v["ws_url"], "ws://chat.example:8080/ws");
+    // A Host that is not a host name is not echoed into the URL.
+    for bad in ["evil.example/\"><script>", "a b:1", "x:99999999"] {
+        let r = http_request(server.http, "GET", "/api/config", &[&format!("Host: {bad}")]);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["ws_url"], format!("ws://{}/ws", server.http), "{bad}");
+    }
 
     let r = http_get(server.http, "/api/nothing");
     assert_eq!(r.status, 404);
@@ -86,25 +93,24 @@ fn traversal_attempts_get_404() {
 }
 
 #[test]
-fn websocket_upgrade_on_the_http_port_gets_426_naming_the_ws_address() {
+fn the_http_port_speaks_websocket_too_and_the_ws_port_http() {
     let server = TestServer::start();
-    let r = http_request(
-        server.http,
-        "GET",
-        "/ws",
-        &[
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            "Sec-WebSocket-Version: 13",
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        ],
-    );
-    assert_eq!(r.status, 426);
-    assert!(r.text().contains(&format!("ws://127.0.0.1:{}/ws", server.ws.port())), "{}", r.text());
-    // And a real WebSocket client pointed at the HTTP port fails with that status.
-    match connect_raw(&format!("ws://{}/ws", server.http)) {
-        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 426),
-        other => panic!("expected HTTP 426, got {other:?}"),
+    let mut on_http = Client::connect(&format!("ws://{}/ws", server.http));
+    let mut on_ws = server.chat();
+    on_ws.say("across ports");
+    assert_eq!(on_http.recv_type("message")["text"], "across ports");
+    assert_eq!(on_ws.recv_type("message")["text"], "across ports");
+    // /echo too.
+    let mut echo = connect_raw(&format!("ws://{}/echo", server.http)).unwrap();
+    echo.send(tungstenite::Message::text("ping")).unwrap();
+    assert_eq!(echo.read().unwrap(), tungstenite::Message::text("ping"));
+    // Plain HTTP on either port: the page and the API; a WebSocket URL opened as a page
+    // gets 426 saying so.
+    for addr in [server.http, server.ws] {
+        assert_eq!(http_get(addr, "/healthz").status, 200);
+        assert_eq!(http_get(addr, "/").status, 200);
+        let r = http_get(addr, "/ws");
+        assert_eq!((r.status, r.header("Upgrade")), (426, Some("websocket")), "{addr}");
     }
 }
 

@@ -93,14 +93,6 @@ fn unknown_path_is_404_before_the_upgrade() {
 }
 
 #[test]
-fn plain_http_on_the_ws_port_is_400() {
-    let server = TestServer::start();
-    let r = http_get(server.ws, "/ws");
-    assert_eq!(r.status, 400);
-    assert!(r.text().contains("WebSocket"));
-}
-
-#[test]
 fn over_max_clients_gets_503_before_the_upgrade() {
     let server = TestServer::with(|c| c.max_clients = 2);
     let a = server.chat();

@@ -52,7 +52,7 @@ fn metrics_count_what_happened() {
         metric(&server, "threadchat_disconnects_total{reason=\"protocol_error\"}") == 1
             && metric(&server, "threadchat_disconnects_total{reason=\"gone\"}") == 1
     });
-    assert_eq!(metric(&server, "threadchat_handshake_rejections_total{status=\"404\"}"), 1);
+    assert_eq!(metric(&server, "threadchat_refusals_total{reason=\"not_found\"}"), 1);
 }
 
 #[test]

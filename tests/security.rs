@@ -18,7 +18,10 @@ fn foreign_origins_get_403_own_and_listed_ones_pass() {
         "https://evil.example".to_string(),
         format!("{own}.evil.example"), // substring tricks
         format!("{own}/"),
-        format!("http://127.0.0.1:{}", server.http.port() + 1),
+        format!(
+            "http://127.0.0.1:{}",
+            (1..).map(|d| server.http.port().wrapping_add(d)).find(|p| *p != server.ws.port()).unwrap()
+        ),
         "null".to_string(),
         "https://chat.example.org.evil".to_string(),
     ] {
@@ -188,11 +191,6 @@ fn tickets_are_not_offered_when_authentication_is_off() {
     assert_eq!(ticket(&server, &[]).status, 404);
     let config: serde_json::Value = serde_json::from_slice(&http_get(server.http, "/api/config").body).unwrap();
     assert!(config["auth"].is_null());
-}
-
-fn jwt(secret: &str, claims: serde_json::Value) -> String {
-    use jsonwebtoken::{EncodingKey, Header, encode};
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 #[test]

@@ -19,8 +19,10 @@ mod rooms;
 mod observability;
 // Hostile clients: huge frame headers, ping floods, RSTs, panics, leaks.
 mod adversarial;
-// The HTTP port's front: header limits, slowloris, connection cap, fd exhaustion, keep-alive.
-mod front;
+// The one way in, both ports: head limits, deadlines, admission caps, fd exhaustion, keep-alive.
+mod entrance;
+// The HTTP side under attack: malformed paths, API access rules, CSRF, non-readers, panics.
+mod hostile_http;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
 // TLS on both listeners (rcgen certificate, rustls client).

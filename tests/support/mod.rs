@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,13 @@ pub struct Client {
 impl Client {
     /// Connects to a chat URL and consumes the welcome.
     pub fn connect(url: &str) -> Client {
-        let mut ws = connect_raw(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self::connect_from(None, url)
+    }
+
+    /// Connects from `local` (e.g. 127.0.0.2: all of 127/8 is loopback on Linux), to play a
+    /// client at another address than the test's hostile one.
+    pub fn connect_from(local: Option<IpAddr>, url: &str) -> Client {
+        let mut ws = connect_from(local, url, &[]).unwrap_or_else(|e| panic!("connect {url}: {e}"));
         let welcome = read_json(&mut ws);
         assert_eq!(welcome["type"], "welcome", "first frame must be the welcome: {welcome}");
         let id = welcome["id"].as_u64().expect("welcome.id is a number");
@@ -188,6 +194,31 @@ impl Client {
 
 /// Connects with extra request headers (`Origin`, `Authorization`, `Cookie`…).
 pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    connect_from(None, url, headers)
+}
+
+/// A TCP connection to `addr` whose local end is bound to `local` (any 127/8 address).
+pub fn tcp_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(local, 0).into())?;
+    socket.connect_timeout(&addr.into(), WAIT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    Ok(stream)
+}
+
+/// The second address tests use for an innocent client.
+pub fn other_ip() -> IpAddr {
+    IpAddr::from([127, 0, 0, 2])
+}
+
+/// [`connect_with`] from a chosen local address (`None`: the default, 127.0.0.1).
+pub fn connect_from(
+    local: Option<IpAddr>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
     use tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request()?;
     for (k, v) in headers {
@@ -197,7 +228,10 @@ pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<WebSocket<Tcp
         );
     }
     let addr: SocketAddr = url.trim_start_matches("ws://").split('/').next().and_then(|a| a.parse().ok()).unwrap();
-    let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    let stream = match local {
+        Some(local) => tcp_from(local, addr)?,
+        None => TcpStream::connect_timeout(&addr, WAIT)?,
+    };
     stream.set_read_timeout(Some(WAIT))?;
     stream.set_write_timeout(Some(WAIT))?;
     match tungstenite::client::client(req, stream) {
@@ -268,8 +302,24 @@ impl HttpResponse {
 /// Sends `GET path` exactly as given (no client-side normalization of `..`), with `extra`
 /// header lines, and reads the whole response (the server closes: `Connection: close`).
 pub fn http_request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> HttpResponse {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    http_request_from(None, addr, method, path, extra, "")
+}
+
+/// [`http_request`] from a chosen local address, with a body.
+pub fn http_request_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &str,
+) -> HttpResponse {
+    let mut stream = match local {
+        Some(local) => tcp_from(local, addr).expect("connect"),
+        None => TcpStream::connect_timeout(&addr, WAIT).expect("connect"),
+    };
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !extra.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
         req.push_str(&format!("Host: {addr}\r\n"));
@@ -278,7 +328,11 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) 
         req.push_str(h);
         req.push_str("\r\n");
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     stream.write_all(req.as_bytes()).expect("write request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response (timeout is WAIT)");
@@ -342,12 +396,24 @@ pub struct BinaryServer {
 }
 
 impl BinaryServer {
+    /// The binary with the rate limits and per-IP cap lifted (tests flood from one address).
     pub fn start(extra_args: &[&str]) -> BinaryServer {
         Self::start_limited(extra_args, None)
     }
 
     /// With `max_fds`, the server runs with that `RLIMIT_NOFILE` (to test fd exhaustion).
     pub fn start_limited(extra_args: &[&str], max_fds: Option<u64>) -> BinaryServer {
+        let lifted = ["--message-rate", "1000000", "--upgrade-rate", "1000000", "--max-clients-per-ip", "10000"];
+        Self::spawn([&lifted[..], extra_args].concat().as_slice(), max_fds)
+    }
+
+    /// The binary exactly as `cargo run` starts it (every default limit), but on free ports
+    /// and a temporary data directory, plus `extra_args`.
+    pub fn start_defaults(extra_args: &[&str]) -> BinaryServer {
+        Self::spawn(extra_args, None)
+    }
+
+    fn spawn(extra_args: &[&str], max_fds: Option<u64>) -> BinaryServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_threadchat"));
         if let Some(max) = max_fds {
             use std::os::unix::process::CommandExt;
@@ -369,7 +435,6 @@ impl BinaryServer {
         }
         let mut child = command
             .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
-            .args(["--message-rate", "1000000", "--upgrade-rate", "1000000", "--max-clients-per-ip", "10000"])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -393,6 +458,10 @@ impl BinaryServer {
 
     pub fn chat_url(&self) -> String {
         format!("ws://{}/ws", self.ws)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -502,4 +571,10 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An HS256 JWT with these claims, signed with `secret`.
+pub fn jwt(secret: &str, claims: Value) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }

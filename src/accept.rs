@@ -1,0 +1,91 @@
+//! The accept loop, one per listener (the HTTP port and `--ws-addr` run the same function):
+//! accept, admit (see `admission.rs`), and hand the socket to a connection thread. It never
+//! reads from a socket, so a client that connects and says nothing holds up only its own
+//! thread, which its deadline ends — and admission bounds how many such threads exist.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::admission::Refused;
+use crate::conn::Conn;
+use crate::server::Shared;
+use crate::threads::Pool;
+
+/// After an accept error (EMFILE, ENFILE, ENOBUFS: out of resources), accepting pauses
+/// this long instead of spinning; the connections wait in the listen backlog meanwhile.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Starts the accept loop for `listener` on a thread called `name`.
+pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, pool: Pool) -> std::io::Result<JoinHandle<()>> {
+    let label = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 * 1024)
+        .spawn(move || accept_loop(&label, &listener, &shared, &pool))
+}
+
+fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &Pool) {
+    // Set while accept keeps failing, so an episode is logged once, not 20 times a second.
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let accepted = listener.accept();
+        if shared.is_shutting_down() {
+            return; // the wake-up connection from shutdown(), or a late client
+        }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                if failing_since.is_none() {
+                    log::error!("{name}: accept failed: {e}; retrying every {ACCEPT_BACKOFF:?}");
+                    failing_since = Some(Instant::now());
+                }
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        if let Some(since) = failing_since.take() {
+            log::warn!("{name}: accept works again after {:.1?}", since.elapsed());
+        }
+        let tls = match &shared.tls {
+            None => None,
+            Some(config) => match crate::stream::new_tls(config) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    log::error!("{peer}: TLS setup failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let conn = Arc::new(Conn::new(
+            shared.hub.next_id(),
+            peer,
+            stream,
+            tls,
+            shared.config.max_queued_bytes,
+            Arc::clone(&shared.flusher),
+            Arc::clone(&shared.metrics),
+        ));
+        // Counted before a thread is spent on it; refused ones are just closed (nothing has
+        // been read, so there is no request to answer).
+        let slot = match shared.admission.accept(&conn) {
+            Ok(slot) => slot,
+            Err(Refused::TooManyFromAddress) => {
+                log::info!("{peer}: closed at accept: too many unfinished connections from this address");
+                shared.metrics.rejected(crate::metrics::Refusal::Capacity);
+                continue;
+            }
+            Err(Refused::ShuttingDown) => return,
+        };
+        // Counted from here, so shutdown waits for this connection's thread too.
+        let live = shared.enter_client();
+        let job = Box::new({
+            let shared = Arc::clone(shared);
+            move || crate::session::serve(conn, slot, &shared, live)
+        });
+        if let Err(e) = pool.run(job) {
+            log::error!("{peer}: cannot start a connection thread: {e}");
+        }
+    }
+}

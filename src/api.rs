@@ -1,0 +1,364 @@
+//! The routes tiny_http's workers answer: the page, health checks, metrics, and the JSON API.
+//!
+//! Access rules, the same as at the WebSocket upgrade (see docs/security.md):
+//! - With `--token`/`--jwt-secret`, every route that reads or writes chat (rooms, history,
+//!   posting) needs the credential (`Authorization: Bearer`, the `threadchat_token` cookie,
+//!   or `?token=`): `401` otherwise. Each failed attempt spends the address's upgrade budget,
+//!   so guessing is as slow over HTTP as over WebSocket (`429` when it is spent).
+//! - State-changing routes (`POST`) refuse a browser page from a foreign origin (`403`) and a
+//!   body that is not JSON (`415`): together they stop cross-site form posts (CSRF), since a
+//!   form can send neither an allowed `Origin` nor `application/json`.
+//! - `POST`s are rate-limited per address (`429` with `Retry-After`).
+//! - A JWT's name is its holder's alone: a post under another JWT user's name is `403`.
+//! - `/healthz`, `/readyz`, `/metrics`, `/api/config`, `/api/stats` and the page stay open.
+
+use std::time::Duration;
+
+use tiny_http::{Method, Request, Response};
+
+use crate::guard::Identity;
+use crate::http::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::server::Shared;
+
+/// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
+const MAX_HISTORY_PAGE: usize = 1000;
+/// …and in bytes of message text (roughly the JSON's size): a page stays small enough to
+/// hold whole while a slow client reads it. Page on with `after=`.
+const MAX_HISTORY_PAGE_BYTES: usize = 1024 * 1024;
+/// How long a `POST` waits for its message to be stored.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
+    let url = request.url().to_string();
+    let path = url.split(['?', '#']).next().unwrap_or("/").to_string();
+    let query = url.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or("")).to_string();
+    if shared.config.panic_on_path.as_deref() == Some(path.as_str()) {
+        panic!("http {path}: injected panic (test hook)");
+    }
+    let history_room = path.strip_prefix("/api/rooms/").and_then(|r| r.strip_suffix("/messages")).map(str::to_string);
+    let method = request.method().clone();
+    let get = matches!(method, Method::Get | Method::Head);
+    match path.as_str() {
+        "/healthz" if get => text(200, "ok\n"),
+        // Readiness (for a load balancer): with --redis, only while the backplane is
+        // connected and caught up; without, always.
+        "/readyz" if get => match shared.backplane.as_deref().map(|b| b.ready()) {
+            Some(Err(why)) => text(503, &format!("{why}\n")),
+            _ if shared.is_shutting_down() => text(503, "shutting down\n"),
+            _ => text(200, "ready\n"),
+        },
+        "/api/config" if get => {
+            let body = serde_json::json!({
+                // "token": the page must get a ticket (POST /api/ticket) before connecting.
+                "auth": if shared.config.auth_required() { serde_json::json!("token") } else { serde_json::Value::Null },
+                "ws_url": ws_url(request, shared),
+                "max_message_bytes": shared.config.max_message_bytes,
+                "max_text_chars": crate::protocol::MAX_TEXT_CHARS,
+            });
+            json(200, &body).with_header(header("Cache-Control", "no-store"))
+        }
+        "/metrics" if get => Response::from_data(shared.metrics.render(&shared.gauges()).into_bytes())
+            .with_status_code(200)
+            .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")),
+        "/api/stats" if get => {
+            let body = serde_json::json!({
+                "interval_secs": crate::metrics::SAMPLE_INTERVAL.as_secs(),
+                "samples": shared.metrics.history(),
+            });
+            json(200, &body).with_header(header("Cache-Control", "no-store"))
+        }
+        "/api/ticket" if method == Method::Post => {
+            guarded_post(request, shared, &query).unwrap_or_else(|identity| issue_ticket(request, shared, identity))
+        }
+        "/api/rooms" if get => match caller(request, shared, &query) {
+            Ok(_) => json(200, &serde_json::json!({ "rooms": shared.hub.rooms() })),
+            Err(refusal) => refusal,
+        },
+        _ if history_room.is_some() => {
+            let room = history_room.as_deref().unwrap_or_default();
+            if let Err(e) = crate::protocol::validate_room(room) {
+                return json(400, &serde_json::json!({ "error": e }));
+            }
+            match method {
+                Method::Get | Method::Head => match caller(request, shared, &query) {
+                    Ok(_) => room_history(room, &query, shared),
+                    Err(refusal) => refusal,
+                },
+                Method::Post => match guarded_post(request, shared, &query) {
+                    Ok(refusal) => refusal,
+                    Err(identity) => post_message(room, request, shared, identity),
+                },
+                _ => text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD, POST")),
+            }
+        }
+        // A browser (or curl) that opens a WebSocket URL as a page.
+        "/ws" | "/echo" => text(426, "this is a WebSocket endpoint: connect with a WebSocket client\n")
+            .with_header(header("Upgrade", "websocket")),
+        _ if path.starts_with("/api/") && get => json(404, &serde_json::json!({"error": "no such API endpoint"})),
+        _ if get => static_file(&path, request, shared),
+        _ => text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD")),
+    }
+}
+
+/// Who is asking, for a route that reads or writes chat: `Ok` if allowed (anonymous when
+/// the server has no authentication), else the `401`/`429` to answer.
+fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, HttpResponse> {
+    let cfg = &shared.config;
+    if !cfg.auth_required() {
+        return Ok(Identity::Anonymous);
+    }
+    let given =
+        crate::guard::token_from(query, request_header(request, "Authorization"), request_header(request, "Cookie"));
+    if let Some(identity) =
+        given.and_then(|g| crate::guard::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
+    {
+        if let Identity::Named(name) = &identity {
+            shared.login_names.note(name);
+        }
+        return Ok(identity);
+    }
+    // A failed attempt costs what an upgrade attempt costs: guessing stays slow everywhere.
+    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+        shared.metrics.rejected(crate::metrics::Refusal::Rate);
+        return Err(too_many("too many failed attempts; slow down"));
+    }
+    shared.metrics.rejected(crate::metrics::Refusal::Auth);
+    Err(json(401, &serde_json::json!({ "error": "missing or wrong credentials" }))
+        .with_header(header("WWW-Authenticate", "Bearer")))
+}
+
+/// The checks every `POST` passes, cheapest first: origin (403), content type (415),
+/// credentials (401/429), the address's rate (429). `Err(identity)`: go ahead (the inverted
+/// `Result` keeps the refusal, the common early exit, in `Ok`).
+fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpResponse, Identity> {
+    if let Some(origin) = request_header(request, "Origin")
+        && !shared.allowed_origins.iter().any(|o| o == origin)
+    {
+        shared.metrics.rejected(crate::metrics::Refusal::Origin);
+        return Ok(json(403, &serde_json::json!({ "error": "origin not allowed (see --allow-origin)" })));
+    }
+    let has_body = request.body_length().is_some_and(|n| n > 0);
+    let json_type = request_header(request, "Content-Type")
+        .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json_type {
+        shared.metrics.rejected(crate::metrics::Refusal::BadRequest);
+        return Ok(json(415, &serde_json::json!({ "error": "send the body as Content-Type: application/json" })));
+    }
+    let identity = match caller(request, shared, query) {
+        Ok(identity) => identity,
+        Err(refusal) => return Ok(refusal),
+    };
+    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let rate = shared.config.message_rate;
+    if !shared.ips.allow_post(ip, rate, rate * 2.0) {
+        shared.metrics.rejected(crate::metrics::Refusal::Rate);
+        return Ok(too_many(&format!("at most {rate} requests per second from one address")));
+    }
+    Err(identity)
+}
+
+fn too_many(error: &str) -> HttpResponse {
+    json(429, &serde_json::json!({ "error": error })).with_header(header("Retry-After", "1"))
+}
+
+/// `POST /api/ticket`: a one-time ticket for one WebSocket upgrade, valid 30 s, from this
+/// address only (see `guard.rs`). Needs authentication to be enabled.
+fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpResponse {
+    if !shared.config.auth_required() {
+        return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));
+    }
+    // A ticket bought with a JWT carries its name to the socket.
+    let name = match identity {
+        Identity::Named(name) => Some(name),
+        Identity::Anonymous => None,
+    };
+    let Some(ip) = peer_ip(request) else {
+        return json(400, &serde_json::json!({ "error": "no peer address" }));
+    };
+    match shared.tickets.issue(ip, name) {
+        Some(ticket) => {
+            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::guard::TICKET_TTL.as_secs() }))
+                .with_header(header("Cache-Control", "no-store"))
+        }
+        None => json(503, &serde_json::json!({ "error": "too many outstanding tickets" })),
+    }
+}
+
+/// `GET /api/rooms/{room}/messages?after=SEQ&limit=N`: stored messages, oldest first; at
+/// most `limit` (1–1000, default 100) and about 1 MiB.
+fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
+    let mut after = 0u64;
+    let mut limit = 100usize;
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        let parsed = match key {
+            // Sequence numbers are stored as SQL BIGINT: past i64::MAX is not a position.
+            "after" => value.parse::<u64>().ok().filter(|&v| v <= i64::MAX as u64).map(|v| after = v).is_some(),
+            "limit" => value.parse().map(|v: usize| limit = v.clamp(1, MAX_HISTORY_PAGE)).is_ok(),
+            _ => true,
+        };
+        if !parsed {
+            return json(400, &serde_json::json!({ "error": format!("{key} must be an integer from 0 to 2^63-1") }));
+        }
+    }
+    match shared.store.range(room, after, limit) {
+        Ok(mut messages) => {
+            let mut bytes = 0;
+            let fits = messages
+                .iter()
+                .position(|m| {
+                    bytes += m.text.len() + m.name.len() + 96;
+                    bytes > MAX_HISTORY_PAGE_BYTES
+                })
+                .unwrap_or(messages.len());
+            messages.truncate(fits.max(1));
+            json(200, &serde_json::json!({ "room": room, "messages": messages }))
+        }
+        Err(e) => {
+            log::error!("history read failed: {e}");
+            json(503, &serde_json::json!({ "error": "history store unavailable" }))
+        }
+    }
+}
+
+/// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
+/// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
+fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Identity) -> HttpResponse {
+    let limit = crate::exchange::MAX_BODY_BYTES;
+    let mut body = Vec::new();
+    if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
+        || body.len() as u64 > limit
+    {
+        return json(400, &serde_json::json!({ "error": "could not read the body" }));
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return json(400, &serde_json::json!({ "error": "body must be a JSON object" })),
+    };
+    let msg = serde_json::json!({ "type": "message", "room": room, "text": value.get("text") });
+    let text = match crate::protocol::parse_client(&msg.to_string()) {
+        Ok(crate::protocol::ClientMsg::Message { text, .. }) => text,
+        Ok(_) => return json(400, &serde_json::json!({ "error": "not a message" })),
+        Err(e) => return json(400, &serde_json::json!({ "error": e })),
+    };
+    let asked = match value.get("name") {
+        None => None,
+        Some(serde_json::Value::String(n)) => match crate::protocol::validate_name(n) {
+            Ok(()) => Some(n.clone()),
+            Err(e) => return json(400, &serde_json::json!({ "error": e })),
+        },
+        Some(_) => return json(400, &serde_json::json!({ "error": "\"name\" must be a string" })),
+    };
+    let name = match (identity, asked) {
+        (Identity::Named(own), Some(other)) if other != own => {
+            return json(403, &serde_json::json!({ "error": "your name comes from your login and cannot be changed" }));
+        }
+        (Identity::Named(own), _) => own,
+        (Identity::Anonymous, Some(asked)) if shared.login_names.is_taken(&asked) => {
+            return json(403, &serde_json::json!({ "error": "that name belongs to a signed-in user" }));
+        }
+        (Identity::Anonymous, asked) => asked.unwrap_or_else(|| "http".to_string()),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let submit = crate::sequencer::Submit {
+        room: room.to_string(),
+        id: shared.hub.next_id(),
+        name: std::sync::Arc::from(name),
+        text,
+        reply: crate::sequencer::Reply::Http(tx),
+    };
+    if let Err(e) = shared.sequencer.submit(submit) {
+        return json(503, &serde_json::json!({ "error": e }));
+    }
+    match rx.recv_timeout(POST_TIMEOUT) {
+        Ok(Ok(m)) => json(201, &serde_json::to_value(&m).unwrap_or_default()),
+        Ok(Err(e)) => json(503, &serde_json::json!({ "error": e })),
+        Err(_) => json(503, &serde_json::json!({ "error": "timed out waiting for the history store" })),
+    }
+}
+
+/// The chat URL the page should connect to: `--public-ws-url` if given, otherwise `/ws` on
+/// the page's own origin — from the Host header if it is a well-formed `host[:port]` (it
+/// ends up in a URL we hand back), else the HTTP listener's address.
+fn ws_url(request: &Request, shared: &Shared) -> String {
+    if let Some(url) = &shared.config.public_ws_url {
+        return url.clone();
+    }
+    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+    let host = request_header(request, "Host")
+        .filter(|h| is_valid_host(h))
+        .map_or_else(|| crate::server::connectable(shared.http_addr).to_string(), str::to_string);
+    format!("{scheme}://{host}/ws")
+}
+
+/// `name[:port]` or `[v6][:port]`: host-name characters only, a numeric port.
+fn is_valid_host(host: &str) -> bool {
+    if host.is_empty() || host.len() > 255 {
+        return false;
+    }
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else { return false };
+        if !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            return false;
+        }
+        match (after, after.strip_prefix(':')) {
+            ("", _) => (v6, None),
+            (_, Some(port)) => (v6, Some(port)),
+            _ => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_ok = port.is_none_or(|p| (1..=5).contains(&p.len()) && p.chars().all(|c| c.is_ascii_digit()));
+    name_ok && port_ok
+}
+
+/// What the page may load and where it may connect: only this origin (and, for the
+/// second port, its WebSocket address); no inline script or style, no framing.
+fn content_security_policy(request: &Request, shared: &Shared) -> String {
+    let ws = ws_url(request, shared);
+    let ws_origin = ws.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
+    let second = format!("{scheme}://{}", crate::server::connectable(shared.ws_addr));
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' {ws_origin} {second}; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+fn static_file(path: &str, request: &Request, shared: &Shared) -> HttpResponse {
+    let Some(file) = crate::files::find(path, shared.config.static_dir.as_deref()) else {
+        return text(404, "not found\n");
+    };
+    let mut response = Response::from_data(file.body)
+        .with_status_code(200)
+        .with_header(header("Content-Type", file.content_type))
+        .with_header(header("Cache-Control", "no-cache"));
+    if file.is_page {
+        response = response
+            .with_header(header("Content-Security-Policy", &content_security_policy(request, shared)))
+            .with_header(header("X-Frame-Options", "DENY"))
+            .with_header(header("Referrer-Policy", "no-referrer"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_headers_are_validated() {
+        for good in ["example.com", "example.com:3000", "127.0.0.1:3000", "[::1]:3000", "[::1]", "localhost"] {
+            assert!(is_valid_host(good), "{good}");
+        }
+        for bad in ["", "evil.com/\"><script>", "a b", "x:3000:1", "x:abc", "x:123456", "[::1]junk", "[zz]:1"] {
+            assert!(!is_valid_host(bad), "{bad}");
+        }
+    }
+}
