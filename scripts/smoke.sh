@@ -16,7 +16,8 @@ check() { # check NAME CONDITION...
   if "$@"; then pass=$((pass + 1)); echo "ok   $name"; else echo "FAIL $name" >&2; exit 1; fi
 }
 
-start_server "$work"
+# Its own data directory: never the repo's ./data, which `cargo run` uses.
+start_server "$work" --data-dir "$work/data"
 echo "server: http://$HTTP ws://$WS"
 
 curl -fsS "http://$HTTP/" -o "$work/index.html"
@@ -24,13 +25,14 @@ check "page is served" grep -q "<title>threadchat</title>" "$work/index.html"
 ctype=$(curl -fsS -o /dev/null -w '%{content_type}' "http://$HTTP/app.js")
 check "app.js content type" [ "$ctype" = "text/javascript; charset=utf-8" ]
 check "healthz" [ "$(curl -fsS "http://$HTTP/healthz")" = "ok" ]
-check "config names the ws url" grep -q "\"ws_url\":\"ws://127.0.0.1:${WS##*:}/ws\"" <(curl -fsS "http://$HTTP/api/config")
+check "config names the page's own origin" grep -q "\"ws_url\":\"ws://$HTTP/ws\"" <(curl -fsS "http://$HTTP/api/config")
 status=$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "http://$HTTP/../Cargo.toml")
 check "traversal is 404" [ "$status" = "404" ]
 status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' "http://$HTTP/ws")
-check "upgrade on the http port is 426" [ "$status" = "426" ]
-status=$(curl -s -o /dev/null -w '%{http_code}' "http://$WS/nope")
-check "plain request on the ws port is refused" [ "$status" = "400" ]
+check "an upgrade without a key is 400" [ "$status" = "400" ]
+status=$(curl -s -o /dev/null -w '%{http_code}' "http://$HTTP/ws")
+check "a plain GET of /ws is 426" [ "$status" = "426" ]
+check "the ws port serves the page too" [ "$(curl -fsS "http://$WS/healthz")" = "ok" ]
 
 "$BIN" tail "ws://$WS/ws" --count 2 --type message --timeout-secs 10 >"$work/tail.out" 2>"$work/tail.err" &
 tail_pid=$!
@@ -39,7 +41,7 @@ check "tail connected" grep -q "connected as client" "$work/tail.err"
 
 "$BIN" send "ws://$WS/ws" "hello from smoke" --name smoke >"$work/send1.out"
 check "send prints its broadcast" grep -q '"text":"hello from smoke"' "$work/send1.out"
-"$BIN" send "ws://$WS/ws" "second" >/dev/null
+"$BIN" send "ws://$HTTP/ws" "second, through the http port" >/dev/null
 wait_exit "$tail_pid" 10
 check "tail got both messages" [ "$(grep -c '"type":"message"' "$work/tail.out")" = "2" ]
 check "tail saw the name" grep -q '"name":"smoke"' "$work/tail.out"

@@ -347,3 +347,22 @@ fn status_after_within(addr: SocketAddr, within: Duration) -> Option<String> {
     let n = s.read(&mut head).ok()?;
     Some(String::from_utf8_lossy(&head[..n]).into_owned())
 }
+
+#[test]
+fn a_client_that_does_not_read_its_responses_is_cut_at_the_write_deadline() {
+    let server = TestServer::with(|c| c.handshake_timeout = Duration::from_secs(1));
+    let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
+    // A small receive window and thousands of pipelined requests, never read.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect_timeout(&server.http.into(), WAIT).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all("GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000).as_bytes());
+    wait_until("a response is stuck on the client", || shared.admission.busy() == 1);
+    let stuck = Instant::now();
+    wait_until("the connection is cut", || shared.admission.busy() == 0 && shared.admission.pending() == 0);
+    assert!(stuck.elapsed() < Duration::from_secs(3), "{:?}", stuck.elapsed());
+    assert!(stuck.elapsed() > Duration::from_millis(500), "cut at the deadline, not at once: {:?}", stuck.elapsed());
+    assert_eq!(http_get(server.http, "/healthz").status, 200);
+}

@@ -120,6 +120,54 @@ test("a message typed in one page appears in both, as text", async () => {
   }
 });
 
+test("the page chats over the HTTP port alone, under its Content-Security-Policy", async () => {
+  const server = await startServer();
+  try {
+    const url = `http://${server.http}/`;
+    const seen = []; // every URL either page asked for, WebSockets included
+    const violations = [];
+    const open = async () => {
+      const page = await browser.newPage();
+      page.on("request", (r) => seen.push(r.url()));
+      page.on("websocket", (ws) => seen.push(ws.url()));
+      await page.addInitScript(() => {
+        window.__csp = [];
+        document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective));
+      });
+      const response = await page.goto(url);
+      const csp = response.headers()["content-security-policy"] || "";
+      assert.match(csp, /frame-ancestors 'none'/);
+      assert.match(csp, /script-src 'self'/);
+      await page.locator("#status.connected").waitFor({ timeout: WAIT });
+      return page;
+    };
+    const alice = await open();
+    const bob = await open();
+    await send(alice, "one port is enough");
+    await bob.locator("#messages li.message", { hasText: "one port is enough" }).waitFor({ timeout: WAIT });
+    for (const page of [alice, bob]) violations.push(...(await page.evaluate(() => window.__csp)));
+    assert.deepEqual(violations, [], "the page itself breaks no rule of its policy");
+    // The policy is in force: an injected inline script does not run, and is reported.
+    const ran = await alice.evaluate(async () => {
+      const s = document.createElement("script");
+      s.textContent = "window.__inline = 1";
+      document.body.appendChild(s);
+      await new Promise((r) => setTimeout(r, 100));
+      return { inline: window.__inline, reported: window.__csp.length };
+    });
+    assert.deepEqual(ran, { inline: undefined, reported: 1 });
+    const wsPort = server.ws.split(":").pop();
+    const others = seen.filter((u) => new URL(u).host !== server.http);
+    assert.deepEqual(others, [], `nothing but ${server.http} was contacted (the second port is ${wsPort})`);
+    assert.ok(seen.some((u) => u.startsWith(`ws://${server.http}/ws`)), `the chat socket is on the page's origin: ${seen}`);
+    await alice.screenshot({ path: path.join(SHOTS, "browser-one-port.png") });
+    await alice.close();
+    await bob.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});
+
 test("the page shows a lost connection and reconnects by itself", async () => {
   const first = await startServer();
   const page = await openChat(`http://${first.http}/`);
