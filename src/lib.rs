@@ -1,7 +1,7 @@
 //! threadchat: a synchronous, thread-per-connection WebSocket chat server.
 //!
-//! The architecture (every thread, channel and lock) is described at the top of
-//! `src/main.rs` and in the README. Modules, one role each:
+//! The architecture (every thread, channel and lock, who owns each socket) is described
+//! once, in the README. Modules, one role each:
 //!
 //! - [`config`]: flags and env vars → one validated [`config::Config`].
 //! - [`server`]: binds the listeners, starts the threads, graceful shutdown.

@@ -1,54 +1,12 @@
 //! `threadchat`: serve, or act as a command-line chat client.
 //!
-//! # Architecture
-//!
-//! Threads (all blocking, no async runtime):
-//! - **main**: parses the config, starts the server, prints the two `listening` lines, then
-//!   waits on a channel for Ctrl-C / SIGTERM (from the `ctrlc` handler thread) and runs the
-//!   graceful shutdown.
-//! - **http-front**: owns the HTTP port: an epoll loop (mio) that accepts, terminates TLS,
-//!   enforces the HTTP limits and timeouts, and forwards complete requests to tiny_http over
-//!   a private Unix socket (`front.rs`).
-//! - **http-N** (`--http-threads`, default 4): loop on `tiny_http::Server::recv_timeout()`
-//!   and answer the page and API. tiny_http adds its own accept thread and a thread per
-//!   connection from the front.
-//! - **ws-accept**: accepts WebSocket TCP connections and spawns a client thread for each.
-//!   It never reads a socket.
-//! - **ws-client** (one per connection): the upgrade (with a deadline), then the only reader
-//!   of its socket: a blocking `read()` loop through tungstenite, handling each message.
-//!   Finished client threads idle for a while and are reused for new connections.
-//! - **heartbeat**: every `--ping-interval-secs` pings each client and terminates those that
-//!   did not answer the previous ping; also cuts clients that ignore a server Close.
-//! - **flusher**: one epoll loop (mio) that finishes writes to sockets whose kernel send
-//!   buffer was full.
-//! - **stats**: samples the counters once a second for `/api/stats`.
-//! - **sequencer**: numbers chat messages per room, commits each batch to the history
-//!   store in one transaction, then broadcasts them and acknowledges them.
-//! - **pruner**: deletes history that retention no longer covers, in small chunks, and
-//!   runs SQLite's WAL checkpoints.
-//! - **fanout-N** (one per core): flush members' outboxes after each committed batch.
-//! - **backplane** (only with `--redis`): follows the cluster's Redis stream and stores,
-//!   broadcasts and acknowledges in its order; syncs cluster presence (`backplane.rs`).
-//!
-//! Who writes each socket: nobody writes directly. Every byte (handshake response,
-//! broadcasts, replies, pings, tungstenite's pongs and Close replies) is appended to the
-//! connection's outbox (`conn.rs`, a `parking_lot::Mutex`), and one thread at a time — the
-//! current *writer*, marked in the outbox — drains it with non-blocking `sendmsg`. When the
-//! kernel buffer is full the flusher thread becomes the writer until it drains. With TLS the
-//! writer encrypts as it sends, under the connection's `tls` lock (taken after the outbox's).
-//! HTTP sockets belong to http-front alone.
-//!
-//! Locks: the hub's lock (`hub.rs`: the client list and the rooms), each connection's
-//! outbox, rooms and name locks (`conn.rs`), the per-IP table and the tickets (`guard.rs`),
-//! the store's connection pools (`store/`), the metrics history, and the live-thread
-//! counter. Order: hub → outbox / rooms / name, never the reverse; the others are leaves.
-//! None is held across a socket call. The one lock held across disk I/O is the store's
-//! writer connection, during a commit, and only the sequencer takes it.
-//!
-//! Channels: the sequencer's bounded submission queue, the pruner's notices, the fan-out
-//! pool's jobs, flusher commands (park a socket / stop), heartbeat close deadlines,
-//! heartbeat and stats stop, the accept loop's hand-off to idle client threads, and the
-//! signal channel to main.
+//! The architecture — every thread, channel and lock, and who owns each socket — is told
+//! once, in the README's "Architecture" section. In one breath: both listeners run one
+//! accept loop (`accept.rs`) that hands each admitted connection (`admission.rs`) to a
+//! thread of its own (`session.rs`); that thread reads a request head and becomes a
+//! WebSocket session (`client.rs`) or answers HTTP through tiny_http (`exchange.rs`);
+//! chat messages are numbered, stored and broadcast by the sequencer; every byte to a
+//! socket goes through that connection's outbox (`conn.rs`).
 
 use std::process::ExitCode;
 
