@@ -46,7 +46,7 @@ start_once() {
     threadchat)
       rm -rf "$work/data"
       RUST_LOG=warn "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
-        --max-clients-per-ip 12000 --upgrade-rate 1000000 --message-rate 1000000 \
+        --max-clients-per-ip 12000 --max-handshakes-per-ip 1024 --upgrade-rate 1000000 --message-rate 1000000 \
         --data-dir "$work/data" ${TC_ARGS:-} >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
     node)

@@ -36,6 +36,9 @@ pub enum After {
 }
 
 /// Answers one HTTP request whose head has been read. `buf` holds what followed the head.
+// Not inlined into the connection thread's entry: its frame (response parsing, formatting)
+// would otherwise stay resident under every idle WebSocket session on the same thread.
+#[inline(never)]
 pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mut Slot, shared: &Shared) -> After {
     let conn = Arc::clone(&stream.conn);
     let refuse = |status: u16, text: &str, extra: &str| {

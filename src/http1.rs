@@ -60,6 +60,9 @@ impl HeadError {
 /// Reads until `buf` holds a complete head, then parses it and removes it from `buf`.
 /// Whatever followed the head (a pipelined request, a body, WebSocket frames) stays in
 /// `buf` for the caller.
+// Not inlined: the parser's header array (2 KiB) must not join the frames a WebSocket
+// session idles in for hours (see `threads::release_unused_stack`).
+#[inline(never)]
 pub fn read_head(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<Head, HeadError> {
     loop {
         if let Some((head, len)) = parse(buf)? {

@@ -37,7 +37,11 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
         if head.wants_websocket() {
             // The hub counts it from here on (or it is refused and closes).
             slot.leave();
-            return crate::client::run(stream, head, buf, shared);
+            // Only the bytes, not `buf`'s 2 KiB of capacity: tungstenite would keep that
+            // buffer as its read buffer for the whole session (1 KiB more per idle client).
+            let tail = buf.as_slice().to_vec();
+            drop(buf);
+            return crate::client::run(stream, head, tail, shared);
         }
         match crate::exchange::answer(&mut stream, &mut buf, &head, &mut slot, shared) {
             After::KeepAlive if slot.wait_for_next() => {
@@ -56,6 +60,7 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
 /// Answers a request head that could not be read (if anyone is there to read the answer).
 /// `first`: no request was answered on this connection yet (a keep-alive connection that
 /// goes quiet after its requests is not a refusal).
+#[inline(never)]
 fn refuse_head(conn: &Arc<Conn>, shared: &Shared, e: &HeadError, first: bool) {
     match e.status() {
         Some((status, text)) => {

@@ -366,3 +366,37 @@ fn a_client_that_does_not_read_its_responses_is_cut_at_the_write_deadline() {
     assert!(stuck.elapsed() > Duration::from_millis(500), "cut at the deadline, not at once: {:?}", stuck.elapsed());
     assert_eq!(http_get(server.http, "/healthz").status, 200);
 }
+
+#[test]
+fn past_the_per_address_cap_an_idle_keep_alive_connection_makes_room_but_silent_ones_do_not() {
+    let server = TestServer::with(|c| c.max_handshakes_per_ip = 4);
+    // Four keep-alive connections, each after one request: idle, as a browser leaves them.
+    let mut idle: Vec<(TcpStream, Vec<u8>)> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.http).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut pending = Vec::new();
+            assert_eq!(read_one_response(&mut s, &mut pending).status, 200);
+            (s, pending)
+        })
+        .collect();
+    // A fifth connection from the same address is served: the oldest idle one gave way.
+    let r = http_get(server.http, "/healthz");
+    assert_eq!(r.status, 200);
+    assert!(read_until_closed(&mut idle[0].0).is_empty(), "the oldest idle connection was closed");
+    let (s, pending) = &mut idle[3];
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_one_response(s, pending).status, 200, "the newest is still usable");
+    drop(idle);
+
+    // Four silent connections (no request yet): a fifth from that address is closed at
+    // accept, unanswered; another address is not affected.
+    let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
+    wait_until("the old connections are gone", || shared.admission.pending() == 0);
+    let _silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(server.http).unwrap()).collect();
+    wait_until("four pending", || shared.admission.pending() == 4);
+    assert_eq!(status_from([127, 0, 0, 1].into(), server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+    let other = status_from(other_ip(), server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(other.as_deref(), Some("HTTP/1.1 200 OK"));
+}
