@@ -14,7 +14,8 @@
 //!   behind one NAT keep many). A `--trusted-proxy` is exempt from the per-address cap: its
 //!   clients are counted by `X-Forwarded-For` once their heads are read.
 //! - **Busy** HTTP requests: head read, being answered. At most `--max-http-requests` in
-//!   all and `--max-handshakes-per-ip` per address; past that, `503`.
+//!   all and `--max-handshakes-per-ip` per client address (behind a trusted proxy, the
+//!   `X-Forwarded-For` client's); past that, `503`.
 //! - WebSocket sessions are counted by the hub and `--max-clients`, not here.
 //!
 //! Shutdown closes everything still registered here (the hub closes the sessions).
@@ -95,7 +96,8 @@ pub struct Slot {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Pending(u64),
-    Busy(u64),
+    /// Busy, and the address charged for it (`None`: a trusted proxy's, not counted).
+    Busy(u64, Option<IpAddr>),
     /// A WebSocket session now, or refused: nothing counted here any more.
     Done,
 }
@@ -210,9 +212,10 @@ impl State {
 }
 
 impl Slot {
-    /// The head is complete and it is an HTTP request: counts it as busy, if there is room.
-    /// `false`: answer 503.
-    pub fn start_request(&mut self) -> bool {
+    /// The head is complete and it is an HTTP request from `client` (the socket's peer, or
+    /// behind a trusted proxy the `X-Forwarded-For` client): counts it as busy, if there is
+    /// room. `false`: answer 503.
+    pub fn start_request(&mut self, client: IpAddr) -> bool {
         let limits = &self.admission.limits;
         let mut st = self.admission.state.lock();
         if let SlotState::Pending(key) = self.state {
@@ -222,10 +225,11 @@ impl Slot {
         if st.busy.len() >= limits.max_busy {
             return false;
         }
-        if self.counted {
-            let p = st.per_ip.entry(self.ip).or_default();
+        let charged = (!limits.trusted_proxies.contains(&client)).then_some(client);
+        if let Some(ip) = charged {
+            let p = st.per_ip.entry(ip).or_default();
             if p.busy >= limits.max_busy_per_ip {
-                st.forget_if_unused(self.ip);
+                st.forget_if_unused(ip);
                 return false;
             }
             p.busy += 1;
@@ -233,7 +237,7 @@ impl Slot {
         let key = st.next_key;
         st.next_key += 1;
         st.busy.insert(key, Arc::clone(&self.conn));
-        self.state = SlotState::Busy(key);
+        self.state = SlotState::Busy(key, charged);
         true
     }
 
@@ -269,13 +273,13 @@ impl Slot {
             SlotState::Pending(key) => {
                 st.remove_pending(key, self.ip, self.counted);
             }
-            SlotState::Busy(key) => {
+            SlotState::Busy(key, charged) => {
                 st.busy.remove(&key);
-                if self.counted
-                    && let Some(p) = st.per_ip.get_mut(&self.ip)
+                if let Some(ip) = charged
+                    && let Some(p) = st.per_ip.get_mut(&ip)
                 {
                     p.busy -= 1;
-                    st.forget_if_unused(self.ip);
+                    st.forget_if_unused(ip);
                 }
             }
             SlotState::Done => {}

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request, Response};
 
-use crate::guard::Identity;
+use crate::auth::Identity;
 use crate::http::{HttpResponse, header, json, peer_ip, request_header, text};
 use crate::server::Shared;
+use crate::tickets::NoTicket;
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
 const MAX_HISTORY_PAGE: usize = 1000;
@@ -108,11 +109,11 @@ fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, H
         return Ok(Identity::Anonymous);
     }
     let given =
-        crate::guard::token_from(query, request_header(request, "Authorization"), request_header(request, "Cookie"));
+        crate::auth::token_from(query, request_header(request, "Authorization"), request_header(request, "Cookie"));
     if let Some(identity) =
-        given.and_then(|g| crate::guard::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
+        given.and_then(|g| crate::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
     {
-        if let Identity::Named(name) = &identity {
+        if let Identity::Named { name, .. } = &identity {
             shared.login_names.note(name);
         }
         return Ok(identity);
@@ -168,20 +169,26 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
     if !shared.config.auth_required() {
         return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));
     }
-    // A ticket bought with a JWT carries its name to the socket.
-    let name = match identity {
-        Identity::Named(name) => Some(name),
-        Identity::Anonymous => None,
-    };
     let Some(ip) = peer_ip(request) else {
         return json(400, &serde_json::json!({ "error": "no peer address" }));
     };
-    match shared.tickets.issue(ip, name) {
-        Some(ticket) => {
-            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::guard::TICKET_TTL.as_secs() }))
+    // A ticket bought with a JWT carries its name and user to the socket.
+    match shared.tickets.issue(ip, identity) {
+        Ok(ticket) => {
+            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::tickets::TICKET_TTL.as_secs() }))
                 .with_header(header("Cache-Control", "no-store"))
         }
-        None => json(503, &serde_json::json!({ "error": "too many outstanding tickets" })),
+        Err(NoTicket::AddressFull) => {
+            shared.metrics.rejected(crate::metrics::Refusal::Rate);
+            too_many(&format!(
+                "this address holds {} unused tickets already; use or let them expire",
+                crate::tickets::MAX_TICKETS_PER_IP
+            ))
+        }
+        Err(_) => {
+            shared.metrics.rejected(crate::metrics::Refusal::Capacity);
+            json(503, &serde_json::json!({ "error": "too many outstanding tickets" }))
+        }
     }
 }
 
@@ -243,17 +250,17 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
     };
     let asked = match value.get("name") {
         None => None,
-        Some(serde_json::Value::String(n)) => match crate::protocol::validate_name(n) {
-            Ok(()) => Some(n.clone()),
+        Some(serde_json::Value::String(n)) => match crate::protocol::normalize_name(n) {
+            Ok(n) => Some(n),
             Err(e) => return json(400, &serde_json::json!({ "error": e })),
         },
         Some(_) => return json(400, &serde_json::json!({ "error": "\"name\" must be a string" })),
     };
     let name = match (identity, asked) {
-        (Identity::Named(own), Some(other)) if other != own => {
+        (Identity::Named { name: own, .. }, Some(other)) if other != own => {
             return json(403, &serde_json::json!({ "error": "your name comes from your login and cannot be changed" }));
         }
-        (Identity::Named(own), _) => own,
+        (Identity::Named { name: own, .. }, _) => own,
         (Identity::Anonymous, Some(asked)) if shared.login_names.is_taken(&asked) => {
             return json(403, &serde_json::json!({ "error": "that name belongs to a signed-in user" }));
         }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
+use crate::auth::{self, Identity, UserSlot};
 use crate::conn::{Conn, Kind, Push};
 use crate::guard;
 use crate::http1::{self, Head};
@@ -42,9 +43,11 @@ enum End {
 }
 
 /// What the upgrade decided.
-struct Admitted {
+struct Admitted<'a> {
     kind: Kind,
-    identity: guard::Identity,
+    identity: Identity,
+    /// The session counted against its JWT user, until the session ends.
+    user: Option<UserSlot<'a>>,
     /// The upgrade URL's query (`?resume=`).
     query: String,
 }
@@ -73,6 +76,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         }
     };
     drop(head);
+    let _user = admitted.user;
     conn.set_kind(admitted.kind);
     if !shared.hub.add(Arc::clone(&conn)) {
         // Shutting down between the 101 and here.
@@ -89,7 +93,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         return;
     }
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
-    start_chat(&conn, admitted, shared);
+    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::threads::release_unused_stack();
@@ -135,13 +139,13 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
 // Not inlined (nor are `close_gently` and `handle_chat`): their big frames must not become
 // part of the frames a connection idles in for hours; see `threads::release_unused_stack`.
 #[inline(never)]
-fn upgrade(
+fn upgrade<'a>(
     conn: &Arc<Conn>,
     head: &Head,
     ip_connections: usize,
     sessions: usize,
-    shared: &Shared,
-) -> Result<Admitted, (u16, String)> {
+    shared: &'a Shared,
+) -> Result<Admitted<'a>, (u16, String)> {
     let kind = match head.path() {
         "/ws" => Kind::Chat,
         "/echo" => Kind::Echo,
@@ -151,26 +155,36 @@ fn upgrade(
     let response = tungstenite::handshake::server::create_response(&request)
         .map_err(|e| (400, format!("not a valid WebSocket upgrade: {e}")))?;
     let identity = admit(head, conn, shared, ip_connections, sessions).map_err(|(s, t)| (s, t.to_string()))?;
+    // One account may not take the server's connections from many addresses.
+    let user = match &identity {
+        Identity::Named { user, .. } => {
+            let max = shared.config.max_connections_per_user;
+            Some(shared.user_sessions.enter(user, max).ok_or_else(|| {
+                (429, format!("too many connections for this user (at most {max}; see --max-connections-per-user)"))
+            })?)
+        }
+        Identity::Anonymous => None,
+    };
     let mut bytes = Vec::with_capacity(160);
     tungstenite::handshake::server::write_response(&mut bytes, &response)
         .map_err(|e| (500, format!("cannot write the upgrade response: {e}")))?;
     conn.push_control(Bytes::from(bytes), false);
     conn.flush();
-    Ok(Admitted { kind, identity, query: head.query().to_string() })
+    Ok(Admitted { kind, identity, user, query: head.query().to_string() })
 }
 
 /// After the `101`: the name a JWT gave, the welcome, the first rooms.
 #[inline(never)]
-fn start_chat(conn: &Arc<Conn>, admitted: Admitted, shared: &Shared) {
-    if let guard::Identity::Named(name) = admitted.identity {
+fn start_chat(conn: &Arc<Conn>, kind: Kind, identity: Identity, query: &str, shared: &Shared) {
+    if let Identity::Named { name, .. } = identity {
         // From a JWT: the client is this name, and cannot rename itself.
         shared.login_names.note(&name);
         conn.set_name(&name);
         conn.name_locked.store(true, Ordering::Release);
     }
-    if admitted.kind == Kind::Chat {
+    if kind == Kind::Chat {
         shared.hub.welcome(conn);
-        enter_initial_rooms(conn, shared, &admitted.query);
+        enter_initial_rooms(conn, shared, query);
     }
 }
 
@@ -220,7 +234,7 @@ fn admit(
     shared: &Shared,
     ip_connections: usize,
     sessions: usize,
-) -> Result<guard::Identity, (u16, &'static str)> {
+) -> Result<Identity, (u16, &'static str)> {
     let cfg = &shared.config;
     let ip = guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
     if shared.is_shutting_down() {
@@ -236,14 +250,14 @@ fn admit(
     if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
         return Err((429, "too many connection attempts; slow down"));
     }
-    let mut identity = guard::Identity::Anonymous;
+    let mut identity = Identity::Anonymous;
     if cfg.auth_required() {
         let query = head.query();
         let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
         let accepted = match ticket {
             Some(ticket) => shared.tickets.redeem(ticket, ip),
-            None => guard::token_from(query, head.header("Authorization"), head.header("Cookie"))
-                .and_then(|c| guard::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
+            None => auth::token_from(query, head.header("Authorization"), head.header("Cookie"))
+                .and_then(|c| auth::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
         };
         match accepted {
             Some(who) => identity = who,

@@ -174,6 +174,11 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "THREADCHAT_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
+    /// Most simultaneous WebSocket connections of one JWT user (its `sub`, else its name), from
+    /// any address; more → HTTP 429 at the upgrade.
+    #[arg(long, env = "THREADCHAT_MAX_CONNECTIONS_PER_USER", default_value_t = 8)]
+    pub max_connections_per_user: usize,
+
     /// Most simultaneous WebSocket connections from one IP address; more → HTTP 503.
     #[arg(long, env = "THREADCHAT_MAX_CLIENTS_PER_IP", default_value_t = 64)]
     pub max_clients_per_ip: usize,
@@ -298,6 +303,8 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_clients_per_ip: usize,
+    /// WebSocket sessions of one JWT user at most.
+    pub max_connections_per_user: usize,
     /// Upgrades per second per IP; bursts of twice that.
     pub upgrade_rate: f64,
     /// Chat frames per second per client; bursts of twice that.
@@ -342,6 +349,7 @@ impl Default for Config {
             allow_origins: vec![],
             trusted_proxies: vec![],
             max_clients_per_ip: 64,
+            max_connections_per_user: 8,
             upgrade_rate: 10.0,
             message_rate: 20.0,
             panic_on_text: None,
@@ -381,6 +389,7 @@ impl TryFrom<ServeArgs> for Config {
             allow_origins: a.allow_origins,
             trusted_proxies: a.trusted_proxies,
             max_clients_per_ip: a.max_clients_per_ip,
+            max_connections_per_user: a.max_connections_per_user,
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
             panic_on_text: None,
@@ -414,6 +423,9 @@ impl Config {
         }
         if self.max_clients_per_ip == 0 {
             return Err("--max-clients-per-ip must be at least 1".into());
+        }
+        if self.max_connections_per_user == 0 {
+            return Err("--max-connections-per-user must be at least 1".into());
         }
         if !(self.upgrade_rate > 0.0 && self.upgrade_rate.is_finite()) {
             return Err("--upgrade-rate must be a positive number".into());

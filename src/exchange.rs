@@ -77,11 +77,11 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
         }
     }
     let body: Vec<u8> = buf.drain(..length).collect();
-    if !slot.start_request() {
-        return refuse(503, "too many HTTP requests in progress; try again", "Retry-After: 1\r\n");
-    }
     let client_ip =
         crate::guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
+    if !slot.start_request(client_ip) {
+        return refuse(503, "too many HTTP requests in progress; try again", "Retry-After: 1\r\n");
+    }
     let request = upstream_request(head, &body, client_ip);
     let raw = match shared.http.exchange(&request) {
         Ok(raw) => raw,

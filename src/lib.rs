@@ -16,7 +16,8 @@
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
 //! - [`fanout`]: flushes members' outboxes after a chat broadcast, one thread per core.
 //! - [`hub`]: the shared client list and fan-out.
-//! - [`guard`]: admission checks at the upgrade (origin, token, per-IP caps), rate limits.
+//! - [`guard`]: per-address buckets and the IP table; [`auth`]: credentials, logins;
+//!   [`tickets`]: one-time upgrade tickets.
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
 //! - [`metrics`]: counters for `/metrics` and the stats history.
 //! - [`protocol`]: message types, validation, framing.
@@ -30,6 +31,7 @@
 pub mod accept;
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod backplane;
 pub mod bench;
 pub mod cli;
@@ -53,6 +55,7 @@ pub mod session;
 pub mod store;
 pub mod stream;
 pub mod threads;
+pub mod tickets;
 pub mod tls;
 
 pub use config::Config;

@@ -72,8 +72,7 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
             Ok(ClientMsg::Resume { room, after })
         }
         "name" => {
-            let name = take_string(&mut obj, "name")?;
-            validate_name(&name)?;
+            let name = normalize_name(&take_string(&mut obj, "name")?)?;
             Ok(ClientMsg::Name { name })
         }
         other => Err(format!("unknown type {:?}", truncate(other, 40))),
@@ -125,9 +124,15 @@ fn validate_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Names are shown on every screen, so they are short and may not carry control characters
-/// (newlines, escape sequences, bidi overrides would let one user disguise another's lines).
-pub fn validate_name(name: &str) -> Result<(), String> {
+/// Names are shown on every screen, so they are short, and may not carry anything that
+/// changes how other text looks or hides what the name is: control characters (newlines,
+/// escape sequences), format characters (bidi overrides, zero-width spaces and joiners, the
+/// BOM), invisible fillers, or spaces other than the plain one. Returns the name in Unicode
+/// NFC, the form names are compared in: `é` typed as one code point or as `e` + accent is
+/// the same name.
+pub fn normalize_name(name: &str) -> Result<String, String> {
+    use unicode_normalization::UnicodeNormalization;
+    let name: String = name.nfc().collect();
     let chars = name.chars().count();
     if chars == 0 || name.trim().is_empty() {
         return Err("\"name\" must not be empty".into());
@@ -135,15 +140,34 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if chars > MAX_NAME_CHARS {
         return Err(format!("\"name\" is longer than {MAX_NAME_CHARS} characters"));
     }
-    if name.chars().any(is_forbidden_in_name) {
+    if name.chars().any(|c| c.is_control()) {
         return Err("\"name\" must not contain control characters".into());
     }
-    Ok(())
+    if let Some(c) = name.chars().find(|&c| is_invisible(c)) {
+        return Err(format!("\"name\" must not contain invisible or format characters (U+{:04X})", c as u32));
+    }
+    if name.starts_with(' ') || name.ends_with(' ') {
+        return Err("\"name\" must not start or end with a space".into());
+    }
+    Ok(name)
 }
 
-fn is_forbidden_in_name(c: char) -> bool {
-    // Cc (C0/C1 controls) plus the Unicode bidi controls that reorder displayed text.
-    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+/// Characters that render as nothing, or change how the text around them renders: Unicode's
+/// format characters (general category Cf, which includes every bidi control, zero-width
+/// space/joiners and the BOM), the combining grapheme joiner, variation selectors, Hangul
+/// fillers, the blank Braille pattern, and every space but U+0020.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        // Cf, Unicode 15.1, in full.
+        '\u{00AD}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}'
+        | '\u{E0020}'..='\u{E007F}'
+        // Invisible, though not Cf.
+        | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180D}' | '\u{180F}'
+        | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{E0100}'..='\u{E01EF}')
+        || (c.is_whitespace() && c != ' ')
 }
 
 fn truncate(s: &str, max_chars: usize) -> &str {
@@ -350,7 +374,10 @@ mod tests {
             ),
             (r#"{"type":"name","name":""}"#, "\"name\" must not be empty"),
             (r#"{"type":"name","name":"a\nb"}"#, "\"name\" must not contain control characters"),
-            (r#"{"type":"name","name":"a\u202eb"}"#, "\"name\" must not contain control characters"),
+            (
+                r#"{"type":"name","name":"a\u202eb"}"#,
+                "\"name\" must not contain invisible or format characters (U+202E)",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse_client(input), Err(want.to_string()), "input {input}");
@@ -398,5 +425,32 @@ mod tests {
         let frame = close_frame(1001, &"é".repeat(100));
         assert!(frame.len() <= 2 + 125);
         assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn names_that_hide_or_disguise_are_refused_and_names_are_nfc() {
+        for bad in [
+            "ad\u{200B}min",
+            "\u{FEFF}admin",
+            "ad\u{061C}min",
+            "admin\u{202E}",
+            "ad\u{2060}min",
+            "\u{3164}",
+            "ad\u{00A0}min",
+            "ad\u{3000}min",
+            "a\u{034F}dmin",
+            "a\u{FE0F}",
+            "a\u{E0041}",
+            " admin",
+            "admin ",
+        ] {
+            let e = normalize_name(bad).unwrap_err();
+            assert!(e.contains("invisible") || e.contains("space") || e.contains("empty"), "{bad:?}: {e}");
+        }
+        // Two spellings of one name are one name.
+        assert_eq!(normalize_name("Jos\u{0065}\u{0301}").unwrap(), "Jos\u{00E9}");
+        assert_eq!(normalize_name("José").unwrap(), "Jos\u{00E9}");
+        assert_eq!(normalize_name("Zoë Quinn").unwrap(), "Zoë Quinn");
+        assert_eq!(normalize_name("李小龍").unwrap(), "李小龍");
     }
 }

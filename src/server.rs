@@ -39,9 +39,11 @@ pub struct Shared {
     /// Connections and upgrade rate per client IP.
     pub ips: crate::guard::IpTable,
     /// One-time upgrade tickets (`POST /api/ticket`).
-    pub tickets: crate::guard::Tickets,
+    pub tickets: crate::tickets::Tickets,
     /// Names JWT logins have used: no one else may take them.
-    pub login_names: crate::guard::LoginNames,
+    pub login_names: crate::auth::LoginNames,
+    /// Open sessions per JWT user (`--max-connections-per-user`).
+    pub user_sessions: crate::auth::UserSessions,
     /// Connections that have no thread's worth of request yet, and HTTP requests in progress.
     pub admission: Arc<Admission>,
     /// tiny_http, which connection threads hand complete HTTP requests to.
@@ -221,8 +223,9 @@ impl ServerHandle {
             sequencer: Sequencer::default(),
             fanout,
             ips: crate::guard::IpTable::default(),
-            tickets: crate::guard::Tickets::default(),
-            login_names: crate::guard::LoginNames::default(),
+            tickets: crate::tickets::Tickets::default(),
+            login_names: crate::auth::LoginNames::default(),
+            user_sessions: crate::auth::UserSessions::default(),
             admission: Arc::new(Admission::new(Limits {
                 max_pending: config.max_handshakes,
                 max_pending_per_ip: config.max_handshakes_per_ip,

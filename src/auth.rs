@@ -1,0 +1,214 @@
+//! Credentials: where a request carries one, what it proves (a shared token, or a JWT that
+//! names a user), and the rules that follow from a login: a JWT user's name is theirs
+//! alone, and one user may hold only so many connections.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+/// Compares secrets in time that does not depend on where they differ (only on length).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The credential a request carries: `?token=`, `Authorization: Bearer`, or the
+/// `threadchat_token` cookie, in that order.
+pub fn token_from(query: &str, authorization: Option<&str>, cookie: Option<&str>) -> Option<String> {
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        if k == "token" {
+            return Some(crate::files::percent_decode(v).unwrap_or_else(|| v.to_string()));
+        }
+    }
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` are fine.
+    if let Some((scheme, rest)) = authorization.and_then(|a| a.trim().split_once(' '))
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(rest.trim().to_string());
+    }
+    cookie?
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == "threadchat_token")
+        .map(|(_, v)| v.to_string())
+}
+
+/// What an accepted credential says about the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The shared token (or no authentication at all): anonymous, picks its own name.
+    Anonymous,
+    /// A JWT: this display name, which the client cannot change, of this user (the `sub`
+    /// claim, else the name), whose connections are counted together.
+    Named { name: String, user: String },
+}
+
+/// Checks a credential against `--token` and `--jwt-secret`. `None`: refused.
+pub fn authenticate(credential: &str, token: Option<&str>, jwt_secret: Option<&str>) -> Option<Identity> {
+    if let Some(secret) = jwt_secret
+        && let Some(identity) = verify_jwt(credential, secret)
+    {
+        return Some(identity);
+    }
+    match token {
+        Some(t) if constant_time_eq(credential.as_bytes(), t.as_bytes()) => Some(Identity::Anonymous),
+        _ => None,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+/// An HS256 JWT with a valid signature, `exp` (required) and `nbf` (if present), 60 s
+/// leeway for clock skew; the display name comes from `name`, else `sub`, and must be a
+/// valid name (in NFC).
+fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+    let mut validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
+    validation.validate_nbf = true; // a token that is not valid yet is not valid
+    let data = decode::<Claims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
+    let name = crate::protocol::normalize_name(data.claims.name.as_ref().or(data.claims.sub.as_ref())?).ok()?;
+    let user = data.claims.sub.unwrap_or_else(|| name.clone());
+    Some(Identity::Named { name, user })
+}
+
+/// Names that JWT logins have used since the server started: a shared-token or anonymous
+/// client may not take one (by rename, or by posting under it), so a JWT user's name is
+/// theirs alone. Compared case-insensitively, in NFC ("Ada" and "ada" look the same).
+#[derive(Default)]
+pub struct LoginNames {
+    names: Mutex<HashSet<String>>,
+}
+
+/// Names remembered at most: a bound on memory however many JWT users come and go.
+const MAX_LOGIN_NAMES: usize = 100_000;
+
+impl LoginNames {
+    pub fn note(&self, name: &str) {
+        let mut names = self.names.lock();
+        if names.len() < MAX_LOGIN_NAMES {
+            names.insert(name.to_lowercase());
+        }
+    }
+
+    pub fn is_taken(&self, name: &str) -> bool {
+        self.names.lock().contains(&name.to_lowercase())
+    }
+}
+
+/// Open WebSocket sessions per JWT user (`--max-connections-per-user`): one account cannot
+/// take the server's connections from many addresses.
+#[derive(Default)]
+pub struct UserSessions {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One session counted for a user until dropped.
+pub struct UserSlot<'a> {
+    sessions: &'a UserSessions,
+    user: String,
+}
+
+impl UserSessions {
+    /// Counts a session of `user`, unless it already has `max`.
+    pub fn enter(&self, user: &str, max: usize) -> Option<UserSlot<'_>> {
+        let mut open = self.open.lock();
+        let n = open.entry(user.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot { sessions: self, user: user.to_string() })
+    }
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.sessions.open.lock();
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(secret: &str, claims: serde_json::Value) -> String {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn named(name: &str, user: &str) -> Option<Identity> {
+        Some(Identity::Named { name: name.into(), user: user.into() })
+    }
+
+    #[test]
+    fn tokens_are_found_in_every_place() {
+        assert_eq!(token_from("a=1&token=s%20x", None, None).as_deref(), Some("s x"));
+        assert_eq!(token_from("", Some("Bearer abc"), None).as_deref(), Some("abc"));
+        assert_eq!(token_from("", Some("bearer abc"), None).as_deref(), Some("abc"));
+        assert_eq!(token_from("", Some("BEARER  abc "), None).as_deref(), Some("abc"));
+        assert_eq!(token_from("", None, Some("x=1; threadchat_token=zz")).as_deref(), Some("zz"));
+        assert_eq!(token_from("", Some("Basic abc"), Some("other=1")), None);
+        assert_eq!(token_from("token=%zz", None, None).as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn jwts_are_verified_and_give_the_name_and_user() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let exp = crate::protocol::now_ms() / 1000 + 600;
+        let ok = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&ok, None, Some(secret)), named("Ada", "Ada"));
+        let sub = jwt(secret, serde_json::json!({"sub": "bob", "exp": exp}));
+        assert_eq!(authenticate(&sub, None, Some(secret)), named("bob", "bob"));
+        let both = jwt(secret, serde_json::json!({"sub": "u-17", "name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&both, None, Some(secret)), named("Ada", "u-17"));
+        let expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 1200}));
+        assert_eq!(authenticate(&expired, None, Some(secret)), None);
+        let not_yet = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 60}));
+        assert_eq!(authenticate(&not_yet, None, Some(secret)), None);
+        let no_exp = jwt(secret, serde_json::json!({"name": "Ada"}));
+        assert_eq!(authenticate(&no_exp, None, Some(secret)), None);
+        let other_key = jwt("another-secret-another-secret-xx", serde_json::json!({"name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&other_key, None, Some(secret)), None);
+        let bad_name = jwt(secret, serde_json::json!({"name": "a\u{200B}b", "exp": exp}));
+        assert_eq!(authenticate(&bad_name, None, Some(secret)), None);
+        // "alg":"none", however the token is dressed up.
+        let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
+        let body = ok.split('.').nth(1).unwrap();
+        assert_eq!(authenticate(&format!("{header}.{body}."), None, Some(secret)), None);
+        // The shared token still works alongside.
+        assert_eq!(
+            authenticate("tok-tok-tok-tok-tok", Some("tok-tok-tok-tok-tok"), Some(secret)),
+            Some(Identity::Anonymous)
+        );
+    }
+
+    #[test]
+    fn user_sessions_are_capped_and_released() {
+        let s = UserSessions::default();
+        let a = s.enter("ada", 2).unwrap();
+        let _b = s.enter("ada", 2).unwrap();
+        assert!(s.enter("ada", 2).is_none());
+        assert!(s.enter("bob", 2).is_some());
+        drop(a);
+        assert!(s.enter("ada", 2).is_some());
+    }
+}
