@@ -17,6 +17,14 @@ use crate::threads::Pool;
 /// this long instead of spinning; the connections wait in the listen backlog meanwhile.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The kernel's send buffer per connection (it doubles the figure for its bookkeeping).
+/// Left to autotuning, Linux lets one socket whose peer does not read hold about 3 MB of
+/// kernel memory — 30 GB for ten thousand such clients, memory the kernel then takes from
+/// everyone's sockets. Fixed at this size, a connection's unsent bytes live mostly in its
+/// outbox, where `--max-queued-bytes` and `--max-queued-total` see and bound them. A chat
+/// connection never needs more in flight.
+const SOCKET_SEND_BUFFER: usize = 64 * 1024;
+
 /// Starts the accept loop for `listener` on a thread called `name`.
 pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, pool: Pool) -> std::io::Result<JoinHandle<()>> {
     let label = name.to_string();
@@ -48,6 +56,7 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
         if let Some(since) = failing_since.take() {
             log::warn!("{name}: accept works again after {:.1?}", since.elapsed());
         }
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
         let tls = match &shared.tls {
             None => None,
             Some(config) => match crate::stream::new_tls(config) {
@@ -64,6 +73,7 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
             stream,
             tls,
             shared.config.max_queued_bytes,
+            Arc::clone(&shared.queue_budget),
             Arc::clone(&shared.flusher),
             Arc::clone(&shared.metrics),
         ));

@@ -93,7 +93,10 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         return;
     }
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
-    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, shared);
+    // Per-client message rate (chat only: /echo is the conformance target and stays raw).
+    // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
+    let mut bucket = guard::Bucket::new(shared.config.message_rate * 2.0);
+    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::threads::release_unused_stack();
@@ -101,7 +104,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
-    let end = read_loop(&mut ws, &conn, shared);
+    let end = read_loop(&mut ws, &conn, &mut bucket, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.hub.remove(&conn);
     conn.set_close_reason(match &end {
@@ -175,7 +178,14 @@ fn upgrade<'a>(
 
 /// After the `101`: the name a JWT gave, the welcome, the first rooms.
 #[inline(never)]
-fn start_chat(conn: &Arc<Conn>, kind: Kind, identity: Identity, query: &str, shared: &Shared) {
+fn start_chat(
+    conn: &Arc<Conn>,
+    kind: Kind,
+    identity: Identity,
+    query: &str,
+    bucket: &mut guard::Bucket,
+    shared: &Shared,
+) {
     if let Identity::Named { name, .. } = identity {
         // From a JWT: the client is this name, and cannot rename itself.
         shared.login_names.note(&name);
@@ -184,7 +194,7 @@ fn start_chat(conn: &Arc<Conn>, kind: Kind, identity: Identity, query: &str, sha
     }
     if kind == Kind::Chat {
         shared.hub.welcome(conn);
-        enter_initial_rooms(conn, shared, query);
+        enter_initial_rooms(conn, shared, query, bucket);
     }
 }
 
@@ -273,13 +283,11 @@ fn admit(
     Ok(identity)
 }
 
-fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, shared: &Shared) -> End {
+fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guard::Bucket, shared: &Shared) -> End {
     let chat = conn.kind() == Kind::Chat;
-    // Per-client message rate (chat only: /echo is the conformance target and stays raw).
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
-    // connection with 1008. The bucket lives on this thread: no lock.
+    // connection with 1008.
     let (rate, burst) = (shared.config.message_rate, shared.config.message_rate * 2.0);
-    let mut bucket = guard::Bucket::new(burst);
     let mut refused_in_a_row = 0.0;
     loop {
         let msg = match ws.read() {
@@ -377,8 +385,10 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
 }
 
 /// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL
-/// resumes those rooms instead (the lobby too, if listed), exactly like a `resume` request.
-fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str) {
+/// resumes those rooms instead (the lobby too, if listed), exactly like `resume` requests:
+/// each one spends the message-rate budget and counts against `--max-rooms-per-client`, so
+/// a URL cannot join thousands of rooms at once.
+fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut guard::Bucket) {
     let mut resumes: Vec<(String, u64)> = vec![];
     for pair in query.split('&').filter_map(|kv| kv.strip_prefix("resume=")) {
         for item in pair.split(',').filter(|s| !s.is_empty()) {
@@ -395,7 +405,15 @@ fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str) {
     {
         conn.send(error_frame(shared, &e));
     }
+    let (rate, burst) = (shared.config.message_rate, shared.config.message_rate * 2.0);
+    let mut left = resumes.len();
     for (room, after) in resumes {
+        if !bucket.take(rate, burst, Instant::now()) {
+            let error = format!("rate limit: {left} resume(s) in the URL not done; send them as resume requests");
+            conn.send(error_frame(shared, &error));
+            break;
+        }
+        left -= 1;
         if let Err(e) = shared.hub.resume(conn, &room, after, &*shared.store) {
             conn.send(error_frame(shared, &e));
         }

@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
 
+    /// Most unsent bytes in all clients' queues together; past it the clients holding the
+    /// most are closed with 1008 (slow consumer) until the total is back under 90 %.
+    #[arg(long, env = "THREADCHAT_MAX_QUEUED_TOTAL", default_value_t = 256 * 1024 * 1024)]
+    pub max_queued_total: usize,
+
     /// Most bytes queued for one client that is not reading; past it the client is closed with 1008.
     #[arg(long, env = "THREADCHAT_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024)]
     pub max_queued_bytes: usize,
@@ -219,6 +224,14 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_HISTORY_MAX_AGE_SECS")]
     pub history_max_age_secs: Option<u64>,
 
+    /// Most rooms on this server (with members or history); creating more is refused.
+    #[arg(long, env = "THREADCHAT_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
+    /// Most rooms one connection may be in at once.
+    #[arg(long, env = "THREADCHAT_MAX_ROOMS_PER_CLIENT", default_value_t = 32)]
+    pub max_rooms_per_client: usize,
+
     /// Broadcast join/leave notices only while the chat has at most this many members
     /// (each notice goes to every member; in a crowd they cost N² deliveries and are noise).
     #[arg(long, env = "THREADCHAT_JOIN_NOTICE_LIMIT", default_value_t = 1000)]
@@ -275,6 +288,8 @@ pub struct Config {
     /// Per-client outgoing cap. Must fit the largest frame the server sends one client
     /// (an echo of a max-size message), so it is at least `max_message_bytes` + 16.
     pub max_queued_bytes: usize,
+    /// Server-wide cap on unsent bytes (all outboxes together).
+    pub max_queued_total: usize,
     pub handshake_timeout: Duration,
     pub public_ws_url: Option<String>,
     pub http_threads: usize,
@@ -288,6 +303,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Join/leave notices are broadcast only while the chat has at most this many members.
     pub join_notice_limit: usize,
+    /// Rooms on the server at most, and per connection.
+    pub max_rooms: usize,
+    pub max_rooms_per_client: usize,
     pub data_dir: PathBuf,
     /// `postgres://…`; `None`: SQLite in `data_dir`.
     pub database: Option<String>,
@@ -330,6 +348,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(30),
             max_clients: 10_000,
             max_queued_bytes: 1024 * 1024,
+            max_queued_total: 256 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             public_ws_url: None,
             http_threads: 4,
@@ -338,6 +357,8 @@ impl Default for Config {
             max_handshakes_per_ip: 16,
             tls: None,
             join_notice_limit: 1000,
+            max_rooms: 1000,
+            max_rooms_per_client: 32,
             data_dir: PathBuf::from("./data"),
             database: None,
             redis: None,
@@ -370,6 +391,7 @@ impl TryFrom<ServeArgs> for Config {
             ping_interval: Duration::from_secs(a.ping_interval_secs),
             max_clients: a.max_clients,
             max_queued_bytes: a.max_queued_bytes,
+            max_queued_total: a.max_queued_total,
             handshake_timeout: Duration::from_secs(a.handshake_timeout_secs),
             public_ws_url: a.public_ws_url,
             http_threads: a.http_threads,
@@ -378,6 +400,8 @@ impl TryFrom<ServeArgs> for Config {
             max_handshakes_per_ip: a.max_handshakes_per_ip,
             tls: a.tls_cert.zip(a.tls_key),
             join_notice_limit: a.join_notice_limit,
+            max_rooms: a.max_rooms,
+            max_rooms_per_client: a.max_rooms_per_client,
             data_dir: a.data_dir,
             database: a.database,
             redis: a.redis,
@@ -424,6 +448,9 @@ impl Config {
         if self.max_clients_per_ip == 0 {
             return Err("--max-clients-per-ip must be at least 1".into());
         }
+        if self.max_rooms == 0 || self.max_rooms_per_client == 0 {
+            return Err("--max-rooms and --max-rooms-per-client must be at least 1".into());
+        }
         if self.max_connections_per_user == 0 {
             return Err("--max-connections-per-user must be at least 1".into());
         }
@@ -469,6 +496,9 @@ impl Config {
                 "--max-queued-bytes must be at least --max-message-bytes + 16 ({})",
                 self.max_message_bytes + 16
             ));
+        }
+        if self.max_queued_total < self.max_queued_bytes {
+            return Err("--max-queued-total must be at least --max-queued-bytes".into());
         }
         if !(1..=300).contains(&self.handshake_timeout.as_secs()) {
             return Err("--handshake-timeout-secs must be between 1 and 300".into());

@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -54,6 +54,49 @@ const KEEP_QUEUE_SLOTS: usize = 16;
 /// With TLS: plaintext encrypted per round. rustls then holds at most this much ciphertext
 /// that the kernel has not taken, so the outbox cap still bounds a stalled client.
 const TLS_CHUNK: usize = 64 * 1024;
+
+/// The server-wide budget of unsent bytes (`--max-queued-total`): every outbox adds what it
+/// queues and subtracts what it sends, drops or discards. The per-connection cap bounds one
+/// client; this bounds all of them together, so ten thousand clients each just under their
+/// own cap cannot take ten gigabytes. Whoever pushes the total over the budget only rings
+/// the bell (`over`); the heartbeat thread then closes the clients holding the most.
+pub struct QueueBudget {
+    total: AtomicUsize,
+    pub max: usize,
+    /// A bounded(1) doorbell to the heartbeat thread; a full channel means it rang already.
+    over: crossbeam_channel::Sender<()>,
+}
+
+impl QueueBudget {
+    pub fn new(max: usize, over: crossbeam_channel::Sender<()>) -> QueueBudget {
+        QueueBudget { total: AtomicUsize::new(0), max, over }
+    }
+
+    /// Unsent bytes in all outboxes.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        if self.total.fetch_add(n, Ordering::Relaxed) + n > self.max {
+            let _ = self.over.try_send(());
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        self.total.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// While over the budget, a connection already holding this much takes no more frames
+    /// (it is closed as a slow consumer), so the total cannot run far past the budget during
+    /// a broadcast, before the heartbeat thread gets to close the biggest queues.
+    fn refuses(&self, queued: usize) -> bool {
+        queued > OVER_BUDGET_GRACE && self.total() > self.max
+    }
+}
+
+/// See [`QueueBudget::refuses`]: a reading client's queue stays far below this.
+const OVER_BUDGET_GRACE: usize = 64 * 1024;
 
 /// What the connection is used for; decided by the path at the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +172,8 @@ pub struct Conn {
     /// final Close frame drain before it closes the socket.
     drained: Condvar,
     max_queued: usize,
+    /// The server-wide budget this outbox's bytes count against.
+    budget: Arc<QueueBudget>,
     flusher: Arc<Flusher>,
     metrics: Arc<Metrics>,
     kind: AtomicU8,
@@ -158,6 +203,7 @@ impl Conn {
         socket: TcpStream,
         tls: Option<Box<Mutex<rustls::ServerConnection>>>,
         max_queued: usize,
+        budget: Arc<QueueBudget>,
         flusher: Arc<Flusher>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -176,6 +222,7 @@ impl Conn {
             }),
             drained: Condvar::new(),
             max_queued,
+            budget,
             flusher,
             metrics,
             kind: AtomicU8::new(Kind::Handshaking as u8),
@@ -245,10 +292,11 @@ impl Conn {
         if out.close_queued || out.dead {
             return Push::Closed;
         }
-        if out.queued_bytes + frame.len() > self.max_queued {
+        if out.queued_bytes + frame.len() > self.max_queued || self.budget.refuses(out.queued_bytes) {
             return Push::Overflow;
         }
         out.queued_bytes += frame.len();
+        self.budget.add(frame.len());
         out.queue.push_back(frame);
         Push::Queued
     }
@@ -262,11 +310,12 @@ impl Conn {
         // Pongs count against the cap like everything else (a client flooding pings without
         // reading would otherwise grow this queue forever); only a Close may exceed it, so
         // that a full outbox can still be closed properly.
-        if !is_close && out.queued_bytes + bytes.len() > self.max_queued {
+        if !is_close && (out.queued_bytes + bytes.len() > self.max_queued || self.budget.refuses(out.queued_bytes)) {
             return Push::Overflow;
         }
         out.close_queued |= is_close;
         out.queued_bytes += bytes.len();
+        self.budget.add(bytes.len());
         out.queue.push_back(bytes);
         Push::Queued
     }
@@ -330,6 +379,7 @@ impl Conn {
             out = self.out.lock();
             let sent = result.as_ref().map_or(0, |(n, _)| *n);
             out.queued_bytes -= sent;
+            self.budget.sub(sent);
             match result {
                 Ok((_, true)) => {
                     // A burst (a crowd arriving, a replay) can grow the deques to thousands of
@@ -355,6 +405,7 @@ impl Conn {
                     self.set_close_reason(Disconnect::Gone);
                     out.dead = true;
                     out.queue.clear();
+                    self.budget.sub(out.queued_bytes);
                     out.queued_bytes = 0;
                     out.writer = Writer::Idle;
                     drop(out);
@@ -515,6 +566,21 @@ impl Conn {
         self.out.lock().close_queued
     }
 
+    /// Drops every queued frame but the first (which may be half-sent: cutting it would
+    /// corrupt the stream), so a client being closed for the server-wide budget gives its
+    /// memory back at once rather than when its close deadline passes. Returns the bytes
+    /// freed; 0 if a writer is mid-batch (the heartbeat tries again next time).
+    pub fn shed(&self) -> usize {
+        let mut out = self.out.lock();
+        if out.writer == Writer::Busy || out.queue.len() < 2 {
+            return 0;
+        }
+        let freed: usize = out.queue.drain(1..).map(|f| f.len()).sum();
+        out.queued_bytes -= freed;
+        self.budget.sub(freed);
+        freed
+    }
+
     /// Bytes waiting to be sent (for tests and metrics).
     pub fn queued_bytes(&self) -> usize {
         self.out.lock().queued_bytes
@@ -523,6 +589,13 @@ impl Conn {
     /// Hard stop: both directions shut, which wakes the client thread's blocking read.
     pub fn terminate(&self) {
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Whatever was still queued leaves the server-wide budget with the connection.
+        self.budget.sub(self.out.get_mut().queued_bytes);
     }
 }
 

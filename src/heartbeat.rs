@@ -22,17 +22,22 @@ pub struct Heartbeat {
     pub stop: Sender<()>,
 }
 
-/// Starts the thread. `closing` carries the close deadlines queued by the hub.
-pub fn spawn(shared: Arc<Shared>, closing: Receiver<PendingClose>) -> std::io::Result<Heartbeat> {
+/// Starts the thread. `closing` carries the close deadlines queued by the hub;
+/// `over_budget` rings when all outboxes together hold more than `--max-queued-total`.
+pub fn spawn(
+    shared: Arc<Shared>,
+    closing: Receiver<PendingClose>,
+    over_budget: Receiver<()>,
+) -> std::io::Result<Heartbeat> {
     let (stop, stop_rx) = crossbeam_channel::bounded(1);
     let thread = std::thread::Builder::new()
         .name("heartbeat".into())
         .stack_size(256 * 1024)
-        .spawn(move || run(&shared, &closing, &stop_rx))?;
+        .spawn(move || run(&shared, &closing, &over_budget, &stop_rx))?;
     Ok(Heartbeat { thread, stop })
 }
 
-fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
+fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>, stop: &Receiver<()>) {
     let interval = shared.config.ping_interval;
     let ping = protocol::ping_frame();
     let mut next_round = Instant::now() + interval;
@@ -47,6 +52,7 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
                 Ok(p) => pending.push_back(p),
                 Err(_) => return,
             },
+            recv(over_budget) -> _ => enforce_budget(shared),
             default(wake_at.saturating_duration_since(Instant::now())) => {}
         }
 
@@ -66,6 +72,39 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, stop: &Receiver<()>) {
             round(shared, &ping);
         }
     }
+}
+
+/// All outboxes together hold more than `--max-queued-total`: close the clients holding the
+/// most unsent bytes (1008, slow consumer), dropping what they had queued, until the total
+/// is back under 90 % of the budget. The clients that read keep everything.
+fn enforce_budget(shared: &Shared) {
+    let budget = &shared.queue_budget;
+    let target = budget.max / 10 * 9;
+    if budget.total() <= budget.max {
+        return;
+    }
+    let mut by_size: Vec<(usize, Arc<crate::conn::Conn>)> =
+        shared.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
+    by_size.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let mut closed = 0;
+    for (queued, conn) in by_size {
+        if budget.total() <= target || queued == 0 {
+            break;
+        }
+        log::warn!(
+            "client {} ({}): {queued} unsent bytes while all clients hold more than --max-queued-total; closing 1008",
+            conn.id,
+            conn.peer
+        );
+        conn.shed();
+        shared.hub.close_client(
+            &conn,
+            crate::hub::close_code::POLICY,
+            "slow consumer: server-wide outgoing budget exceeded",
+        );
+        closed += 1;
+    }
+    log::warn!("outgoing budget: closed {closed} client(s); {} bytes unsent now", budget.total());
 }
 
 /// One heartbeat round. The snapshot is taken under the hub lock; pings are sent after it

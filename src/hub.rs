@@ -25,14 +25,19 @@ use parking_lot::Mutex;
 use crate::conn::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
 use crate::protocol::{Member, ServerMsg};
+use crate::room_index::{RoomIndex, RoomStats, RoomSummary};
 use crate::store::{Store, StoredMessage};
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Recent message frames kept per room, so a resuming client can catch up on what was
-/// broadcast while it read history from the store, without a second store query.
+/// Recent message frames kept per room with members (or a resume in progress), so a
+/// resuming client can catch up on what was broadcast while it read history from the
+/// store, without a second store query. At most this many frames…
 const RECENT_FRAMES: usize = 256;
+/// …and this many bytes of them. The cache is only a shortcut (a resume falls back to the
+/// store), so it is small; a room nobody is in keeps none.
+const RECENT_BYTES: usize = 64 * 1024;
 
 /// Names listed in a `presence` (plus the total `count`). A full list of a crowd would be a
 /// frame of hundreds of KiB for every newcomer — O(N²) work and memory while a crowd
@@ -60,6 +65,13 @@ pub struct PendingClose {
 
 #[derive(Default)]
 struct Room {
+    /// What `/api/rooms` and `/metrics` see (see `room_index.rs`).
+    stats: Arc<RoomStats>,
+    /// Resumes of this room in progress: while any is, the recent-frames cache is kept even
+    /// without members.
+    resuming: usize,
+    /// Bytes in `recent`.
+    recent_bytes: usize,
     /// Members, copy-on-write: a broadcaster clones the `Arc` to flush after unlocking.
     members: Arc<Vec<Arc<Conn>>>,
     /// Members per display name: presence shows a name once, and `join`/`leave` are sent
@@ -75,6 +87,40 @@ impl Room {
     fn is_member(&self, id: u64) -> bool {
         self.members.iter().any(|c| c.id == id)
     }
+
+    /// Caches a broadcast frame for resumes, if anyone could need it.
+    fn remember(&mut self, seq: u64, frame: &Bytes) {
+        if self.members.is_empty() && self.resuming == 0 {
+            return;
+        }
+        self.recent.push_back((seq, frame.clone()));
+        self.recent_bytes += frame.len();
+        while self.recent.len() > RECENT_FRAMES || self.recent_bytes > RECENT_BYTES {
+            let Some((_, old)) = self.recent.pop_front() else { break };
+            self.recent_bytes -= old.len();
+        }
+    }
+
+    /// Memory follows members: a room nobody is in (or resuming) gives its cache back.
+    fn release_cache_if_unused(&mut self) {
+        if self.members.is_empty() && self.resuming == 0 {
+            self.recent = VecDeque::new();
+            self.recent_bytes = 0;
+        }
+    }
+
+    fn publish_names(&self) {
+        self.stats.names.store(self.names.len(), Ordering::Relaxed);
+    }
+}
+
+/// Room budgets (`--max-rooms`, `--max-rooms-per-client`).
+#[derive(Clone, Copy, Debug)]
+pub struct RoomLimits {
+    /// Rooms on this server (with members or history). Past it, new rooms are refused.
+    pub max_rooms: usize,
+    /// Rooms one connection may be in at once.
+    pub per_client: usize,
 }
 
 struct HubState {
@@ -95,22 +141,22 @@ pub struct Hub {
     /// each would be one delivery per member, so N arrivals would cost N² deliveries.
     join_notice_limit: usize,
     /// With the backplane: members per room on the other instances (one `(id, name)` per
-    /// name), replaced about once a second by the backplane reader. Read for presence lists,
-    /// counts and `/api/rooms`. Lock order: after `state`.
+    /// name), replaced about once a second by the backplane reader. Read for presence lists
+    /// and counts. Lock order: after `state`.
     remote: Mutex<HashMap<String, Vec<(u64, String)>>>,
-}
-
-/// A room as `GET /api/rooms` lists it.
-#[derive(Debug, serde::Serialize)]
-pub struct RoomSummary {
-    pub room: String,
-    pub members: usize,
-    pub last_seq: u64,
+    /// The room listing, readable without `state`. Lock order: after `state`.
+    index: RoomIndex,
+    limits: RoomLimits,
 }
 
 impl Hub {
     /// `closing` is the heartbeat thread's queue of close deadlines.
-    pub fn new(closing: Sender<PendingClose>, metrics: Arc<Metrics>, join_notice_limit: usize) -> Self {
+    pub fn new(
+        closing: Sender<PendingClose>,
+        metrics: Arc<Metrics>,
+        join_notice_limit: usize,
+        limits: RoomLimits,
+    ) -> Self {
         Hub {
             state: Mutex::new(HubState { clients: Arc::new(Vec::new()), rooms: HashMap::new(), closed: false }),
             next_id: AtomicU64::new(1),
@@ -118,7 +164,49 @@ impl Hub {
             metrics,
             join_notice_limit,
             remote: Mutex::new(HashMap::new()),
+            index: RoomIndex::default(),
+            limits,
         }
+    }
+
+    /// `room`, created if it does not exist yet and the server is below `--max-rooms`
+    /// (`force`: regardless — for messages already stored, and rooms the store or the
+    /// cluster already has).
+    fn room<'s>(&self, st: &'s mut HubState, name: &str, force: bool) -> Result<&'s mut Room, String> {
+        let count = st.rooms.len();
+        match st.rooms.entry(name.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if !force && count >= self.limits.max_rooms {
+                    return Err(format!(
+                        "room limit reached: this server has {} rooms (--max-rooms); join an existing one",
+                        self.limits.max_rooms
+                    ));
+                }
+                let room = Room::default();
+                self.index.insert(name, &room.stats);
+                Ok(e.insert(room))
+            }
+        }
+    }
+
+    /// Whether a message may be posted to `room` without creating one past `--max-rooms`.
+    pub fn may_post_to(&self, room: &str) -> Result<(), String> {
+        let st = self.state.lock();
+        if st.rooms.contains_key(room) || st.rooms.len() < self.limits.max_rooms {
+            Ok(())
+        } else {
+            Err(format!("room limit reached: this server has {} rooms (--max-rooms)", self.limits.max_rooms))
+        }
+    }
+
+    /// Refuses a join past `--max-rooms-per-client`.
+    fn check_room_count(&self, conn: &Conn) -> Result<(), String> {
+        let max = self.limits.per_client;
+        if conn.rooms.lock().len() >= max {
+            return Err(format!("you are in {max} rooms already, the most one connection may be in; leave one first"));
+        }
+        Ok(())
     }
 
     pub fn next_id(&self) -> u64 {
@@ -159,16 +247,24 @@ impl Hub {
         let mut overflowed = vec![];
         let mut to_flush = vec![];
         {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             let mut remote = self.remote.lock();
-            let rooms: std::collections::HashSet<&String> = remote.keys().chain(new.keys()).collect();
-            for room_name in rooms {
+            let mut rooms: Vec<String> = remote.keys().chain(new.keys()).cloned().collect();
+            rooms.sort_unstable();
+            rooms.dedup();
+            for room_name in &rooms {
+                let before = remote.get(room_name).map(Vec::as_slice).unwrap_or_default();
+                let after = new.get(room_name).map(Vec::as_slice).unwrap_or_default();
+                if !after.is_empty() {
+                    // A room that exists elsewhere exists here too (for listings and joins).
+                    let _ = self.room(&mut st, room_name, true);
+                }
                 let Some(room) = st.rooms.get(room_name) else { continue };
+                let remote_only = after.iter().filter(|(_, n)| !room.names.contains_key(n.as_str())).count();
+                room.stats.remote_only.store(remote_only, Ordering::Relaxed);
                 if room.members.is_empty() || room.members.len() >= self.join_notice_limit {
                     continue;
                 }
-                let before = remote.get(room_name).map(Vec::as_slice).unwrap_or_default();
-                let after = new.get(room_name).map(Vec::as_slice).unwrap_or_default();
                 let has = |list: &[(u64, String)], name: &str| list.iter().any(|(_, n)| n == name);
                 let mut frames = vec![];
                 for (id, name) in after.iter().filter(|(_, n)| !has(before, n) && !room.names.contains_key(n.as_str()))
@@ -187,6 +283,10 @@ impl Hub {
                 }
             }
             *remote = new;
+            drop(remote);
+            for room_name in &rooms {
+                self.forget_if_empty(&mut st, room_name);
+            }
         }
         for members in &to_flush {
             flush_all(members, None);
@@ -222,26 +322,15 @@ impl Hub {
         self.state.lock().clients.clone()
     }
 
-    /// Rooms with members or messages since start, for `GET /api/rooms`.
+    /// Rooms with members or messages since start, for `GET /api/rooms`. Read from the
+    /// index: never walks the rooms under the hub lock, so it never delays a message.
     pub fn rooms(&self) -> Vec<RoomSummary> {
-        let st = self.state.lock();
-        let remote = self.remote.lock();
-        let mut rooms: Vec<RoomSummary> = st
-            .rooms
-            .iter()
-            .filter(|(name, r)| !r.members.is_empty() || r.last_seq > 0 || remote.contains_key(*name))
-            .map(|(name, r)| {
-                let elsewhere = remote
-                    .get(name)
-                    .map_or(0, |names| names.iter().filter(|(_, n)| !r.names.contains_key(n.as_str())).count());
-                RoomSummary { room: name.clone(), members: r.names.len() + elsewhere, last_seq: r.last_seq }
-            })
-            .collect();
-        for (name, names) in remote.iter().filter(|(name, _)| !st.rooms.contains_key(*name)) {
-            rooms.push(RoomSummary { room: name.clone(), members: names.len(), last_seq: 0 });
-        }
-        rooms.sort_by(|a, b| a.room.cmp(&b.room));
-        rooms
+        self.index.list()
+    }
+
+    /// (room, members) for every room with members, for `/metrics` (also from the index).
+    pub fn occupied_rooms(&self) -> Vec<(String, usize)> {
+        self.index.occupied()
     }
 
     /// Records the last stored seq of rooms known to the store (at start-up), so they are
@@ -249,8 +338,10 @@ impl Hub {
     pub fn seed_rooms(&self, last: &HashMap<String, u64>) {
         let mut st = self.state.lock();
         for (room, seq) in last {
-            let r = st.rooms.entry(room.clone()).or_default();
-            r.last_seq = r.last_seq.max(*seq);
+            if let Ok(r) = self.room(&mut st, room, true) {
+                r.last_seq = r.last_seq.max(*seq);
+                r.stats.last_seq.store(r.last_seq, Ordering::Relaxed);
+            }
         }
     }
 
@@ -272,6 +363,8 @@ impl Hub {
             if st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
                 return Err(format!("already in room {room:?}"));
             }
+            self.check_room_count(conn)?;
+            self.room(&mut st, room, false)?;
             self.attach(&mut st, conn, room, &mut overflowed)
         };
         self.finish_fan_out(&members, None, overflowed);
@@ -287,6 +380,7 @@ impl Hub {
         overflowed: &mut Vec<Arc<Conn>>,
     ) -> Arc<Vec<Arc<Conn>>> {
         let name = conn.name();
+        // The callers checked the room budget (or the room exists already).
         let room = st.rooms.entry(room_name.to_string()).or_default();
         let first_of_name = !room.names.contains_key(&name);
         // Presence lists each name once (two tabs are one person), the newcomer first, and at
@@ -317,6 +411,7 @@ impl Hub {
         }
         Arc::make_mut(&mut room.members).push(Arc::clone(conn));
         *room.names.entry(name).or_insert(0) += 1;
+        room.publish_names();
         conn.rooms.lock().push(room_name.to_string());
         room.members.clone()
     }
@@ -365,15 +460,29 @@ impl Hub {
                 true
             }
         };
+        room.publish_names();
         if announce && last_of_name && !st.closed && room.members.len() < self.join_notice_limit {
             let leave = ServerMsg::Leave { room: room_name, id: conn.id, name: &name }.to_frame();
             overflowed.extend(self.push_to(&room.members, &leave, None));
         }
         let members = room.members.clone();
-        if room.members.is_empty() && room.last_seq == 0 {
-            st.rooms.remove(room_name);
-        }
+        room.release_cache_if_unused();
+        self.forget_if_empty(st, room_name);
         members
+    }
+
+    /// Removes a room that has nothing left: no members here or elsewhere, no history, no
+    /// resume in progress.
+    fn forget_if_empty(&self, st: &mut HubState, room_name: &str) {
+        if st.rooms.get(room_name).is_some_and(|r| {
+            r.members.is_empty()
+                && r.last_seq == 0
+                && r.resuming == 0
+                && r.stats.remote_only.load(Ordering::Relaxed) == 0
+        }) {
+            st.rooms.remove(room_name);
+            self.index.remove(room_name);
+        }
     }
 
     /// Whether `conn` is a member of `room`.
@@ -394,12 +503,11 @@ impl Hub {
         {
             let mut st = self.state.lock();
             for (m, frame) in batch.iter().zip(frames) {
-                let room = st.rooms.entry(m.room.clone()).or_default();
+                // Stored already: it is broadcast whatever the room budget says.
+                let Ok(room) = self.room(&mut st, &m.room, true) else { continue };
                 room.last_seq = m.seq;
-                if room.recent.len() == RECENT_FRAMES {
-                    room.recent.pop_front();
-                }
-                room.recent.push_back((m.seq, frame.clone()));
+                room.stats.last_seq.store(m.seq, Ordering::Relaxed);
+                room.remember(m.seq, &frame);
                 overflowed.extend(self.push_to(&room.members, &frame, None));
                 if !to_flush.iter().any(|f| Arc::ptr_eq(f, &room.members)) {
                     to_flush.push(room.members.clone());
@@ -430,8 +538,13 @@ impl Hub {
         let mut frontier = {
             let mut st = self.state.lock();
             self.detach(&mut st, conn, room, false, &mut overflowed);
-            st.rooms.get(room).map_or(0, |r| r.last_seq)
+            self.check_room_count(conn)?;
+            let r = self.room(&mut st, room, false)?;
+            // Keeps the recent-frames cache alive until we are a member.
+            r.resuming += 1;
+            r.last_seq
         };
+        let _resuming = Resuming { hub: self, room };
         let oldest = store.oldest_seq(room).map_err(|e| format!("history unavailable: {e}"))?;
         let mut cursor = after;
         if let Some(oldest) = oldest
@@ -506,14 +619,17 @@ impl Hub {
         Ok(cursor)
     }
 
-    /// Tells every chat client (including the renamed one) about a name change, and keeps
-    /// the per-room name counts right.
-    pub fn announce_rename(&self, conn: &Conn, old: &Arc<str>, new: &Arc<str>) {
+    /// Tells the members of the renamer's rooms (and the renamer) about a name change, and
+    /// keeps the per-room name counts right. Nobody outside those rooms learns of it: a
+    /// server-wide announcement would tell everyone who is where.
+    pub fn announce_rename(&self, conn: &Arc<Conn>, old: &Arc<str>, new: &Arc<str>) {
         let frame = ServerMsg::Name { id: conn.id, name: new, old }.to_frame();
         let mut overflowed = vec![];
-        let clients = {
+        let audience = {
             let mut st = self.state.lock();
             let rooms = conn.rooms.lock().clone();
+            let mut audience: Vec<Arc<Conn>> = vec![Arc::clone(conn)];
+            let mut seen = std::collections::HashSet::from([conn.id]);
             for room in rooms {
                 if let Some(r) = st.rooms.get_mut(&room) {
                     match r.names.get_mut(old) {
@@ -523,12 +639,14 @@ impl Hub {
                         }
                     }
                     *r.names.entry(new.clone()).or_insert(0) += 1;
+                    r.publish_names();
+                    audience.extend(r.members.iter().filter(|c| seen.insert(c.id)).cloned());
                 }
             }
-            overflowed.extend(self.push_to(&st.clients, &frame, None));
-            st.clients.clone()
+            overflowed.extend(self.push_to(&audience, &frame, None));
+            audience
         };
-        self.finish_fan_out(&clients, None, overflowed);
+        self.finish_fan_out(&audience, None, overflowed);
     }
 
     /// Removes a connection from the list and from every room (each room is told).
@@ -645,6 +763,24 @@ impl Hub {
         for conn in self.snapshot().iter() {
             conn.terminate();
         }
+    }
+}
+
+/// A resume in progress; dropping it (joined, or failed) lets the room drop its cache if
+/// nobody is left to need it.
+struct Resuming<'a> {
+    hub: &'a Hub,
+    room: &'a str,
+}
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        let mut st = self.hub.state.lock();
+        if let Some(r) = st.rooms.get_mut(self.room) {
+            r.resuming -= 1;
+            r.release_cache_if_unused();
+        }
+        self.hub.forget_if_empty(&mut st, self.room);
     }
 }
 

@@ -15,7 +15,7 @@
 //! - [`conn`]: one connection's outbox, through which every byte to its socket passes.
 //! - [`flusher`]: finishes writes to sockets whose kernel buffer was full.
 //! - [`fanout`]: flushes members' outboxes after a chat broadcast, one thread per core.
-//! - [`hub`]: the shared client list and fan-out.
+//! - [`hub`]: the shared client list, rooms and fan-out; [`room_index`]: their listing.
 //! - [`guard`]: per-address buckets and the IP table; [`auth`]: credentials, logins;
 //!   [`tickets`]: one-time upgrade tickets.
 //! - [`heartbeat`]: pings, reaps dead clients, enforces close deadlines.
@@ -49,6 +49,7 @@ pub mod http1;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod room_index;
 pub mod sequencer;
 pub mod server;
 pub mod session;

@@ -51,6 +51,8 @@ pub struct Shared {
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
     pub flusher: Arc<Flusher>,
+    /// Unsent bytes in all outboxes, against `--max-queued-total`.
+    pub queue_budget: Arc<crate::conn::QueueBudget>,
     /// `--redis`: the cluster backplane.
     pub backplane: Option<Box<crate::backplane::Backplane>>,
     /// `--tls-cert`: both listeners speak TLS only.
@@ -91,7 +93,7 @@ impl Shared {
 
     /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
     pub fn gauges(&self) -> Gauges {
-        let rooms = self.hub.rooms().into_iter().filter(|r| r.members > 0).map(|r| (r.room, r.members)).collect();
+        let rooms = self.hub.occupied_rooms();
         let backplane = self.backplane.as_deref().map(|b| (b.ready().is_ok(), b.pending()));
         let mut g = Gauges {
             rooms,
@@ -109,8 +111,9 @@ impl Shared {
                 crate::conn::Kind::Echo => g.echo_clients += 1,
                 crate::conn::Kind::Handshaking => {}
             }
-            g.queued_bytes += conn.queued_bytes();
         }
+        // The outboxes' running total: no need to lock each one.
+        g.queued_bytes = self.queue_budget.total();
         g.client_threads = self.live_clients();
         g
     }
@@ -201,8 +204,11 @@ impl ServerHandle {
         let (flusher, flusher_thread) = Flusher::start().map_err(StartError::Thread)?;
         let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
+        let (over_budget_tx, over_budget_rx) = crossbeam_channel::bounded(1);
+        let queue_budget = Arc::new(crate::conn::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
-        let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit);
+        let limits = crate::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
+        let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         let backplane = match &config.redis {
             None => None,
             Some(url) => {
@@ -236,6 +242,7 @@ impl ServerHandle {
             http: Arc::clone(&http),
             allowed_origins: own_origins(&[http_addr, ws_addr], tls.is_some(), &config.allow_origins),
             flusher,
+            queue_budget,
             tls: tls.clone(),
             http_addr,
             ws_addr,
@@ -246,7 +253,8 @@ impl ServerHandle {
             config,
         });
 
-        let heartbeat = heartbeat::spawn(Arc::clone(&shared), closing_rx).map_err(StartError::Thread)?;
+        let heartbeat =
+            heartbeat::spawn(Arc::clone(&shared), closing_rx, over_budget_rx).map_err(StartError::Thread)?;
         let heartbeat_stop = heartbeat.stop.clone();
         // Baseline before any client can arrive, so the first second's activity shows
         // in the first sample.

@@ -23,6 +23,8 @@ mod adversarial;
 mod entrance;
 // The HTTP side under attack: malformed paths, API access rules, CSRF, non-readers, panics.
 mod hostile_http;
+// Shared budgets: rooms, listings, tickets, per-user connections, the outgoing budget, names.
+mod budgets;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
 // TLS on both listeners (rcgen certificate, rustls client).
