@@ -6,6 +6,7 @@
 #   scripts/bench.sh              all scenarios, one round (about 4 minutes)
 #   ROUNDS=3 scripts/bench.sh     median of three rounds
 #   SCENARIOS="1 2" scripts/bench.sh
+#   SCENARIOS=rooms scripts/bench.sh   what a room costs (threadchat only: the reference has none)
 #
 # Prints a table of ratios (threadchat / node) and writes every raw report (JSON) and the
 # table to target/bench/.
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ROUNDS=${ROUNDS:-1}
-SCENARIOS=${SCENARIOS:-"1 2 3 4 5"}
+SCENARIOS=${SCENARIOS:-"1 2 3 4 5 rooms"}
 
 command -v node >/dev/null || ensure_apt nodejs npm
 cargo build --release --quiet
@@ -102,9 +103,21 @@ for round in $(seq 1 "$ROUNDS"); do
            else
              run 5-handshakes "$round" "$server" --handshakes --clients 64 --duration-secs 5
            fi ;;
+        # What a room costs: 10,000 rooms joined by one client, then each posted to and
+        # left (empty rooms with history stay listed); and how long listing them takes.
+        rooms) if [ "$server" = threadchat ]; then
+             TC_ARGS="--max-rooms 20000 --max-rooms-per-client 20000" start threadchat
+             http=$(sed -n 's|^http listening on http://||p' "$work/server.out")
+             echo "scenario rooms, round $round: threadchat" >&2
+             "$BIN" bench "$URL" --rooms 10000 --server-pid "$PID" --http "$http" >"$out/rooms-threadchat-$round.json"
+             stop
+           fi ;;
       esac
     done
   done
+done
+for f in "$out"/rooms-threadchat-*.json; do
+  [ -e "$f" ] && echo "rooms ($(basename "$f" .json)): $(cat "$f")"
 done
 
 python3 scripts/bench_table.py "$out" | tee "$out/table.md"

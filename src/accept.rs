@@ -67,16 +67,7 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
                 }
             },
         };
-        let conn = Arc::new(Conn::new(
-            shared.hub.next_id(),
-            peer,
-            stream,
-            tls,
-            shared.config.max_queued_bytes,
-            Arc::clone(&shared.queue_budget),
-            Arc::clone(&shared.flusher),
-            Arc::clone(&shared.metrics),
-        ));
+        let conn = Arc::new(Conn::new(shared.hub.next_id(), peer, stream, tls, &shared.outboxes));
         // Counted before a thread is spent on it; refused ones are just closed (nothing has
         // been read, so there is no request to answer).
         let slot = match shared.admission.accept(&conn) {

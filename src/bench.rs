@@ -75,6 +75,8 @@ struct ThreadStats {
     errors: u64,
     closed_by_server: u64,
     handshakes: u64,
+    /// Upgrades refused, by HTTP status (0: closed before any answer).
+    refused: std::collections::BTreeMap<u16, u64>,
 }
 
 /// The result of one run, printed as a table or JSON.
@@ -98,6 +100,10 @@ pub struct Report {
     pub handshakes_per_sec: f64,
     pub errors: u64,
     pub closed_by_server: u64,
+    /// Refused upgrades by HTTP status ("closed": closed before any answer).
+    pub refused: std::collections::BTreeMap<String, u64>,
+    /// Which server flags lift those refusals.
+    pub hints: Vec<String>,
     pub server_cpu_secs: Option<f64>,
     pub server_cpu_ms_per_1k_deliveries: Option<f64>,
     pub server_cpu_percent: Option<f64>,
@@ -181,7 +187,17 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         total.errors += s.errors;
         total.closed_by_server += s.closed_by_server;
         total.handshakes += s.handshakes;
+        for (status, n) in s.refused {
+            *total.refused.entry(status).or_default() += n;
+        }
     }
+    let answered: u64 = total.refused.values().sum();
+    let mut refused: std::collections::BTreeMap<String, u64> =
+        total.refused.iter().map(|(status, n)| (status.to_string(), *n)).collect();
+    if total.errors > answered {
+        refused.insert("closed".into(), total.errors - answered);
+    }
+    let hints = refusal_hints(&refused);
     total.latencies_us.sort_unstable();
     total.connect_us.sort_unstable();
     let cpu = match (cpu_start, cpu_end) {
@@ -207,6 +223,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         handshakes_per_sec: total.handshakes as f64 / elapsed,
         errors: total.errors,
         closed_by_server: total.closed_by_server,
+        refused,
+        hints,
         server_cpu_secs: cpu,
         server_cpu_ms_per_1k_deliveries: cpu
             .filter(|_| total.deliveries > 0)
@@ -463,6 +481,8 @@ fn drive(
             && let Some(end) = find(&sim.rbuf, b"\r\n\r\n")
         {
             if !sim.rbuf.starts_with(b"HTTP/1.1 101") {
+                let status = std::str::from_utf8(&sim.rbuf[..end]).ok().and_then(|h| h.split(' ').nth(1)?.parse().ok());
+                *stats.refused.entry(status.unwrap_or(0)).or_default() += 1;
                 return Err(io::Error::other("upgrade refused"));
             }
             sim.rbuf.drain(..end + 4);
@@ -636,6 +656,13 @@ pub fn print_table(r: &Report) {
         println!("handshakes/s           {:.0}", r.handshakes_per_sec);
     }
     println!("errors / closed        {} / {}", r.errors, r.closed_by_server);
+    if !r.refused.is_empty() {
+        let list: Vec<String> = r.refused.iter().map(|(status, n)| format!("{status} ×{n}")).collect();
+        println!("refused                {}", list.join(", "));
+    }
+    for hint in &r.hints {
+        println!("hint                   {hint}");
+    }
     println!(
         "server CPU             {} ({} per 1k deliveries, {})",
         opt(r.server_cpu_secs, "s"),
@@ -650,9 +677,35 @@ pub fn print_table(r: &Report) {
     );
 }
 
+/// What a refusal status means for a benchmark, and which threadchat flag lifts it (a load
+/// generator's clients all come from 127.0.0.x, which per-address limits are made to stop).
+fn refusal_hints(refused: &std::collections::BTreeMap<String, u64>) -> Vec<String> {
+    refused
+        .keys()
+        .filter_map(|status| {
+            Some(match status.as_str() {
+                "429" => "429: over the per-address upgrade rate; start the server with --upgrade-rate 1000000",
+                "503" => "503: over a connection cap; raise --max-clients and --max-clients-per-ip (and --max-connections-per-user with JWTs)",
+                "401" => "401: the server wants a credential (--token / --jwt-secret)",
+                "403" => "403: the Origin is not allowed (--allow-origin)",
+                "closed" => "closed without an answer: over --max-handshakes-per-ip (connections still in their handshake from one address), or out of file descriptors",
+                _ => return None,
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_come_with_the_flag_that_lifts_them() {
+        let refused = [("429".to_string(), 30), ("closed".to_string(), 2)].into_iter().collect();
+        let hints = refusal_hints(&refused);
+        assert!(hints[0].contains("--upgrade-rate") && hints[1].contains("--max-handshakes-per-ip"), "{hints:?}");
+    }
 
     #[test]
     fn finds_the_marker_in_json_and_raw_text() {

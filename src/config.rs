@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// Measure handshakes per second instead: each client connects, upgrades, drops, repeats.
     #[arg(long)]
     pub handshakes: bool,
+    /// Measure what rooms cost instead: one client joins this many rooms, then posts to and
+    /// leaves each (needs --server-pid, and a server with --max-rooms above it).
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// With --rooms: the server's HTTP address (HOST:PORT), to time `GET /api/rooms`.
+    #[arg(long)]
+    pub http: Option<String>,
     /// Load generator threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,

@@ -196,17 +196,27 @@ pub struct Conn {
     name: Mutex<Arc<str>>,
 }
 
+/// What every outbox shares with the others: the per-connection cap, the server-wide
+/// budget, the flusher that finishes blocked writes, and the counters.
+pub struct Outboxes {
+    pub max_queued: usize,
+    pub budget: Arc<QueueBudget>,
+    pub flusher: Arc<Flusher>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Conn {
     pub fn new(
         id: u64,
         peer: SocketAddr,
         socket: TcpStream,
         tls: Option<Box<Mutex<rustls::ServerConnection>>>,
-        max_queued: usize,
-        budget: Arc<QueueBudget>,
-        flusher: Arc<Flusher>,
-        metrics: Arc<Metrics>,
+        outboxes: &Outboxes,
     ) -> Self {
+        let max_queued = outboxes.max_queued;
+        let budget = Arc::clone(&outboxes.budget);
+        let flusher = Arc::clone(&outboxes.flusher);
+        let metrics = Arc::clone(&outboxes.metrics);
         Conn {
             id,
             peer,

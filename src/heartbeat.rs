@@ -78,14 +78,14 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver
 /// most unsent bytes (1008, slow consumer), dropping what they had queued, until the total
 /// is back under 90 % of the budget. The clients that read keep everything.
 fn enforce_budget(shared: &Shared) {
-    let budget = &shared.queue_budget;
+    let budget = &shared.outboxes.budget;
     let target = budget.max / 10 * 9;
     if budget.total() <= budget.max {
         return;
     }
     let mut by_size: Vec<(usize, Arc<crate::conn::Conn>)> =
         shared.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
-    by_size.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    by_size.sort_unstable_by_key(|(queued, _)| std::cmp::Reverse(*queued));
     let mut closed = 0;
     for (queued, conn) in by_size {
         if budget.total() <= target || queued == 0 {
@@ -96,7 +96,7 @@ fn enforce_budget(shared: &Shared) {
             conn.id,
             conn.peer
         );
-        conn.shed();
+        // Closing as a slow consumer drops its backlog at once (see `Hub::close_client`).
         shared.hub.close_client(
             &conn,
             crate::hub::close_code::POLICY,

@@ -695,6 +695,11 @@ impl Hub {
             _ => Disconnect::Error,
         });
         self.remove_one(conn, work);
+        if code == close_code::POLICY {
+            // A slow consumer will not read its backlog before its close deadline: give the
+            // memory back now (the budgets see it at once), keep only what is mid-write.
+            conn.shed();
+        }
         if conn.push_close(code, reason) {
             conn.flush();
             let _ = self

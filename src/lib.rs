@@ -26,7 +26,7 @@
 //! - [`sequencer`]: numbers, stores (group commit), then broadcasts chat messages.
 //! - [`backplane`]: `--redis`: one ordered log for several instances, cluster presence.
 //! - [`cli`]: the `send` / `tail` client commands.
-//! - [`bench`]: the `bench` load generator.
+//! - [`bench`]: the `bench` load generator; [`bench_rooms`]: its `--rooms` mode.
 
 pub mod accept;
 pub mod admission;
@@ -34,6 +34,7 @@ pub mod api;
 pub mod auth;
 pub mod backplane;
 pub mod bench;
+pub mod bench_rooms;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -76,6 +76,13 @@ fn tune_allocator() {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
+    if args.rooms > 0 {
+        let pid = args.server_pid.ok_or(("--rooms needs --server-pid".to_string(), 2))?;
+        let report =
+            threadchat::bench_rooms::run(&args.url, args.rooms, pid, args.http.as_deref()).map_err(|e| (e, 1))?;
+        println!("{}", serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?);
+        return Ok(());
+    }
     let report = threadchat::bench::run(args).map_err(|e| (e, 1))?;
     if args.json {
         let json = serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?;

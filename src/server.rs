@@ -50,9 +50,9 @@ pub struct Shared {
     pub http: Arc<http::Workers>,
     /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
     pub allowed_origins: Vec<String>,
-    pub flusher: Arc<Flusher>,
-    /// Unsent bytes in all outboxes, against `--max-queued-total`.
-    pub queue_budget: Arc<crate::conn::QueueBudget>,
+    /// What every connection's outbox shares: the caps, the server-wide budget of unsent
+    /// bytes (`--max-queued-total`), the flusher thread, the counters.
+    pub outboxes: crate::conn::Outboxes,
     /// `--redis`: the cluster backplane.
     pub backplane: Option<Box<crate::backplane::Backplane>>,
     /// `--tls-cert`: both listeners speak TLS only.
@@ -113,7 +113,7 @@ impl Shared {
             }
         }
         // The outboxes' running total: no need to lock each one.
-        g.queued_bytes = self.queue_budget.total();
+        g.queued_bytes = self.outboxes.budget.total();
         g.client_threads = self.live_clients();
         g
     }
@@ -207,6 +207,7 @@ impl ServerHandle {
         let (over_budget_tx, over_budget_rx) = crossbeam_channel::bounded(1);
         let queue_budget = Arc::new(crate::conn::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
+        let outbox_metrics = Arc::clone(&metrics);
         let limits = crate::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         let backplane = match &config.redis {
@@ -241,8 +242,12 @@ impl ServerHandle {
             })),
             http: Arc::clone(&http),
             allowed_origins: own_origins(&[http_addr, ws_addr], tls.is_some(), &config.allow_origins),
-            flusher,
-            queue_budget,
+            outboxes: crate::conn::Outboxes {
+                max_queued: config.max_queued_bytes,
+                budget: queue_budget,
+                flusher,
+                metrics: Arc::clone(&outbox_metrics),
+            },
             tls: tls.clone(),
             http_addr,
             ws_addr,
@@ -331,7 +336,7 @@ impl ServerHandle {
             bp.stop();
         }
         shared.fanout.stop();
-        shared.flusher.stop();
+        shared.outboxes.flusher.stop();
         // Each unblock releases one worker waiting in recv().
         shared.http.unblock(shared.config.http_threads);
         let _ = self.heartbeat_stop.try_send(());
@@ -350,12 +355,21 @@ impl Drop for ServerHandle {
     }
 }
 
+/// How often the per-IP table retires a generation (see `guard::IpTable`).
+const IP_GENERATION: u32 = 60;
+
 /// The stats thread: once a second, samples the counters into the history that
-/// `/api/stats` (and the stats page) shows.
+/// `/api/stats` (and the stats page) shows; once a minute, retires a generation of the
+/// per-IP table, off the connection path.
 fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("stats".into()).stack_size(128 * 1024).spawn(move || {
+        let mut ticks = 0u32;
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(crate::metrics::SAMPLE_INTERVAL)
         {
+            ticks += 1;
+            if ticks.is_multiple_of(IP_GENERATION) {
+                shared.ips.rotate();
+            }
             let chat = shared.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::Kind::Chat).count();
             shared.metrics.sample(chat);
         }

@@ -229,7 +229,7 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
     let mut peak = 0;
     for i in 0..300 {
         sender.send_json(json!({"type": "message", "text": format!("{i} {text}")}));
-        peak = peak.max(shared.queue_budget.total());
+        peak = peak.max(shared.outboxes.budget.total());
         let got = sender.recv_type("message");
         assert_eq!(got["text"].as_str().unwrap().split(' ').next(), Some(i.to_string().as_str()), "in order");
     }
@@ -238,7 +238,7 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
     // heartbeat thread closes the biggest.
     eprintln!("peak unsent bytes: {peak} (budget {BUDGET})");
     assert!(peak < BUDGET + 200 * 64 * 1024 + 1024 * 1024, "peak unsent bytes {peak}");
-    wait_until("under budget again", || shared.queue_budget.total() <= BUDGET);
+    wait_until("under budget again", || shared.outboxes.budget.total() <= BUDGET);
     // Those closed got 1008 once they read (after what was left of their queue).
     let mut closed_1008 = 0;
     for ws in stalled.iter_mut() {
@@ -262,6 +262,32 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
     // The client that reads was never touched.
     sender.say("still here");
     assert_eq!(sender.recv_type("message")["text"], "still here");
+}
+
+#[test]
+fn over_the_budget_with_no_more_traffic_the_biggest_queues_are_closed_until_under_it() {
+    // Queues that each stay small (no single client near the 64 KiB at which pushes are
+    // refused) but together pass the budget: only the heartbeat's sweep can act.
+    const BUDGET: usize = 1024 * 1024;
+    let server = TestServer::with(|c| c.max_queued_total = BUDGET);
+    let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
+    let stalled: Vec<_> = (0..40).map(|_| non_reader(&server.chat_url())).collect();
+    let mut sender = server.chat();
+    let text = "q".repeat(3990);
+    let mut sent = 0;
+    while shared.outboxes.budget.total() <= BUDGET {
+        assert!(sent < 2000, "the budget was never passed");
+        sender.send_json(json!({"type": "message", "text": format!("{sent} {text}")}));
+        sender.recv_type("message");
+        sent += 1;
+    }
+    let biggest = shared.hub.snapshot().iter().map(|c| c.queued_bytes()).max().unwrap_or(0);
+    assert!(biggest < 64 * 1024, "a single queue reached {biggest} bytes");
+    wait_until("the heartbeat brought the total under 90 % of the budget", || {
+        shared.outboxes.budget.total() <= BUDGET / 10 * 9
+    });
+    assert!(shared.hub.len() < 41, "somebody was closed");
+    drop(stalled);
 }
 
 #[test]
