@@ -233,11 +233,10 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
         let got = sender.recv_type("message");
         assert_eq!(got["text"].as_str().unwrap().split(' ').next(), Some(i.to_string().as_str()), "in order");
     }
-    // 200 clients × 1 MiB each would be 200 MiB. Over the budget, a client holding more than
-    // 64 KiB takes no more frames, so the total overshoots by at most 200 × 64 KiB while the
-    // heartbeat thread closes the biggest.
-    eprintln!("peak unsent bytes: {peak} (budget {BUDGET})");
-    assert!(peak < BUDGET + 200 * 64 * 1024 + 1024 * 1024, "peak unsent bytes {peak}");
+    // 200 clients × 1 MiB each would be 200 MiB. The total may pass the budget by what one
+    // broadcast queues before the heartbeat acts (one 4 KB message to 200 clients: 800 KB);
+    // past it, no client holding over 64 KiB takes another frame.
+    assert!(peak < BUDGET + 2 * 1024 * 1024, "peak unsent bytes {peak} (budget {BUDGET})");
     wait_until("under budget again", || shared.outboxes.budget.total() <= BUDGET);
     // Those closed got 1008 once they read (after what was left of their queue).
     let mut closed_1008 = 0;
