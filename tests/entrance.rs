@@ -381,6 +381,9 @@ fn past_the_per_address_cap_an_idle_keep_alive_connection_makes_room_but_silent_
             (s, pending)
         })
         .collect();
+    let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
+    // (A connection waits as idle once its response is out: poll for all four.)
+    wait_until("four idle connections", || shared.admission.pending() == 4);
     // A fifth connection from the same address is served: the oldest idle one gave way.
     let r = http_get(server.http, "/healthz");
     assert_eq!(r.status, 200);
@@ -392,7 +395,6 @@ fn past_the_per_address_cap_an_idle_keep_alive_connection_makes_room_but_silent_
 
     // Four silent connections (no request yet): a fifth from that address is closed at
     // accept, unanswered; another address is not affected.
-    let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
     wait_until("the old connections are gone", || shared.admission.pending() == 0);
     let _silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(server.http).unwrap()).collect();
     wait_until("four pending", || shared.admission.pending() == 4);

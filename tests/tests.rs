@@ -33,3 +33,7 @@ mod tls;
 mod cluster;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;
+// The binary as `cargo run` starts it: every default limit at its documented figure.
+mod defaults;
+// examples/minimal.rs, the whole idea in one file: its page and its chat.
+mod example;

@@ -1,0 +1,171 @@
+//! The binary exactly as `cargo run` starts it — no flag but free ports and a temporary
+//! data directory — and each default limit of docs/security.md, at its documented figure.
+//! Other modules lift limits to test something else; these tests are what a user gets.
+
+use std::io::Write;
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::*;
+
+/// Upgrades from `local` until one is refused with a status; returns the sessions opened
+/// before it and that status. Gives up after `max` attempts.
+fn upgrade_until_refused(
+    url: &str,
+    local: IpAddr,
+    max: usize,
+) -> (Vec<tungstenite::WebSocket<TcpStream>>, Option<u16>) {
+    let mut open = vec![];
+    for _ in 0..max {
+        match connect_from(Some(local), url, &[]) {
+            Ok(ws) => open.push(ws),
+            Err(tungstenite::Error::Http(resp)) => return (open, Some(resp.status().as_u16())),
+            Err(e) => panic!("neither a session nor a status: {e}"),
+        }
+    }
+    (open, None)
+}
+
+#[test]
+fn the_upgrade_rate_is_10_a_second_in_bursts_of_20() {
+    let server = BinaryServer::start_defaults(&[]);
+    let started = Instant::now();
+    let (open, status) = upgrade_until_refused(&server.chat_url(), [127, 0, 10, 1].into(), 40);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(status, Some(429));
+    // 20 at once, plus what refilled at 10/s while they connected.
+    let allowed = 20.0 + (elapsed * 10.0).ceil();
+    assert!(open.len() >= 20 && open.len() as f64 <= allowed, "{} upgrades in {elapsed:.2} s", open.len());
+}
+
+#[test]
+fn the_65th_session_from_one_address_gets_503() {
+    let server = BinaryServer::start_defaults(&[]);
+    let local: IpAddr = [127, 0, 10, 2].into();
+    let mut open = vec![];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no 503 after {} sessions", open.len());
+        match connect_from(Some(local), &server.chat_url(), &[]) {
+            Ok(ws) => open.push(ws),
+            // The upgrade rate (10/s) paces us; wait for its next token.
+            Err(tungstenite::Error::Http(resp)) if resp.status() == 429 => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(open.len(), 64);
+    // Another address is not affected.
+    connect_from(Some([127, 0, 10, 3].into()), &server.chat_url(), &[]).expect("another address");
+}
+
+#[test]
+fn the_17th_unfinished_connection_from_one_address_is_closed_at_accept() {
+    let server = BinaryServer::start_defaults(&[]);
+    let local: IpAddr = [127, 0, 10, 4].into();
+    let mut silent: Vec<TcpStream> = (0..16).map(|_| tcp_from(local, server.http).unwrap()).collect();
+    // Each is answered once it speaks: they all got a thread.
+    let mut extra = tcp_from(local, server.http).unwrap();
+    extra.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut extra, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the 17th was closed without an answer: {}", String::from_utf8_lossy(&buf[..n]));
+    silent[0].write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut silent[0], &mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    let r = http_request_from(Some(other_ip()), server.http, "GET", "/healthz", &[], "");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn chat_messages_are_limited_to_20_a_second_in_bursts_of_40_and_64_kib() {
+    let server = BinaryServer::start_defaults(&[]);
+    let mut c = Client::connect(&server.chat_url());
+    let started = Instant::now();
+    for i in 0..60 {
+        c.ws.write(Message::text(json!({"type": "message", "text": format!("m{i}")}).to_string())).unwrap();
+    }
+    c.ws.flush().unwrap();
+    let (mut stored, mut limited) = (0, 0);
+    while stored + limited < 60 {
+        let v = c.recv();
+        match v["type"].as_str() {
+            Some("message") => stored += 1,
+            Some("error") if v["error"].as_str().unwrap_or("").starts_with("rate limit") => limited += 1,
+            _ => {}
+        }
+    }
+    let allowed = 40.0 + (started.elapsed().as_secs_f64() * 20.0).ceil();
+    assert!(limited > 0 && stored >= 40 && stored as f64 <= allowed, "{stored} stored, {limited} limited");
+    // 64 KiB is the largest message; one byte more is 1009.
+    let mut big = Client::connect(&server.chat_url());
+    big.ws.send(Message::text("x".repeat(64 * 1024 + 1))).unwrap();
+    assert_eq!(big.expect_close().map(|f| f.code), Some(CloseCode::Size));
+}
+
+#[test]
+fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
+    let server = BinaryServer::start_defaults(&[]);
+    let mut c = Client::connect(&server.chat_url());
+    for i in 0..32 {
+        c.send_json(json!({"type": "join", "room": format!("d{i}")}));
+    }
+    let (mut joined, mut refused) = (0, vec![]);
+    while joined + refused.len() < 32 {
+        let v = c.recv();
+        match v["type"].as_str() {
+            Some("presence") => joined += 1,
+            Some("error") => refused.push(v["error"].to_string()),
+            _ => {}
+        }
+    }
+    assert_eq!(joined, 31, "the lobby and 31 more");
+    assert!(refused[0].contains("32 rooms already"), "{refused:?}");
+    let origin = refused_status(connect_with(&server.chat_url(), &[("Origin", "https://evil.example")]));
+    assert_eq!(origin, 403);
+    let own = format!("http://127.0.0.1:{}", server.http.port());
+    connect_with(&server.chat_url(), &[("Origin", own.as_str())]).expect("the page's own origin");
+}
+
+#[test]
+fn api_posts_are_limited_to_20_a_second_per_address() {
+    let server = BinaryServer::start_defaults(&[]);
+    let local: IpAddr = [127, 0, 10, 5].into();
+    let started = Instant::now();
+    let statuses: Vec<u16> = (0..60)
+        .map(|i| {
+            let body = json!({"text": format!("p{i}")}).to_string();
+            let path = "/api/rooms/lobby/messages";
+            http_request_from(Some(local), server.http, "POST", path, &["Content-Type: application/json"], &body).status
+        })
+        .collect();
+    let created = statuses.iter().filter(|&&s| s == 201).count();
+    let allowed = 40.0 + (started.elapsed().as_secs_f64() * 20.0).ceil();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(created >= 40 && created as f64 <= allowed, "{created} created in {:?}", started.elapsed());
+}
+
+#[test]
+fn an_unfinished_request_is_answered_408_after_10_seconds() {
+    let server = BinaryServer::start_defaults(&[]);
+    let mut s = TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let took = started.elapsed();
+    assert!(answer.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    assert!(took >= Duration::from_millis(9500) && took < Duration::from_secs(13), "{took:?}");
+}
