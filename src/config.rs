@@ -523,7 +523,7 @@ impl Config {
             return Err("--max-handshakes-per-ip must be between 1 and --max-handshakes".into());
         }
         if let Some((cert, key)) = &self.tls {
-            crate::tls::server_config(cert, key)?;
+            crate::net::tls::server_config(cert, key)?;
         }
         if let Some(url) = &self.public_ws_url
             && !(url.starts_with("ws://") || url.starts_with("wss://"))

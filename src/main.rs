@@ -11,8 +11,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use threadchat::ServerHandle;
 use threadchat::config::{BenchArgs, Cli, Command, Config, ServeArgs};
-use threadchat::{ServerHandle, cli};
+use threadchat::tools::cli;
 
 fn main() -> ExitCode {
     tune_allocator();
@@ -78,17 +79,17 @@ fn tune_allocator() {
 fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
     if args.rooms > 0 {
         let pid = args.server_pid.ok_or(("--rooms needs --server-pid".to_string(), 2))?;
-        let report =
-            threadchat::bench_rooms::run(&args.url, args.rooms, pid, args.http.as_deref()).map_err(|e| (e, 1))?;
+        let report = threadchat::tools::bench_rooms::run(&args.url, args.rooms, pid, args.http.as_deref())
+            .map_err(|e| (e, 1))?;
         println!("{}", serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?);
         return Ok(());
     }
-    let report = threadchat::bench::run(args).map_err(|e| (e, 1))?;
+    let report = threadchat::tools::bench::run(args).map_err(|e| (e, 1))?;
     if args.json {
         let json = serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?;
         println!("{json}");
     } else {
-        threadchat::bench::print_table(&report);
+        threadchat::tools::bench::print_table(&report);
     }
     Ok(())
 }

@@ -204,7 +204,7 @@ impl Metrics {
         if let Some((then, m0, d0)) = h.last {
             let secs = now.duration_since(then).as_secs_f64().max(1e-3);
             let sample = Sample {
-                t: crate::protocol::now_ms(),
+                t: crate::clock::now_ms(),
                 clients,
                 messages_per_sec: (messages - m0) as f64 / secs,
                 deliveries_per_sec: (deliveries - d0) as f64 / secs,

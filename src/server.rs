@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::admission::{Admission, Limits};
+use crate::chat::heartbeat;
+use crate::chat::hub::{Hub, close_code};
+use crate::chat::sequencer::{self, Sequencer};
 use crate::config::Config;
-use crate::fanout::Fanout;
-use crate::flusher::Flusher;
-use crate::hub::{Hub, close_code};
+use crate::conn::fanout::Fanout;
+use crate::conn::flusher::Flusher;
+use crate::conn::threads::Pool;
 use crate::metrics::{Gauges, Metrics};
-use crate::sequencer::{self, Sequencer};
+use crate::net::accept;
+use crate::net::admission::{Admission, Limits};
+use crate::net::http;
 use crate::store::{self, Store};
-use crate::threads::Pool;
-use crate::{accept, heartbeat, http};
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
 /// flush, before it cuts the remaining sockets.
@@ -37,13 +39,13 @@ pub struct Shared {
     /// Threads that flush outboxes after a chat broadcast.
     pub fanout: Fanout,
     /// Connections and upgrade rate per client IP.
-    pub ips: crate::guard::IpTable,
+    pub ips: crate::net::access::IpTable,
     /// One-time upgrade tickets (`POST /api/ticket`).
-    pub tickets: crate::tickets::Tickets,
+    pub tickets: crate::net::tickets::Tickets,
     /// Names JWT logins have used: no one else may take them.
-    pub login_names: crate::auth::LoginNames,
+    pub login_names: crate::net::auth::LoginNames,
     /// Open sessions per JWT user (`--max-connections-per-user`).
-    pub user_sessions: crate::auth::UserSessions,
+    pub user_sessions: crate::net::auth::UserSessions,
     /// Connections that have no thread's worth of request yet, and HTTP requests in progress.
     pub admission: Arc<Admission>,
     /// tiny_http, which connection threads hand complete HTTP requests to.
@@ -52,9 +54,9 @@ pub struct Shared {
     pub allowed_origins: Vec<String>,
     /// What every connection's outbox shares: the caps, the server-wide budget of unsent
     /// bytes (`--max-queued-total`), the flusher thread, the counters.
-    pub outboxes: crate::conn::Outboxes,
+    pub outboxes: crate::conn::outbox::Outboxes,
     /// `--redis`: the cluster backplane.
-    pub backplane: Option<Box<crate::backplane::Backplane>>,
+    pub backplane: Option<Box<crate::chat::backplane::Backplane>>,
     /// `--tls-cert`: both listeners speak TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The bound addresses (ports resolved when the config said 0).
@@ -107,9 +109,9 @@ impl Shared {
         };
         for conn in self.hub.snapshot().iter() {
             match conn.kind() {
-                crate::conn::Kind::Chat => g.chat_clients += 1,
-                crate::conn::Kind::Echo => g.echo_clients += 1,
-                crate::conn::Kind::Handshaking => {}
+                crate::conn::outbox::Kind::Chat => g.chat_clients += 1,
+                crate::conn::outbox::Kind::Echo => g.echo_clients += 1,
+                crate::conn::outbox::Kind::Handshaking => {}
             }
         }
         // The outboxes' running total: no need to lock each one.
@@ -193,7 +195,7 @@ impl ServerHandle {
         })?;
         let http_addr = http_listener.local_addr().map_err(StartError::Thread)?;
         let tls = match &config.tls {
-            Some((cert, key)) => Some(crate::tls::server_config(cert, key).map_err(StartError::Tls)?),
+            Some((cert, key)) => Some(crate::net::tls::server_config(cert, key).map_err(StartError::Tls)?),
             None => None,
         };
         let http = Arc::new(http::Workers::start().map_err(StartError::Thread)?);
@@ -205,21 +207,22 @@ impl ServerHandle {
         let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let (over_budget_tx, over_budget_rx) = crossbeam_channel::bounded(1);
-        let queue_budget = Arc::new(crate::conn::QueueBudget::new(config.max_queued_total, over_budget_tx));
+        let queue_budget = Arc::new(crate::conn::outbox::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
         let outbox_metrics = Arc::clone(&metrics);
-        let limits = crate::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
+        let limits =
+            crate::chat::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         let backplane = match &config.redis {
             None => None,
             Some(url) => {
                 // Client ids must not collide across instances: each instance numbers from
                 // its own random base (below 2^52, so JavaScript numbers stay exact).
-                let base =
-                    crate::guard::random_u64().ok_or_else(|| StartError::Redis("cannot read /dev/urandom".into()))?;
+                let base = crate::net::access::random_u64()
+                    .ok_or_else(|| StartError::Redis("cannot read /dev/urandom".into()))?;
                 hub.set_id_base((base % (1 << 20)) << 32);
-                let instance = format!("{:016x}", crate::guard::random_u64().unwrap_or(base));
-                Some(Box::new(crate::backplane::Backplane::new(url, instance).map_err(StartError::Redis)?))
+                let instance = format!("{:016x}", crate::net::access::random_u64().unwrap_or(base));
+                Some(Box::new(crate::chat::backplane::Backplane::new(url, instance).map_err(StartError::Redis)?))
             }
         };
         let shared = Arc::new(Shared {
@@ -229,10 +232,10 @@ impl ServerHandle {
             store,
             sequencer: Sequencer::default(),
             fanout,
-            ips: crate::guard::IpTable::default(),
-            tickets: crate::tickets::Tickets::default(),
-            login_names: crate::auth::LoginNames::default(),
-            user_sessions: crate::auth::UserSessions::default(),
+            ips: crate::net::access::IpTable::default(),
+            tickets: crate::net::tickets::Tickets::default(),
+            login_names: crate::net::auth::LoginNames::default(),
+            user_sessions: crate::net::auth::UserSessions::default(),
             admission: Arc::new(Admission::new(Limits {
                 max_pending: config.max_handshakes,
                 max_pending_per_ip: config.max_handshakes_per_ip,
@@ -242,7 +245,7 @@ impl ServerHandle {
             })),
             http: Arc::clone(&http),
             allowed_origins: own_origins(&[http_addr, ws_addr], tls.is_some(), &config.allow_origins),
-            outboxes: crate::conn::Outboxes {
+            outboxes: crate::conn::outbox::Outboxes {
                 max_queued: config.max_queued_bytes,
                 budget: queue_budget,
                 flusher,
@@ -370,7 +373,7 @@ fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> st
             if ticks.is_multiple_of(IP_GENERATION) {
                 shared.ips.rotate();
             }
-            let chat = shared.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::Kind::Chat).count();
+            let chat = shared.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::outbox::Kind::Chat).count();
             shared.metrics.sample(chat);
         }
     })

@@ -56,7 +56,7 @@ impl Retention {
     /// go (as SQL integers; `.1` is -1 without an age limit, which no `ts` is below).
     pub fn deletable(&self, last_seq: u64) -> (i64, i64) {
         let keep_from = last_seq.saturating_sub(self.max_messages) as i64;
-        let too_old = self.max_age_ms.map_or(-1, |age| crate::protocol::now_ms().saturating_sub(age) as i64);
+        let too_old = self.max_age_ms.map_or(-1, |age| crate::clock::now_ms().saturating_sub(age) as i64);
         (keep_from, too_old)
     }
 }

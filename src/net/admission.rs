@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::conn::Conn;
+use crate::conn::outbox::Conn;
 
 /// Limits, from the config.
 #[derive(Clone, Debug)]

@@ -42,7 +42,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 use redis::streams::StreamReadReply;
 
-use crate::sequencer::{self, Reply, Submit};
+use crate::chat::sequencer::{self, Reply, Submit};
 use crate::server::Shared;
 use crate::store::StoredMessage;
 
@@ -199,7 +199,7 @@ impl Publisher {
         let (true, Some(con)) = (bp.connected.load(Ordering::Acquire), self.con.as_mut()) else {
             return refuse(batch, "message not sent: the server is reconnecting to Redis; try again shortly");
         };
-        let ts = crate::protocol::now_ms();
+        let ts = crate::clock::now_ms();
         let mut pipe = redis::pipe();
         let mut tokens = Vec::with_capacity(batch.len());
         {
@@ -474,6 +474,6 @@ fn decode(entry: &redis::streams::StreamId) -> Option<(StoredMessage, String)> {
     let seq: u64 = entry.get("s")?;
     let payload: String = entry.get("m")?;
     let p: Payload = serde_json::from_str(&payload).ok()?;
-    crate::protocol::validate_room(&p.room).ok()?;
+    crate::chat::protocol::validate_room(&p.room).ok()?;
     Some((StoredMessage { room: p.room, seq, id: p.id, name: p.name, text: p.text, ts: p.ts }, p.token))
 }

@@ -15,16 +15,16 @@ use bytes::Bytes;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
-use crate::auth::{self, Identity, UserSlot};
-use crate::conn::{Conn, Kind, Push};
-use crate::guard;
-use crate::http1::{self, Head};
-use crate::hub::close_code;
+use crate::chat::hub::close_code;
+use crate::chat::protocol::{self, ClientMsg, ServerMsg};
+use crate::chat::sequencer::{Reply, Submit};
+use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Refusal};
-use crate::protocol::{self, ClientMsg, ServerMsg};
-use crate::sequencer::{Reply, Submit};
+use crate::net::access as guard;
+use crate::net::auth::{self, Identity, UserSlot};
+use crate::net::http1::{self, Head};
+use crate::net::stream::ConnStream;
 use crate::server::Shared;
-use crate::stream::ConnStream;
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
 /// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
@@ -99,7 +99,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
-    crate::threads::release_unused_stack();
+    crate::conn::threads::release_unused_stack();
     let kind = conn.kind();
     log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);

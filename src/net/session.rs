@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::admission::Slot;
-use crate::conn::Conn;
-use crate::exchange::After;
-use crate::http1::{self, HeadError};
+use crate::conn::outbox::Conn;
 use crate::metrics::Refusal;
+use crate::net::admission::Slot;
+use crate::net::exchange::After;
+use crate::net::http1::{self, HeadError};
+use crate::net::stream::ConnStream;
 use crate::server::{LiveGuard, Shared};
-use crate::stream::ConnStream;
 
 /// Entry point of a connection thread (see `accept.rs`).
 pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveGuard) {
@@ -41,9 +41,9 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
             // buffer as its read buffer for the whole session (1 KiB more per idle client).
             let tail = buf.as_slice().to_vec();
             drop(buf);
-            return crate::client::run(stream, head, tail, shared);
+            return crate::net::ws_session::run(stream, head, tail, shared);
         }
-        match crate::exchange::answer(&mut stream, &mut buf, &head, &mut slot, shared) {
+        match crate::net::exchange::answer(&mut stream, &mut buf, &head, &mut slot, shared) {
             After::KeepAlive if slot.wait_for_next() => {
                 // A fresh deadline for the whole next request: trickling bytes never
                 // extend it, and an idle keep-alive connection ends with it.

@@ -318,10 +318,7 @@ pub fn contains_close_frame(mut buf: &[u8]) -> bool {
     false
 }
 
-/// Milliseconds since the Unix epoch, as carried in `ts`.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request, Response};
 
-use crate::auth::Identity;
-use crate::http::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::auth::Identity;
+use crate::net::http::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::tickets::NoTicket;
 use crate::server::Shared;
-use crate::tickets::NoTicket;
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
 const MAX_HISTORY_PAGE: usize = 1000;
@@ -54,7 +54,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
                 "auth": if shared.config.auth_required() { serde_json::json!("token") } else { serde_json::Value::Null },
                 "ws_url": ws_url(request, shared),
                 "max_message_bytes": shared.config.max_message_bytes,
-                "max_text_chars": crate::protocol::MAX_TEXT_CHARS,
+                "max_text_chars": crate::chat::protocol::MAX_TEXT_CHARS,
             });
             json(200, &body).with_header(header("Cache-Control", "no-store"))
         }
@@ -77,7 +77,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
             Ok(_) => {
                 #[derive(serde::Serialize)]
                 struct Rooms {
-                    rooms: Vec<crate::room_index::RoomSummary>,
+                    rooms: Vec<crate::chat::room_index::RoomSummary>,
                 }
                 let body = serde_json::to_vec(&Rooms { rooms: shared.hub.rooms() }).unwrap_or_default();
                 Response::from_data(body).with_status_code(200).with_header(header("Content-Type", "application/json"))
@@ -86,7 +86,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         },
         _ if history_room.is_some() => {
             let room = history_room.as_deref().unwrap_or_default();
-            if let Err(e) = crate::protocol::validate_room(room) {
+            if let Err(e) = crate::chat::protocol::validate_room(room) {
                 return json(400, &serde_json::json!({ "error": e }));
             }
             match method {
@@ -117,10 +117,13 @@ fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, H
     if !cfg.auth_required() {
         return Ok(Identity::Anonymous);
     }
-    let given =
-        crate::auth::token_from(query, request_header(request, "Authorization"), request_header(request, "Cookie"));
+    let given = crate::net::auth::token_from(
+        query,
+        request_header(request, "Authorization"),
+        request_header(request, "Cookie"),
+    );
     if let Some(identity) =
-        given.and_then(|g| crate::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
+        given.and_then(|g| crate::net::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
     {
         if let Identity::Named { name, .. } = &identity {
             shared.login_names.note(name);
@@ -184,14 +187,14 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
     // A ticket bought with a JWT carries its name and user to the socket.
     match shared.tickets.issue(ip, identity) {
         Ok(ticket) => {
-            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::tickets::TICKET_TTL.as_secs() }))
+            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::net::tickets::TICKET_TTL.as_secs() }))
                 .with_header(header("Cache-Control", "no-store"))
         }
         Err(NoTicket::AddressFull) => {
             shared.metrics.rejected(crate::metrics::Refusal::Rate);
             too_many(&format!(
                 "this address holds {} unused tickets already; use or let them expire",
-                crate::tickets::MAX_TICKETS_PER_IP
+                crate::net::tickets::MAX_TICKETS_PER_IP
             ))
         }
         Err(_) => {
@@ -240,7 +243,7 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
 /// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
 /// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
 fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Identity) -> HttpResponse {
-    let limit = crate::exchange::MAX_BODY_BYTES;
+    let limit = crate::net::exchange::MAX_BODY_BYTES;
     let mut body = Vec::new();
     if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
         || body.len() as u64 > limit
@@ -252,14 +255,14 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         _ => return json(400, &serde_json::json!({ "error": "body must be a JSON object" })),
     };
     let msg = serde_json::json!({ "type": "message", "room": room, "text": value.get("text") });
-    let text = match crate::protocol::parse_client(&msg.to_string()) {
-        Ok(crate::protocol::ClientMsg::Message { text, .. }) => text,
+    let text = match crate::chat::protocol::parse_client(&msg.to_string()) {
+        Ok(crate::chat::protocol::ClientMsg::Message { text, .. }) => text,
         Ok(_) => return json(400, &serde_json::json!({ "error": "not a message" })),
         Err(e) => return json(400, &serde_json::json!({ "error": e })),
     };
     let asked = match value.get("name") {
         None => None,
-        Some(serde_json::Value::String(n)) => match crate::protocol::normalize_name(n) {
+        Some(serde_json::Value::String(n)) => match crate::chat::protocol::normalize_name(n) {
             Ok(n) => Some(n),
             Err(e) => return json(400, &serde_json::json!({ "error": e })),
         },
@@ -280,12 +283,12 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         return json(503, &serde_json::json!({ "error": e }));
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let submit = crate::sequencer::Submit {
+    let submit = crate::chat::sequencer::Submit {
         room: room.to_string(),
         id: shared.hub.next_id(),
         name: std::sync::Arc::from(name),
         text,
-        reply: crate::sequencer::Reply::Http(tx),
+        reply: crate::chat::sequencer::Reply::Http(tx),
     };
     if let Err(e) = shared.sequencer.submit(submit) {
         return json(503, &serde_json::json!({ "error": e }));
@@ -352,7 +355,7 @@ fn content_security_policy(request: &Request, shared: &Shared) -> String {
 }
 
 fn static_file(path: &str, request: &Request, shared: &Shared) -> HttpResponse {
-    let Some(file) = crate::files::find(path, shared.config.static_dir.as_deref()) else {
+    let Some(file) = crate::net::files::find(path, shared.config.static_dir.as_deref()) else {
         return text(404, "not found\n");
     };
     let mut response = Response::from_data(file.body)

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::conn::{Conn, Push};
-use crate::protocol;
+use crate::chat::protocol;
+use crate::conn::outbox::{Conn, Push};
 
 /// The stream the connection thread reads requests from, and tungstenite reads frames from
 /// and writes to.

@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::admission::Slot;
-use crate::http1::{self, Head};
 use crate::metrics::Refusal;
+use crate::net::admission::Slot;
+use crate::net::http1::{self, Head};
+use crate::net::stream::ConnStream;
 use crate::server::Shared;
-use crate::stream::ConnStream;
 
 /// Largest request body (the API's only bodies are small JSON objects).
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -78,7 +78,7 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
     }
     let body: Vec<u8> = buf.drain(..length).collect();
     let client_ip =
-        crate::guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
+        crate::net::access::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
     if !slot.start_request(client_ip) {
         return refuse(503, "too many HTTP requests in progress; try again", "Retry-After: 1\r\n");
     }
@@ -110,18 +110,18 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
 
 /// The request as tiny_http gets it: HTTP/1.0 (so its answer has a plain Content-Length and
 /// ends with the connection), hop-by-hop headers dropped, the client's address added in
-/// [`crate::http::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
+/// [`crate::net::http::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
 fn upstream_request(head: &Head, body: &[u8], client_ip: std::net::IpAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(format!("{} {} HTTP/1.0\r\n", head.method, head.target).as_bytes());
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::http::PEER_HEADER) {
+        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::net::http::PEER_HEADER) {
             continue;
         }
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::http::PEER_HEADER).as_bytes());
+    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::net::http::PEER_HEADER).as_bytes());
     if !body.is_empty() || matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }

@@ -33,9 +33,9 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use parking_lot::{Condvar, Mutex};
 
-use crate::flusher::Flusher;
+use crate::chat::protocol;
+use crate::conn::flusher::Flusher;
 use crate::metrics::{Disconnect, Metrics};
-use crate::protocol;
 
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
 /// is already far more than a burst usually holds and keeps the stack array small.

@@ -19,7 +19,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn token_from(query: &str, authorization: Option<&str>, cookie: Option<&str>) -> Option<String> {
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         if k == "token" {
-            return Some(crate::files::percent_decode(v).unwrap_or_else(|| v.to_string()));
+            return Some(crate::net::files::percent_decode(v).unwrap_or_else(|| v.to_string()));
         }
     }
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` are fine.
@@ -72,7 +72,7 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let mut validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
     validation.validate_nbf = true; // a token that is not valid yet is not valid
     let data = decode::<Claims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
-    let name = crate::protocol::normalize_name(data.claims.name.as_ref().or(data.claims.sub.as_ref())?).ok()?;
+    let name = crate::chat::protocol::normalize_name(data.claims.name.as_ref().or(data.claims.sub.as_ref())?).ok()?;
     let user = data.claims.sub.unwrap_or_else(|| name.clone());
     Some(Identity::Named { name, user })
 }
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn jwts_are_verified_and_give_the_name_and_user() {
         let secret = "0123456789abcdef0123456789abcdef";
-        let exp = crate::protocol::now_ms() / 1000 + 600;
+        let exp = crate::clock::now_ms() / 1000 + 600;
         let ok = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
         assert_eq!(authenticate(&ok, None, Some(secret)), named("Ada", "Ada"));
         let sub = jwt(secret, serde_json::json!({"sub": "bob", "exp": exp}));

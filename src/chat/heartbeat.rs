@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::conn::Kind;
-use crate::hub::PendingClose;
-use crate::protocol;
+use crate::chat::hub::PendingClose;
+use crate::chat::protocol;
+use crate::conn::outbox::Kind;
 use crate::server::Shared;
 
 pub struct Heartbeat {
@@ -83,7 +83,7 @@ fn enforce_budget(shared: &Shared) {
     if budget.total() <= budget.max {
         return;
     }
-    let mut by_size: Vec<(usize, Arc<crate::conn::Conn>)> =
+    let mut by_size: Vec<(usize, Arc<crate::conn::outbox::Conn>)> =
         shared.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
     by_size.sort_unstable_by_key(|(queued, _)| std::cmp::Reverse(*queued));
     let mut closed = 0;
@@ -99,7 +99,7 @@ fn enforce_budget(shared: &Shared) {
         // Closing as a slow consumer drops its backlog at once (see `Hub::close_client`).
         shared.hub.close_client(
             &conn,
-            crate::hub::close_code::POLICY,
+            crate::chat::hub::close_code::POLICY,
             "slow consumer: server-wide outgoing budget exceeded",
         );
         closed += 1;
@@ -117,8 +117,8 @@ fn round(shared: &Shared, ping: &bytes::Bytes) {
         if conn.alive.swap(false, Ordering::AcqRel) {
             // A ping counts toward the byte cap like anything else; an overflowing client
             // is the hub's to close.
-            if conn.send(ping.clone()) == crate::conn::Push::Overflow {
-                shared.hub.close_client(conn, crate::hub::close_code::POLICY, "slow consumer");
+            if conn.send(ping.clone()) == crate::conn::outbox::Push::Overflow {
+                shared.hub.close_client(conn, crate::chat::hub::close_code::POLICY, "slow consumer");
             }
         } else {
             log::info!("client {} ({}): no pong since the last ping; terminating", conn.id, conn.peer);

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::conn::{Conn, Push};
-use crate::hub::close_code;
-use crate::protocol::ServerMsg;
+use crate::chat::hub::close_code;
+use crate::chat::protocol::ServerMsg;
+use crate::conn::outbox::{Conn, Push};
 use crate::server::Shared;
 use crate::store::{Retention, StoredMessage};
 
@@ -87,7 +87,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = vec![];
     if shared.backplane.is_some() {
         // Cluster mode: the sequencer publishes; the backplane reader stores and broadcasts.
-        threads.push(crate::backplane::spawn_reader(Arc::clone(&shared), prune_tx.clone())?);
+        threads.push(crate::chat::backplane::spawn_reader(Arc::clone(&shared), prune_tx.clone())?);
         threads.push(
             std::thread::Builder::new()
                 .name("sequencer".into())
@@ -115,7 +115,7 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
 /// numbers them cluster-wide; the backplane reader then stores, broadcasts and acknowledges.
 fn run_clustered(shared: &Shared, rx: &Receiver<Cmd>) {
     let Some(bp) = shared.backplane.as_deref() else { return };
-    let mut publisher = crate::backplane::Publisher::default();
+    let mut publisher = crate::chat::backplane::Publisher::default();
     loop {
         let mut batch = Vec::new();
         let Some(stop) = next_batch(rx, &mut batch) else { return };
@@ -158,7 +158,7 @@ fn run(shared: &Shared, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
     let mut msgs: Vec<StoredMessage> = Vec::with_capacity(MAX_BATCH);
     loop {
         let Some(stop) = next_batch(rx, &mut batch) else { return };
-        let ts = crate::protocol::now_ms();
+        let ts = crate::clock::now_ms();
         for s in &batch {
             let seq = last.entry(s.room.clone()).or_insert(0);
             *seq += 1;

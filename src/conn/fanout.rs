@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::conn::{Conn, Kind};
+use crate::conn::outbox::{Conn, Kind};
 
 /// Members flushed per job: large enough that the hand-off (~10 µs) is noise next to the
 /// writes (~3–6 µs each), small enough to spread a big room over every core.

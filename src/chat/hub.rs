@@ -22,10 +22,10 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::conn::{Conn, Kind, Push};
+use crate::chat::protocol::{Member, ServerMsg};
+use crate::chat::room_index::{RoomIndex, RoomStats, RoomSummary};
+use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
-use crate::protocol::{Member, ServerMsg};
-use crate::room_index::{RoomIndex, RoomStats, RoomSummary};
 use crate::store::{Store, StoredMessage};
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::{Conn, Flushed};
+use crate::conn::outbox::{Conn, Flushed};
 
 /// Token of the waker; connection tokens are connection ids, which start at 1.
 const WAKE: Token = Token(usize::MAX);

@@ -34,7 +34,7 @@ pub const PEER_HEADER: &str = "X-Threadchat-Peer";
 
 /// How long a connection thread waits for tiny_http's answer: a POST may wait up to its
 /// own timeout for the history store, plus a margin.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(crate::api::POST_TIMEOUT.as_secs() + 5);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(crate::net::api::POST_TIMEOUT.as_secs() + 5);
 
 /// How often an idle worker looks whether tiny_http was restarted (and at the shutdown flag).
 const WORKER_POLL: Duration = Duration::from_secs(1);
@@ -79,7 +79,7 @@ impl Workers {
         socket.set_write_timeout(Some(UPSTREAM_TIMEOUT))?;
         socket.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
         socket.write_all(request)?;
-        let limit = crate::exchange::MAX_RESPONSE_BYTES as u64;
+        let limit = crate::net::exchange::MAX_RESPONSE_BYTES as u64;
         let mut response = Vec::new();
         (&mut socket).take(limit + 1).read_to_end(&mut response)?;
         if response.len() as u64 > limit {
@@ -174,8 +174,9 @@ pub fn spawn_worker(index: usize, workers: Arc<Workers>, shared: Arc<Shared>) ->
             };
             let method = request.method().clone();
             let url = request.url().to_string();
-            let routed =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::api::route(&mut request, &shared)));
+            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::net::api::route(&mut request, &shared)
+            }));
             let response = routed.unwrap_or_else(|_| {
                 // The panic message was printed by the hook; this request fails alone.
                 log::error!("http {method} {url}: the handler panicked; answered 500");

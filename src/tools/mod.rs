@@ -1,0 +1,6 @@
+//! The command-line tools beside the server: `send`/`tail` and the `bench` load generator.
+//! Clients of the server, not parts of it: they use only `config` and the protocol's types.
+
+pub mod bench;
+pub mod bench_rooms;
+pub mod cli;
