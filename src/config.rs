@@ -437,13 +437,6 @@ impl Config {
         self.token.is_some() || self.jwt_secret.is_some()
     }
 
-    pub fn retention(&self) -> crate::store::Retention {
-        crate::store::Retention {
-            max_messages: self.history_limit,
-            max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
-        }
-    }
-
     /// Checks every field; the error is one line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.token.as_deref().is_some_and(|t| t.len() < 16) {
@@ -521,9 +514,6 @@ impl Config {
         }
         if !(1..=self.max_handshakes).contains(&self.max_handshakes_per_ip) {
             return Err("--max-handshakes-per-ip must be between 1 and --max-handshakes".into());
-        }
-        if let Some((cert, key)) = &self.tls {
-            crate::net::tls::server_config(cert, key)?;
         }
         if let Some(url) = &self.public_ws_url
             && !(url.starts_with("ws://") || url.starts_with("wss://"))

@@ -13,7 +13,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::hub::PendingClose;
-use crate::chat::protocol;
 use crate::conn::outbox::Kind;
 use crate::server::Shared;
 
@@ -39,7 +38,7 @@ pub fn spawn(
 
 fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>, stop: &Receiver<()>) {
     let interval = shared.config.ping_interval;
-    let ping = protocol::ping_frame();
+    let ping = crate::conn::frames::ping_frame();
     let mut next_round = Instant::now() + interval;
     // Pending closes, in deadline order (every deadline is now + the same timeout, so the
     // channel already delivers them sorted).

@@ -240,7 +240,7 @@ pub(crate) fn reply_err(shared: &Shared, reply: Reply, error: &str) {
 /// Deletes what retention no longer covers: rooms that got messages, about once a second;
 /// every known room once a minute when there is an age limit.
 fn prune_loop(shared: &Shared, rx: &Receiver<(String, u64)>) {
-    let retention = shared.config.retention();
+    let retention = crate::store::Retention::of(&shared.config);
     let mut dirty: HashMap<String, u64> = HashMap::new();
     let mut known: HashMap<String, u64> = HashMap::new();
     let mut last_age_pass = Instant::now();

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,13 +18,37 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::outbox::{Conn, Flushed};
+/// What the flusher needs of a connection whose kernel buffer is full. The outbox
+/// implements it; the flusher knows nothing else about connections, so the two modules do
+/// not depend on each other.
+pub trait Parked: Send + Sync {
+    /// A number unique among live connections (the epoll token).
+    fn id(&self) -> u64;
+    fn fd(&self) -> std::os::fd::RawFd;
+    /// Writes what it can, now that the socket is writable again.
+    fn flush_parked(&self) -> Flushed;
+    /// Shuts the socket (when it cannot even be watched).
+    fn terminate(&self);
+}
+
+/// What a writer pass ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued was written.
+    Empty,
+    /// The kernel buffer is full; the socket is parked with the flusher.
+    Blocked,
+    /// Another thread owns the writes (or nothing is parked).
+    NotOwner,
+    /// The socket failed.
+    Dead,
+}
 
 /// Token of the waker; connection tokens are connection ids, which start at 1.
 const WAKE: Token = Token(usize::MAX);
 
 enum Cmd {
-    Park(Arc<Conn>),
+    Park(Arc<dyn Parked>),
     Stop,
 }
 
@@ -47,7 +70,7 @@ impl Flusher {
     }
 
     /// Hands a connection whose writer hit `EAGAIN` to the flusher thread.
-    pub fn park(&self, conn: Arc<Conn>) {
+    pub fn park(&self, conn: Arc<dyn Parked>) {
         if self.tx.send(Cmd::Park(conn)).is_ok() {
             let _ = self.waker.wake();
         }
@@ -64,7 +87,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
     let mut events = Events::with_capacity(256);
     // Parked connections by token. Holding the Arc keeps the fd open (and so its epoll
     // registration valid) until we deregister it.
-    let mut parked: HashMap<Token, Arc<Conn>> = HashMap::new();
+    let mut parked: HashMap<Token, Arc<dyn Parked>> = HashMap::new();
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -85,7 +108,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
                 Flushed::Blocked => {}
                 Flushed::Empty | Flushed::Dead | Flushed::NotOwner => {
                     if let Some(conn) = parked.remove(&event.token()) {
-                        deregister(&poll, &conn);
+                        deregister(&poll, &*conn);
                     }
                 }
             }
@@ -96,8 +119,8 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
             match cmd {
                 Cmd::Stop => return,
                 Cmd::Park(conn) => {
-                    let token = Token(conn.id as usize);
-                    let fd = conn.socket().as_raw_fd();
+                    let token = Token(conn.id() as usize);
+                    let fd = conn.fd();
                     let registry = poll.registry();
                     // reregister (EPOLL_CTL_MOD) re-arms the edge: if the socket is already
                     // writable, an event is reported at once.
@@ -111,7 +134,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
                             parked.insert(token, conn);
                         }
                         Err(e) => {
-                            log::warn!("client {}: cannot watch socket: {e}; closing", conn.id);
+                            log::warn!("client {}: cannot watch socket: {e}; closing", conn.id());
                             conn.terminate();
                         }
                     }
@@ -121,7 +144,7 @@ fn run(mut poll: Poll, rx: Receiver<Cmd>) {
     }
 }
 
-fn deregister(poll: &Poll, conn: &Conn) {
-    let fd = conn.socket().as_raw_fd();
+fn deregister(poll: &Poll, conn: &dyn Parked) {
+    let fd = conn.fd();
     let _ = poll.registry().deregister(&mut SourceFd(&fd));
 }

@@ -33,8 +33,8 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use parking_lot::{Condvar, Mutex};
 
-use crate::chat::protocol;
-use crate::conn::flusher::Flusher;
+use crate::conn::frames;
+use crate::conn::flusher::{Flushed, Flusher, Parked};
 use crate::metrics::{Disconnect, Metrics};
 
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
@@ -333,7 +333,7 @@ impl Conn {
     /// Queues a Close frame with `code` unless one is already queued. Returns whether this
     /// call queued it (the caller then owns the close handshake's timeout).
     pub fn push_close(&self, code: u16, reason: &str) -> bool {
-        self.push_control(protocol::close_frame(code, reason), true) == Push::Queued
+        self.push_control(frames::close_frame(code, reason), true) == Push::Queued
     }
 
     /// Queues and sends. Returns `Push::Overflow` for the caller to act on.
@@ -349,13 +349,8 @@ impl Conn {
     /// thread will send our frames too, since it loops until the queue is empty).
     pub fn flush(self: &Arc<Self>) {
         if self.write_queued(false) == Flushed::Blocked {
-            self.flusher.park(Arc::clone(self));
+            self.flusher.park(Arc::clone(self) as Arc<dyn Parked>);
         }
-    }
-
-    /// Called by the flusher thread when epoll reports the parked socket writable.
-    pub(crate) fn flush_parked(&self) -> Flushed {
-        self.write_queued(true)
     }
 
     /// The writer loop. Takes ownership of the socket's write side (or returns at once if
@@ -622,17 +617,22 @@ impl Write for DontWait<'_> {
     }
 }
 
-/// What a writer pass ended with.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Flushed {
-    /// Everything queued was written.
-    Empty,
-    /// The kernel buffer is full; the socket is parked with the flusher.
-    Blocked,
-    /// Another thread owns the writes (or nothing is parked).
-    NotOwner,
-    /// The socket failed.
-    Dead,
+impl Parked for Conn {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
+    fn flush_parked(&self) -> Flushed {
+        self.write_queued(true)
+    }
+
+    fn terminate(&self) {
+        Conn::terminate(self);
+    }
 }
 
 impl std::fmt::Debug for Conn {

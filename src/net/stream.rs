@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::chat::protocol;
+use crate::conn::frames;
 use crate::conn::outbox::{Conn, Push};
 
 /// The stream the connection thread reads requests from, and tungstenite reads frames from
@@ -98,7 +98,7 @@ impl ConnStream {
 
 impl Write for ConnStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let is_close = self.upgraded && protocol::contains_close_frame(buf);
+        let is_close = self.upgraded && frames::contains_close_frame(buf);
         // Refused (Closed) means a Close already went out: anything after it is dropped,
         // as RFC 6455 requires. Reporting success keeps tungstenite's state machine going.
         if self.conn.push_control(Bytes::copy_from_slice(buf), is_close) == Push::Overflow {

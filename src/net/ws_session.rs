@@ -17,6 +17,7 @@ use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::chat::hub::close_code;
 use crate::chat::protocol::{self, ClientMsg, ServerMsg};
+use crate::conn::frames;
 use crate::chat::sequencer::{Reply, Submit};
 use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Refusal};
@@ -325,9 +326,9 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
         }
         let reply = match msg {
             Message::Text(text) if chat => handle_chat(conn, shared, text.as_str()),
-            Message::Text(text) => Some(protocol::text_frame(text.as_bytes())),
+            Message::Text(text) => Some(frames::text_frame(text.as_bytes())),
             Message::Binary(_) if chat => Some(error_frame(shared, "binary frames are not supported; send JSON text")),
-            Message::Binary(data) => Some(protocol::binary_frame(&data)),
+            Message::Binary(data) => Some(frames::binary_frame(&data)),
             Message::Close(frame) => {
                 return End::ClientClosed(match frame {
                     Some(f) => format!("code {} {:?}", u16::from(f.code), f.reason.as_str()),

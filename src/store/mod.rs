@@ -52,6 +52,16 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// What `--history-limit` and `--history-max-age-secs` ask for.
+    pub fn of(config: &crate::config::Config) -> Retention {
+        Retention {
+            max_messages: config.history_limit,
+            max_age_ms: config.history_max_age.map(|d| d.as_millis() as u64),
+        }
+    }
+}
+
+impl Retention {
     /// For a room whose last seq is `last_seq`: messages with `seq <= .0` or `ts < .1` may
     /// go (as SQL integers; `.1` is -1 without an age limit, which no `ts` is below).
     pub fn deletable(&self, last_seq: u64) -> (i64, i64) {
