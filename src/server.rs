@@ -10,139 +10,27 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::chat::Chat;
+use crate::chat::commit::Sequencer;
 use crate::chat::heartbeat;
 use crate::chat::hub::{Hub, close_code};
-use crate::chat::sequencer::{self, Sequencer};
+use crate::chat::sequencer;
 use crate::config::Config;
 use crate::conn::fanout::Fanout;
 use crate::conn::flusher::Flusher;
+use crate::conn::outbox::Outboxes;
 use crate::conn::threads::Pool;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::Metrics;
 use crate::net::accept;
 use crate::net::admission::{Admission, Limits};
 use crate::net::http;
-use crate::store::{self, Store};
+use crate::net::state::Shared;
+use crate::net::tiny::Workers;
+use crate::store;
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
 /// flush, before it cuts the remaining sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// State shared by every thread of one server.
-pub struct Shared {
-    pub config: Config,
-    pub hub: Hub,
-    pub metrics: Arc<Metrics>,
-    /// The history; written only by the sequencer thread.
-    pub store: Box<dyn Store>,
-    /// Where chat messages go to be numbered, stored and broadcast.
-    pub sequencer: Sequencer,
-    /// Threads that flush outboxes after a chat broadcast.
-    pub fanout: Fanout,
-    /// Connections and upgrade rate per client IP.
-    pub ips: crate::net::access::IpTable,
-    /// One-time upgrade tickets (`POST /api/ticket`).
-    pub tickets: crate::net::tickets::Tickets,
-    /// Names JWT logins have used: no one else may take them.
-    pub login_names: crate::net::auth::LoginNames,
-    /// Open sessions per JWT user (`--max-connections-per-user`).
-    pub user_sessions: crate::net::auth::UserSessions,
-    /// Connections that have no thread's worth of request yet, and HTTP requests in progress.
-    pub admission: Arc<Admission>,
-    /// tiny_http, which connection threads hand complete HTTP requests to.
-    pub http: Arc<http::Workers>,
-    /// Browser origins allowed to upgrade: the server's own HTTP origins plus `--allow-origin`.
-    pub allowed_origins: Vec<String>,
-    /// What every connection's outbox shares: the caps, the server-wide budget of unsent
-    /// bytes (`--max-queued-total`), the flusher thread, the counters.
-    pub outboxes: crate::conn::outbox::Outboxes,
-    /// `--redis`: the cluster backplane.
-    pub backplane: Option<Box<crate::chat::backplane::Backplane>>,
-    /// `--tls-cert`: both listeners speak TLS only.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The bound addresses (ports resolved when the config said 0).
-    pub http_addr: SocketAddr,
-    pub ws_addr: SocketAddr,
-    /// Written once, by `shutdown`; when true the accept loops exit and no client joins.
-    pub shutting_down: AtomicBool,
-    /// WebSocket sessions being admitted or open (`--max-clients` applies to it).
-    sessions: std::sync::atomic::AtomicUsize,
-    /// Connection threads alive; `shutdown` waits for it to reach 0.
-    live: Mutex<usize>,
-    live_changed: Condvar,
-}
-
-impl Shared {
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Counts a client thread as alive until the returned guard drops (on every exit path,
-    /// panics included).
-    pub fn enter_client(self: &Arc<Self>) -> LiveGuard {
-        *self.live.lock() += 1;
-        LiveGuard(Arc::clone(self))
-    }
-
-    pub fn live_clients(&self) -> usize {
-        *self.live.lock()
-    }
-
-    /// Counts a WebSocket session (from its upgrade request on) until the guard drops.
-    pub fn enter_session(&self) -> SessionGuard<'_> {
-        let count = self.sessions.fetch_add(1, Ordering::AcqRel) + 1;
-        SessionGuard { shared: self, count }
-    }
-
-    /// Current gauges for `/metrics` (locks each outbox briefly to read its size).
-    pub fn gauges(&self) -> Gauges {
-        let rooms = self.hub.occupied_rooms();
-        let backplane = self.backplane.as_deref().map(|b| (b.ready().is_ok(), b.pending()));
-        let mut g = Gauges {
-            rooms,
-            chat_clients: 0,
-            echo_clients: 0,
-            handshaking: self.admission.pending(),
-            http_requests: self.admission.busy(),
-            client_threads: 0,
-            queued_bytes: 0,
-            backplane,
-        };
-        for conn in self.hub.snapshot().iter() {
-            match conn.kind() {
-                crate::conn::outbox::Kind::Chat => g.chat_clients += 1,
-                crate::conn::outbox::Kind::Echo => g.echo_clients += 1,
-                crate::conn::outbox::Kind::Handshaking => {}
-            }
-        }
-        // The outboxes' running total: no need to lock each one.
-        g.queued_bytes = self.outboxes.budget.total();
-        g.client_threads = self.live_clients();
-        g
-    }
-}
-
-/// A WebSocket session counted in `Shared::sessions`.
-pub struct SessionGuard<'a> {
-    shared: &'a Shared,
-    /// Sessions, this one included, when it arrived.
-    pub count: usize,
-}
-
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-pub struct LiveGuard(Arc<Shared>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        let mut live = self.0.live.lock();
-        *live -= 1;
-        self.0.live_changed.notify_all();
-    }
-}
 
 /// A running server. Dropping it shuts it down.
 pub struct ServerHandle {
@@ -198,7 +86,7 @@ impl ServerHandle {
             Some((cert, key)) => Some(crate::net::tls::server_config(cert, key).map_err(StartError::Tls)?),
             None => None,
         };
-        let http = Arc::new(http::Workers::start().map_err(StartError::Thread)?);
+        let http = Arc::new(Workers::start().map_err(StartError::Thread)?);
 
         let store =
             store::open(config.database.as_deref(), &config.data_dir, config.sync_commit).map_err(StartError::Store)?;
@@ -225,13 +113,23 @@ impl ServerHandle {
                 Some(Box::new(crate::chat::backplane::Backplane::new(url, instance).map_err(StartError::Redis)?))
             }
         };
-        let shared = Arc::new(Shared {
+        let chat = Arc::new(Chat {
             hub,
             backplane,
             metrics,
             store,
             sequencer: Sequencer::default(),
             fanout,
+            outboxes: Outboxes {
+                max_queued: config.max_queued_bytes,
+                budget: queue_budget,
+                flusher,
+                metrics: Arc::clone(&outbox_metrics),
+            },
+            config: config.clone(),
+        });
+        let shared = Arc::new(Shared {
+            chat: Arc::clone(&chat),
             ips: crate::net::access::IpTable::default(),
             tickets: crate::net::tickets::Tickets::default(),
             login_names: crate::net::auth::LoginNames::default(),
@@ -245,12 +143,6 @@ impl ServerHandle {
             })),
             http: Arc::clone(&http),
             allowed_origins: own_origins(&[http_addr, ws_addr], tls.is_some(), &config.allow_origins),
-            outboxes: crate::conn::outbox::Outboxes {
-                max_queued: config.max_queued_bytes,
-                budget: queue_budget,
-                flusher,
-                metrics: Arc::clone(&outbox_metrics),
-            },
             tls: tls.clone(),
             http_addr,
             ws_addr,
@@ -258,21 +150,19 @@ impl ServerHandle {
             sessions: std::sync::atomic::AtomicUsize::new(0),
             live: Mutex::new(0),
             live_changed: Condvar::new(),
-            config,
         });
 
-        let heartbeat =
-            heartbeat::spawn(Arc::clone(&shared), closing_rx, over_budget_rx).map_err(StartError::Thread)?;
+        let heartbeat = heartbeat::spawn(Arc::clone(&chat), closing_rx, over_budget_rx).map_err(StartError::Thread)?;
         let heartbeat_stop = heartbeat.stop.clone();
         // Baseline before any client can arrive, so the first second's activity shows
         // in the first sample.
-        shared.metrics.sample(0);
+        chat.metrics.sample(0);
         let (stats_stop, stats_stop_rx) = crossbeam_channel::bounded::<()>(1);
         let stats_thread = spawn_stats(Arc::clone(&shared), stats_stop_rx).map_err(StartError::Thread)?;
         let mut threads = vec![flusher_thread, heartbeat.thread, stats_thread];
-        threads.extend(sequencer::spawn(Arc::clone(&shared)).map_err(StartError::Thread)?);
+        threads.extend(sequencer::spawn(Arc::clone(&chat)).map_err(StartError::Thread)?);
         threads.extend(fanout_threads);
-        for i in 0..shared.config.http_threads {
+        for i in 0..config.http_threads {
             threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
         }
         // One accept path for both ports; one pool of connection threads behind them.
@@ -313,11 +203,11 @@ impl ServerHandle {
         // Wake each blocking accept() with a connection to ourselves (the accept loop checks
         // the flag first thing after every accept). Same trick as tiny_http's own Drop.
         for addr in [shared.http_addr, shared.ws_addr] {
-            let _ = TcpStream::connect_timeout(&connectable(addr), Duration::from_secs(1));
+            let _ = TcpStream::connect_timeout(&crate::net::state::connectable(addr), Duration::from_secs(1));
         }
         // Connections still reading a request, or being answered over HTTP: cut now.
         let unfinished = shared.admission.close_all();
-        let count = shared.hub.close_all(close_code::GOING_AWAY, "server shutting down");
+        let count = shared.chat.hub.close_all(close_code::GOING_AWAY, "server shutting down");
         log::info!("shutting down: closing {count} WebSocket(s) and {unfinished} other connection(s)");
 
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -326,7 +216,7 @@ impl ServerHandle {
         if *live > 0 {
             log::warn!("{} client(s) did not close in time; cutting them", *live);
             drop(live);
-            shared.hub.terminate_all();
+            shared.chat.hub.terminate_all();
             let deadline = Instant::now() + Duration::from_secs(2);
             live = shared.live.lock();
             while *live > 0 && !shared.live_changed.wait_until(&mut live, deadline).timed_out() {}
@@ -334,14 +224,14 @@ impl ServerHandle {
         drop(live);
 
         // Clients are gone: let the sequencer store what they submitted, then stop.
-        shared.sequencer.stop();
-        if let Some(bp) = &shared.backplane {
+        shared.chat.sequencer.stop();
+        if let Some(bp) = &shared.chat.backplane {
             bp.stop();
         }
-        shared.fanout.stop();
-        shared.outboxes.flusher.stop();
+        shared.chat.fanout.stop();
+        shared.chat.outboxes.flusher.stop();
         // Each unblock releases one worker waiting in recv().
-        shared.http.unblock(shared.config.http_threads);
+        shared.http.unblock(shared.chat.config.http_threads);
         let _ = self.heartbeat_stop.try_send(());
         let _ = self.stats_stop.try_send(());
         for t in self.threads.drain(..) {
@@ -373,8 +263,9 @@ fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> st
             if ticks.is_multiple_of(IP_GENERATION) {
                 shared.ips.rotate();
             }
-            let chat = shared.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::outbox::Kind::Chat).count();
-            shared.metrics.sample(chat);
+            let chat =
+                shared.chat.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::outbox::Kind::Chat).count();
+            shared.chat.metrics.sample(chat);
         }
     })
 }
@@ -411,17 +302,4 @@ fn own_origins(listeners: &[SocketAddr], tls: bool, extra: &[String]) -> Vec<Str
     origins.sort();
     origins.dedup();
     origins
-}
-
-/// An address that reaches a listener bound to `bound` from this machine (0.0.0.0 is not
-/// connectable): to wake our own accept loops, and as a fallback URL host.
-pub fn connectable(bound: SocketAddr) -> SocketAddr {
-    let mut addr = bound;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }

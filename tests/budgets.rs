@@ -229,7 +229,7 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
     let mut peak = 0;
     for i in 0..300 {
         sender.send_json(json!({"type": "message", "text": format!("{i} {text}")}));
-        peak = peak.max(shared.outboxes.budget.total());
+        peak = peak.max(shared.chat.outboxes.budget.total());
         let got = sender.recv_type("message");
         assert_eq!(got["text"].as_str().unwrap().split(' ').next(), Some(i.to_string().as_str()), "in order");
     }
@@ -237,7 +237,7 @@ fn the_server_wide_outgoing_budget_closes_the_biggest_queues_first() {
     // broadcast queues before the heartbeat acts (one 4 KB message to 200 clients: 800 KB);
     // past it, no client holding over 64 KiB takes another frame.
     assert!(peak < BUDGET + 2 * 1024 * 1024, "peak unsent bytes {peak} (budget {BUDGET})");
-    wait_until("under budget again", || shared.outboxes.budget.total() <= BUDGET);
+    wait_until("under budget again", || shared.chat.outboxes.budget.total() <= BUDGET);
     // The biggest were closed as slow consumers (1008): the server counts them as such once
     // their threads end (at the latest when the close deadline cuts a client that never
     // reads its Close).
@@ -279,18 +279,18 @@ fn over_the_budget_with_no_more_traffic_the_biggest_queues_are_closed_until_unde
     let mut sender = server.chat();
     let text = "q".repeat(3990);
     let mut sent = 0;
-    while shared.outboxes.budget.total() <= BUDGET {
+    while shared.chat.outboxes.budget.total() <= BUDGET {
         assert!(sent < 2000, "the budget was never passed");
         sender.send_json(json!({"type": "message", "text": format!("{sent} {text}")}));
         sender.recv_type("message");
         sent += 1;
     }
-    let biggest = shared.hub.snapshot().iter().map(|c| c.queued_bytes()).max().unwrap_or(0);
+    let biggest = shared.chat.hub.snapshot().iter().map(|c| c.queued_bytes()).max().unwrap_or(0);
     assert!(biggest < 64 * 1024, "a single queue reached {biggest} bytes");
     wait_until("the heartbeat brought the total under 90 % of the budget", || {
-        shared.outboxes.budget.total() <= BUDGET / 10 * 9
+        shared.chat.outboxes.budget.total() <= BUDGET / 10 * 9
     });
-    assert!(shared.hub.len() < 41, "somebody was closed");
+    assert!(shared.chat.hub.len() < 41, "somebody was closed");
     drop(stalled);
 }
 

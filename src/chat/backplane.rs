@@ -33,18 +33,18 @@
 //! through its own connection. Nothing else talks to Redis.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use redis::streams::StreamReadReply;
 
-use crate::chat::sequencer::{self, Reply, Submit};
-use crate::server::Shared;
-use crate::store::StoredMessage;
+use crate::chat::commit::{Reply, Submit, after_commit, reply_err};
+use crate::chat::hub::Hub;
+use crate::conn::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoredMessage};
 
 /// The cluster's message log.
 const LOG_KEY: &str = "threadchat:log";
@@ -174,10 +174,10 @@ impl Default for Publisher {
 impl Publisher {
     /// Publishes a batch (one pipelined round trip). Acknowledgements come later, from the
     /// reader; on failure every message of the batch gets an error now.
-    pub fn publish(&mut self, shared: &Shared, bp: &Backplane, batch: Vec<Submit>) {
+    pub fn publish(&mut self, hub: &Hub, bp: &Backplane, batch: Vec<Submit>) {
         let refuse = |batch: Vec<Submit>, why: &str| {
             for s in batch {
-                sequencer::reply_err(shared, s.reply, why);
+                reply_err(hub, s.reply, why);
             }
         };
         let epoch = bp.epoch.load(Ordering::Acquire);
@@ -207,7 +207,7 @@ impl Publisher {
             for s in batch {
                 let token = format!("{}:{}", bp.instance, bp.next_token.fetch_add(1, Ordering::Relaxed));
                 let payload = Payload { room: s.room, id: s.id, name: s.name.to_string(), text: s.text, ts, token };
-                let floor = shared.hub.last_seq(&payload.room);
+                let floor = hub.last_seq(&payload.room);
                 let json = serde_json::to_string(&payload).unwrap_or_default();
                 pipe.cmd("EVAL")
                     .arg(PUBLISH_SCRIPT)
@@ -231,24 +231,33 @@ impl Publisher {
                 // Not yet read back: tell the sender. (If Redis did run the script before
                 // failing, the message is still delivered, just not acknowledged.)
                 if let Some((reply, _)) = pending.remove(&token) {
-                    sequencer::reply_err(shared, reply, "message not sent: Redis is unavailable; try again");
+                    reply_err(hub, reply, "message not sent: Redis is unavailable; try again");
                 }
             }
         }
     }
 }
 
-/// Starts the reader thread.
-pub fn spawn_reader(shared: Arc<Shared>, prune: Sender<(String, u64)>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("backplane".into()).stack_size(512 * 1024).spawn(move || {
-        if let Some(bp) = shared.backplane.as_deref() {
-            Reader::new(&shared, bp, prune).run();
-        }
-    })
+/// What the reader works with: the chat's pieces it stores into and broadcasts through.
+pub struct ReaderParts<'a> {
+    pub hub: &'a Hub,
+    pub store: &'a dyn Store,
+    pub metrics: &'a Metrics,
+    pub fanout: &'a Fanout,
+    pub backplane: &'a Backplane,
+}
+
+/// The reader thread's body (the sequencer starts it with `--redis`): follows the log until
+/// the backplane is stopped.
+pub fn run_reader(parts: ReaderParts<'_>, prune: Sender<(String, u64)>) {
+    Reader::new(parts, prune).run();
 }
 
 struct Reader<'a> {
-    shared: &'a Shared,
+    hub: &'a Hub,
+    store: &'a dyn Store,
+    metrics: &'a Metrics,
+    fanout: &'a Fanout,
     bp: &'a Backplane,
     prune: Sender<(String, u64)>,
     /// The last log entry processed (`0`: from the start of what the log keeps).
@@ -260,16 +269,17 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(shared: &'a Shared, bp: &'a Backplane, prune: Sender<(String, u64)>) -> Self {
-        let known = match shared.store.last_seqs() {
+    fn new(parts: ReaderParts<'a>, prune: Sender<(String, u64)>) -> Self {
+        let ReaderParts { hub, store, metrics, fanout, backplane: bp } = parts;
+        let known = match store.last_seqs() {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
                 log::error!("backplane: cannot read the history's last sequence numbers: {e}");
                 HashMap::new()
             }
         };
-        shared.hub.seed_rooms(&known);
-        Reader { shared, bp, prune, last_id: "0".into(), known, next_presence: Instant::now() }
+        hub.seed_rooms(&known);
+        Reader { hub, store, metrics, fanout, bp, prune, last_id: "0".into(), known, next_presence: Instant::now() }
     }
 
     fn run(&mut self) {
@@ -358,7 +368,7 @@ impl<'a> Reader<'a> {
             if msg.seq > known + 1 {
                 // Entries this instance never read (the log was trimmed or Redis lost it):
                 // take what the store has (all of it with a shared Postgres).
-                let missing = self.shared.store.range(&msg.room, known, (msg.seq - known - 1) as usize);
+                let missing = self.store.range(&msg.room, known, (msg.seq - known - 1) as usize);
                 match missing {
                     Ok(found) => to_send.extend(found.into_iter().filter(|m| m.seq < msg.seq)),
                     Err(e) => log::warn!("backplane: cannot fill the gap before {}#{}: {e}", msg.room, msg.seq),
@@ -372,35 +382,25 @@ impl<'a> Reader<'a> {
         let new: Vec<StoredMessage> = fresh.iter().map(|(m, _)| m.clone()).collect();
         if !new.is_empty() {
             let started = Instant::now();
-            if let Err(e) = self.shared.store.append_replicated(&new) {
+            if let Err(e) = self.store.append_replicated(&new) {
                 // Nothing of this batch is stored: forget it and read it again.
                 for m in &new {
                     let k = self.known.entry(m.room.clone()).or_insert(0);
                     *k = (*k).min(m.seq - 1);
                 }
-                self.shared.metrics.store_failed();
+                self.metrics.store_failed();
                 return Err(format!("storing {} message(s) failed: {e}", new.len()));
             }
-            self.shared.metrics.store_committed(started.elapsed(), new.len());
+            self.metrics.store_committed(started.elapsed(), new.len());
         }
         to_send.sort_by(|a, b| a.room.cmp(&b.room).then(a.seq.cmp(&b.seq)));
         to_send.dedup_by(|a, b| a.room == b.room && a.seq == b.seq);
-        for members in self.shared.hub.broadcast_batch(&to_send) {
-            self.shared.fanout.flush(members);
-        }
-        {
+        // This instance's own senders, whose messages came back through the log.
+        let replies: Vec<(Reply, &StoredMessage)> = {
             let mut pending = self.bp.pending.lock();
-            for (m, token) in fresh.iter().chain(seen.iter()) {
-                if let Some((reply, _)) = pending.remove(token) {
-                    sequencer::reply_ok(self.shared, reply, m);
-                }
-            }
-        }
-        for m in new.iter().rev() {
-            if let Err(TrySendError::Disconnected(_)) = self.prune.try_send((m.room.clone(), m.seq)) {
-                break;
-            }
-        }
+            fresh.iter().chain(seen.iter()).filter_map(|(m, token)| Some((pending.remove(token)?.0, m))).collect()
+        };
+        after_commit(self.hub, self.fanout, &to_send, replies, &self.prune);
         self.last_id = last_id;
         Ok(())
     }
@@ -415,8 +415,8 @@ impl<'a> Reader<'a> {
             pending.iter().filter(|(_, (_, at))| at.elapsed() > CONFIRM_TIMEOUT).map(|(t, _)| t.clone()).collect();
         for token in expired {
             if let Some((reply, _)) = pending.remove(&token) {
-                sequencer::reply_err(
-                    self.shared,
+                reply_err(
+                    self.hub,
                     reply,
                     "message not confirmed: Redis failed after it was sent; it may or may not be delivered",
                 );
@@ -426,7 +426,7 @@ impl<'a> Reader<'a> {
 
     /// Writes this instance's rooms and names; reads the other instances'.
     fn sync_presence(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        let mine = self.shared.hub.local_presence();
+        let mine = self.hub.local_presence();
         let key = format!("threadchat:presence:{}", self.bp.instance);
         let json = serde_json::to_string(&mine).unwrap_or_default();
         redis::pipe()
@@ -465,7 +465,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        self.shared.hub.set_remote_presence(remote);
+        self.hub.set_remote_presence(remote);
         Ok(())
     }
 }

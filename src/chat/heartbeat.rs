@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::chat::Chat;
 use crate::chat::hub::PendingClose;
 use crate::conn::outbox::Kind;
-use crate::server::Shared;
 
 pub struct Heartbeat {
     pub thread: JoinHandle<()>,
@@ -24,7 +24,7 @@ pub struct Heartbeat {
 /// Starts the thread. `closing` carries the close deadlines queued by the hub;
 /// `over_budget` rings when all outboxes together hold more than `--max-queued-total`.
 pub fn spawn(
-    shared: Arc<Shared>,
+    chat: Arc<Chat>,
     closing: Receiver<PendingClose>,
     over_budget: Receiver<()>,
 ) -> std::io::Result<Heartbeat> {
@@ -32,12 +32,12 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("heartbeat".into())
         .stack_size(256 * 1024)
-        .spawn(move || run(&shared, &closing, &over_budget, &stop_rx))?;
+        .spawn(move || run(&chat, &closing, &over_budget, &stop_rx))?;
     Ok(Heartbeat { thread, stop })
 }
 
-fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>, stop: &Receiver<()>) {
-    let interval = shared.config.ping_interval;
+fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>, stop: &Receiver<()>) {
+    let interval = chat.config.ping_interval;
     let ping = crate::conn::frames::ping_frame();
     let mut next_round = Instant::now() + interval;
     // Pending closes, in deadline order (every deadline is now + the same timeout, so the
@@ -51,7 +51,7 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver
                 Ok(p) => pending.push_back(p),
                 Err(_) => return,
             },
-            recv(over_budget) -> _ => enforce_budget(shared),
+            recv(over_budget) -> _ => enforce_budget(chat),
             default(wake_at.saturating_duration_since(Instant::now())) => {}
         }
 
@@ -68,7 +68,7 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver
 
         if now >= next_round {
             next_round = now + interval;
-            round(shared, &ping);
+            round(chat, &ping);
         }
     }
 }
@@ -76,14 +76,14 @@ fn run(shared: &Shared, closing: &Receiver<PendingClose>, over_budget: &Receiver
 /// All outboxes together hold more than `--max-queued-total`: close the clients holding the
 /// most unsent bytes (1008, slow consumer), dropping what they had queued, until the total
 /// is back under 90 % of the budget. The clients that read keep everything.
-fn enforce_budget(shared: &Shared) {
-    let budget = &shared.outboxes.budget;
+fn enforce_budget(chat: &Chat) {
+    let budget = &chat.outboxes.budget;
     let target = budget.max / 10 * 9;
     if budget.total() <= budget.max {
         return;
     }
     let mut by_size: Vec<(usize, Arc<crate::conn::outbox::Conn>)> =
-        shared.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
+        chat.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
     by_size.sort_unstable_by_key(|(queued, _)| std::cmp::Reverse(*queued));
     let mut closed = 0;
     for (queued, conn) in by_size {
@@ -96,7 +96,7 @@ fn enforce_budget(shared: &Shared) {
             conn.peer
         );
         // Closing as a slow consumer drops its backlog at once (see `Hub::close_client`).
-        shared.hub.close_client(
+        chat.hub.close_client(
             &conn,
             crate::chat::hub::close_code::POLICY,
             "slow consumer: server-wide outgoing budget exceeded",
@@ -108,21 +108,19 @@ fn enforce_budget(shared: &Shared) {
 
 /// One heartbeat round. The snapshot is taken under the hub lock; pings are sent after it
 /// is released (each `send` only queues and tries a non-blocking write).
-fn round(shared: &Shared, ping: &bytes::Bytes) {
-    for conn in shared.hub.snapshot().iter() {
+fn round(chat: &Chat, ping: &bytes::Bytes) {
+    for conn in chat.hub.snapshot().iter() {
         if conn.kind() == Kind::Handshaking {
             continue;
         }
         if conn.alive.swap(false, Ordering::AcqRel) {
             // A ping counts toward the byte cap like anything else; an overflowing client
             // is the hub's to close.
-            if conn.send(ping.clone()) == crate::conn::outbox::Push::Overflow {
-                shared.hub.close_client(conn, crate::chat::hub::close_code::POLICY, "slow consumer");
-            }
+            chat.hub.send_or_close(conn, ping.clone());
         } else {
             log::info!("client {} ({}): no pong since the last ping; terminating", conn.id, conn.peer);
             conn.set_close_reason(crate::metrics::Disconnect::Heartbeat);
-            shared.hub.remove(conn);
+            chat.hub.remove(conn);
             conn.terminate();
         }
     }

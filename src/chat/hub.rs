@@ -47,6 +47,9 @@ pub const PRESENCE_LIST_MAX: usize = 100;
 /// Messages read from the store per query while replaying.
 const REPLAY_PAGE: usize = 500;
 
+/// The reason a slow consumer's Close frame gives.
+pub const SLOW_CONSUMER: &str = "slow consumer: too much unread data";
+
 /// WebSocket close codes the server sends (RFC 6455 §7.4.1).
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
@@ -677,6 +680,14 @@ impl Hub {
         true
     }
 
+    /// Queues and sends `frame` to one client; a client over its byte cap is closed as a
+    /// slow consumer (1008). The one place that rule is applied to a single frame.
+    pub fn send_or_close(&self, conn: &Arc<Conn>, frame: Bytes) {
+        if conn.send(frame) == Push::Overflow {
+            self.close_client(conn, close_code::POLICY, SLOW_CONSUMER);
+        }
+    }
+
     /// Server-initiated close: leave the list, queue a Close frame, and have the heartbeat
     /// thread cut the socket if the client has not gone within `CLOSE_TIMEOUT`.
     pub fn close_client(&self, conn: &Arc<Conn>, code: u16, reason: &str) {
@@ -713,7 +724,7 @@ impl Hub {
     fn close_overflowed(&self, mut work: Vec<Arc<Conn>>) {
         while let Some(conn) = work.pop() {
             log::warn!("client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)", conn.id, conn.peer);
-            self.close_one(&conn, close_code::POLICY, "slow consumer: too much unread data", &mut work);
+            self.close_one(&conn, close_code::POLICY, SLOW_CONSUMER, &mut work);
         }
     }
 

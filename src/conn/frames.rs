@@ -71,7 +71,6 @@ pub fn contains_close_frame(mut buf: &[u8]) -> bool {
     false
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! broadcast, and the recycled connection threads. Uses neither `net` nor `chat`.
 
 pub mod fanout;
-pub mod frames;
 pub mod flusher;
+pub mod frames;
 pub mod outbox;
 pub mod threads;

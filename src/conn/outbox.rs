@@ -33,8 +33,8 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use parking_lot::{Condvar, Mutex};
 
-use crate::conn::frames;
 use crate::conn::flusher::{Flushed, Flusher, Parked};
+use crate::conn::frames;
 use crate::metrics::{Disconnect, Metrics};
 
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames

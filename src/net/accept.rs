@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::conn::outbox::Conn;
 use crate::conn::threads::Pool;
 use crate::net::admission::Refused;
-use crate::server::Shared;
+use crate::net::state::Shared;
 
 /// After an accept error (EMFILE, ENFILE, ENOBUFS: out of resources), accepting pauses
 /// this long instead of spinning; the connections wait in the listen backlog meanwhile.
@@ -67,14 +67,14 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
                 }
             },
         };
-        let conn = Arc::new(Conn::new(shared.hub.next_id(), peer, stream, tls, &shared.outboxes));
+        let conn = Arc::new(Conn::new(shared.chat.hub.next_id(), peer, stream, tls, &shared.chat.outboxes));
         // Counted before a thread is spent on it; refused ones are just closed (nothing has
         // been read, so there is no request to answer).
         let slot = match shared.admission.accept(&conn) {
             Ok(slot) => slot,
             Err(Refused::TooManyFromAddress) => {
                 log::info!("{peer}: closed at accept: too many unfinished connections from this address");
-                shared.metrics.rejected(crate::metrics::Refusal::Capacity);
+                shared.chat.metrics.rejected(crate::metrics::Refusal::Capacity);
                 continue;
             }
             Err(Refused::ShuttingDown) => return,

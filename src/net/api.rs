@@ -17,9 +17,9 @@ use std::time::Duration;
 use tiny_http::{Method, Request, Response};
 
 use crate::net::auth::Identity;
-use crate::net::http::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::respond::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::state::Shared;
 use crate::net::tickets::NoTicket;
-use crate::server::Shared;
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
 const MAX_HISTORY_PAGE: usize = 1000;
@@ -28,12 +28,14 @@ const MAX_HISTORY_PAGE: usize = 1000;
 const MAX_HISTORY_PAGE_BYTES: usize = 1024 * 1024;
 /// How long a `POST` waits for its message to be stored.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
+// The connection thread must wait for tiny_http longer than any route takes.
+const _: () = assert!(POST_TIMEOUT.as_secs() < crate::net::tiny::UPSTREAM_TIMEOUT.as_secs());
 
 pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     let url = request.url().to_string();
     let path = url.split(['?', '#']).next().unwrap_or("/").to_string();
     let query = url.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or("")).to_string();
-    if shared.config.panic_on_path.as_deref() == Some(path.as_str()) {
+    if shared.chat.config.panic_on_path.as_deref() == Some(path.as_str()) {
         panic!("http {path}: injected panic (test hook)");
     }
     let history_room = path.strip_prefix("/api/rooms/").and_then(|r| r.strip_suffix("/messages")).map(str::to_string);
@@ -43,7 +45,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         "/healthz" if get => text(200, "ok\n"),
         // Readiness (for a load balancer): with --redis, only while the backplane is
         // connected and caught up; without, always.
-        "/readyz" if get => match shared.backplane.as_deref().map(|b| b.ready()) {
+        "/readyz" if get => match shared.chat.backplane.as_deref().map(|b| b.ready()) {
             Some(Err(why)) => text(503, &format!("{why}\n")),
             _ if shared.is_shutting_down() => text(503, "shutting down\n"),
             _ => text(200, "ready\n"),
@@ -51,20 +53,20 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         "/api/config" if get => {
             let body = serde_json::json!({
                 // "token": the page must get a ticket (POST /api/ticket) before connecting.
-                "auth": if shared.config.auth_required() { serde_json::json!("token") } else { serde_json::Value::Null },
+                "auth": if shared.chat.config.auth_required() { serde_json::json!("token") } else { serde_json::Value::Null },
                 "ws_url": ws_url(request, shared),
-                "max_message_bytes": shared.config.max_message_bytes,
+                "max_message_bytes": shared.chat.config.max_message_bytes,
                 "max_text_chars": crate::chat::protocol::MAX_TEXT_CHARS,
             });
             json(200, &body).with_header(header("Cache-Control", "no-store"))
         }
-        "/metrics" if get => Response::from_data(shared.metrics.render(&shared.gauges()).into_bytes())
+        "/metrics" if get => Response::from_data(shared.chat.metrics.render(&shared.gauges()).into_bytes())
             .with_status_code(200)
             .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")),
         "/api/stats" if get => {
             let body = serde_json::json!({
                 "interval_secs": crate::metrics::SAMPLE_INTERVAL.as_secs(),
-                "samples": shared.metrics.history(),
+                "samples": shared.chat.metrics.history(),
             });
             json(200, &body).with_header(header("Cache-Control", "no-store"))
         }
@@ -79,7 +81,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
                 struct Rooms {
                     rooms: Vec<crate::chat::room_index::RoomSummary>,
                 }
-                let body = serde_json::to_vec(&Rooms { rooms: shared.hub.rooms() }).unwrap_or_default();
+                let body = serde_json::to_vec(&Rooms { rooms: shared.chat.hub.rooms() }).unwrap_or_default();
                 Response::from_data(body).with_status_code(200).with_header(header("Content-Type", "application/json"))
             }
             Err(refusal) => refusal,
@@ -113,7 +115,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
 /// Who is asking, for a route that reads or writes chat: `Ok` if allowed (anonymous when
 /// the server has no authentication), else the `401`/`429` to answer.
 fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, HttpResponse> {
-    let cfg = &shared.config;
+    let cfg = &shared.chat.config;
     if !cfg.auth_required() {
         return Ok(Identity::Anonymous);
     }
@@ -133,10 +135,10 @@ fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, H
     // A failed attempt costs what an upgrade attempt costs: guessing stays slow everywhere.
     let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-        shared.metrics.rejected(crate::metrics::Refusal::Rate);
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
         return Err(too_many("too many failed attempts; slow down"));
     }
-    shared.metrics.rejected(crate::metrics::Refusal::Auth);
+    shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
     Err(json(401, &serde_json::json!({ "error": "missing or wrong credentials" }))
         .with_header(header("WWW-Authenticate", "Bearer")))
 }
@@ -148,14 +150,14 @@ fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpR
     if let Some(origin) = request_header(request, "Origin")
         && !shared.allowed_origins.iter().any(|o| o == origin)
     {
-        shared.metrics.rejected(crate::metrics::Refusal::Origin);
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Origin);
         return Ok(json(403, &serde_json::json!({ "error": "origin not allowed (see --allow-origin)" })));
     }
     let has_body = request.body_length().is_some_and(|n| n > 0);
     let json_type = request_header(request, "Content-Type")
         .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
     if has_body && !json_type {
-        shared.metrics.rejected(crate::metrics::Refusal::BadRequest);
+        shared.chat.metrics.rejected(crate::metrics::Refusal::BadRequest);
         return Ok(json(415, &serde_json::json!({ "error": "send the body as Content-Type: application/json" })));
     }
     let identity = match caller(request, shared, query) {
@@ -163,9 +165,9 @@ fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpR
         Err(refusal) => return Ok(refusal),
     };
     let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let rate = shared.config.message_rate;
+    let rate = shared.chat.config.message_rate;
     if !shared.ips.allow_post(ip, rate, rate * 2.0) {
-        shared.metrics.rejected(crate::metrics::Refusal::Rate);
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
         return Ok(too_many(&format!("at most {rate} requests per second from one address")));
     }
     Err(identity)
@@ -178,7 +180,7 @@ fn too_many(error: &str) -> HttpResponse {
 /// `POST /api/ticket`: a one-time ticket for one WebSocket upgrade, valid 30 s, from this
 /// address only (see `guard.rs`). Needs authentication to be enabled.
 fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpResponse {
-    if !shared.config.auth_required() {
+    if !shared.chat.config.auth_required() {
         return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));
     }
     let Some(ip) = peer_ip(request) else {
@@ -191,14 +193,14 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
                 .with_header(header("Cache-Control", "no-store"))
         }
         Err(NoTicket::AddressFull) => {
-            shared.metrics.rejected(crate::metrics::Refusal::Rate);
+            shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
             too_many(&format!(
                 "this address holds {} unused tickets already; use or let them expire",
                 crate::net::tickets::MAX_TICKETS_PER_IP
             ))
         }
         Err(_) => {
-            shared.metrics.rejected(crate::metrics::Refusal::Capacity);
+            shared.chat.metrics.rejected(crate::metrics::Refusal::Capacity);
             json(503, &serde_json::json!({ "error": "too many outstanding tickets" }))
         }
     }
@@ -220,7 +222,7 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
             return json(400, &serde_json::json!({ "error": format!("{key} must be an integer from 0 to 2^63-1") }));
         }
     }
-    match shared.store.range(room, after, limit) {
+    match shared.chat.store.range(room, after, limit) {
         Ok(mut messages) => {
             let mut bytes = 0;
             let fits = messages
@@ -243,7 +245,7 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
 /// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
 /// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
 fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Identity) -> HttpResponse {
-    let limit = crate::net::exchange::MAX_BODY_BYTES;
+    let limit = crate::net::http1::MAX_BODY_BYTES;
     let mut body = Vec::new();
     if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
         || body.len() as u64 > limit
@@ -278,19 +280,19 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         }
         (Identity::Anonymous, asked) => asked.unwrap_or_else(|| "http".to_string()),
     };
-    if let Err(e) = shared.hub.may_post_to(room) {
-        shared.metrics.rejected(crate::metrics::Refusal::Capacity);
+    if let Err(e) = shared.chat.hub.may_post_to(room) {
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Capacity);
         return json(503, &serde_json::json!({ "error": e }));
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let submit = crate::chat::sequencer::Submit {
+    let submit = crate::chat::commit::Submit {
         room: room.to_string(),
-        id: shared.hub.next_id(),
+        id: shared.chat.hub.next_id(),
         name: std::sync::Arc::from(name),
         text,
-        reply: crate::chat::sequencer::Reply::Http(tx),
+        reply: crate::chat::commit::Reply::Http(tx),
     };
-    if let Err(e) = shared.sequencer.submit(submit) {
+    if let Err(e) = shared.chat.sequencer.submit(submit) {
         return json(503, &serde_json::json!({ "error": e }));
     }
     match rx.recv_timeout(POST_TIMEOUT) {
@@ -304,13 +306,13 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
 /// the page's own origin — from the Host header if it is a well-formed `host[:port]` (it
 /// ends up in a URL we hand back), else the HTTP listener's address.
 fn ws_url(request: &Request, shared: &Shared) -> String {
-    if let Some(url) = &shared.config.public_ws_url {
+    if let Some(url) = &shared.chat.config.public_ws_url {
         return url.clone();
     }
     let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
     let host = request_header(request, "Host")
         .filter(|h| is_valid_host(h))
-        .map_or_else(|| crate::server::connectable(shared.http_addr).to_string(), str::to_string);
+        .map_or_else(|| crate::net::state::connectable(shared.http_addr).to_string(), str::to_string);
     format!("{scheme}://{host}/ws")
 }
 
@@ -346,7 +348,7 @@ fn content_security_policy(request: &Request, shared: &Shared) -> String {
     let ws = ws_url(request, shared);
     let ws_origin = ws.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
     let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
-    let second = format!("{scheme}://{}", crate::server::connectable(shared.ws_addr));
+    let second = format!("{scheme}://{}", crate::net::state::connectable(shared.ws_addr));
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self' {ws_origin} {second}; object-src 'none'; base-uri 'none'; \
@@ -355,7 +357,7 @@ fn content_security_policy(request: &Request, shared: &Shared) -> String {
 }
 
 fn static_file(path: &str, request: &Request, shared: &Shared) -> HttpResponse {
-    let Some(file) = crate::net::files::find(path, shared.config.static_dir.as_deref()) else {
+    let Some(file) = crate::net::files::find(path, shared.chat.config.static_dir.as_deref()) else {
         return text(404, "not found\n");
     };
     let mut response = Response::from_data(file.body)

@@ -4,7 +4,7 @@
 //! tiny_http answers the page and the API (`http.rs`), but never talks to a client: it
 //! listens on a private Unix socket and gets each request whole, as HTTP/1.0 with
 //! `Connection: close`, from the connection thread that read it. Its response is read back
-//! whole (it is bounded: see [`MAX_RESPONSE_BYTES`]) before any of it goes to the client. So
+//! whole (it is bounded: see `tiny::MAX_RESPONSE_BYTES`) before any of it goes to the client. So
 //! a tiny_http worker never waits on a client, however slow: only this connection's own
 //! thread does, and only until the write deadline.
 
@@ -17,14 +17,9 @@ use bytes::Bytes;
 use crate::metrics::Refusal;
 use crate::net::admission::Slot;
 use crate::net::http1::{self, Head};
+use crate::net::state::Shared;
 use crate::net::stream::ConnStream;
-use crate::server::Shared;
 
-/// Largest request body (the API's only bodies are small JSON objects).
-pub const MAX_BODY_BYTES: u64 = 64 * 1024;
-/// Largest response relayed. Every route's answer is far smaller (history pages are capped
-/// in bytes, static files in size); this is the backstop that bounds a connection's memory.
-pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Headers that describe one hop of a connection, not the request: never forwarded.
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "upgrade", "expect", "te", "transfer-encoding", "proxy-connection", "content-length"];
@@ -43,13 +38,13 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
     let conn = Arc::clone(&stream.conn);
     let refuse = |status: u16, text: &str, extra: &str| {
         log::info!("http {}: {} {} refused with {status}: {text}", conn.peer, head.method, head.path());
-        shared.metrics.rejected(Refusal::from_status(status));
+        shared.chat.metrics.rejected(Refusal::from_status(status));
         conn.push_control(http1::plain_response(status, text, extra), false);
         conn.flush();
         After::Close
     };
     let length = match head.content_length() {
-        Ok(n) if n > MAX_BODY_BYTES => return refuse(413, "request body too large", ""),
+        Ok(n) if n > http1::MAX_BODY_BYTES => return refuse(413, "request body too large", ""),
         Ok(n) => n as usize,
         Err((status, text)) => return refuse(status, text, ""),
     };
@@ -77,8 +72,11 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
         }
     }
     let body: Vec<u8> = buf.drain(..length).collect();
-    let client_ip =
-        crate::net::access::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
+    let client_ip = crate::net::access::client_ip(
+        conn.peer.ip(),
+        head.header("X-Forwarded-For"),
+        &shared.chat.config.trusted_proxies,
+    );
     if !slot.start_request(client_ip) {
         return refuse(503, "too many HTTP requests in progress; try again", "Retry-After: 1\r\n");
     }
@@ -99,7 +97,7 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
     };
     // The client gets as long to read its response as it had to send its request; one that
     // does not read is cut then, and only its own thread ever waited for it.
-    let deadline = Instant::now() + shared.config.handshake_timeout;
+    let deadline = Instant::now() + shared.chat.config.handshake_timeout;
     if !conn.send_blocking(response, deadline) {
         log::info!("http {}: response not taken in time; closing", conn.peer);
         conn.terminate();
@@ -110,18 +108,18 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
 
 /// The request as tiny_http gets it: HTTP/1.0 (so its answer has a plain Content-Length and
 /// ends with the connection), hop-by-hop headers dropped, the client's address added in
-/// [`crate::net::http::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
+/// [`crate::net::respond::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
 fn upstream_request(head: &Head, body: &[u8], client_ip: std::net::IpAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(format!("{} {} HTTP/1.0\r\n", head.method, head.target).as_bytes());
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::net::http::PEER_HEADER) {
+        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::net::respond::PEER_HEADER) {
             continue;
         }
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::net::http::PEER_HEADER).as_bytes());
+    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::net::respond::PEER_HEADER).as_bytes());
     if !body.is_empty() || matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most header lines in one request.
 pub const MAX_HEADERS: usize = 64;
+/// Largest request body (the API's only bodies are small JSON objects).
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Bytes read from the socket per `read` while looking for the end of a head.
 const READ_CHUNK: usize = 2048;
 

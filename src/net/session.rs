@@ -15,15 +15,15 @@ use crate::metrics::Refusal;
 use crate::net::admission::Slot;
 use crate::net::exchange::After;
 use crate::net::http1::{self, HeadError};
+use crate::net::state::{LiveGuard, Shared};
 use crate::net::stream::ConnStream;
-use crate::server::{LiveGuard, Shared};
 
 /// Entry point of a connection thread (see `accept.rs`).
 pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveGuard) {
     // Chat frames are small and latency matters more than packet count; the outbox already
     // batches queued frames into one sendmsg, so Nagle would only add delay.
     let _ = conn.socket().set_nodelay(true);
-    let timeout = shared.config.handshake_timeout;
+    let timeout = shared.chat.config.handshake_timeout;
     let mut stream = ConnStream::new(Arc::clone(&conn), Instant::now() + timeout);
     // Bytes read but not yet used: the rest of a head, a body, a pipelined request.
     let mut buf = Vec::new();
@@ -65,7 +65,7 @@ fn refuse_head(conn: &Arc<Conn>, shared: &Shared, e: &HeadError, first: bool) {
     match e.status() {
         Some((status, text)) => {
             log::info!("{}: refused with {status}: {text}", conn.peer);
-            shared.metrics.rejected(Refusal::from_status(status));
+            shared.chat.metrics.rejected(Refusal::from_status(status));
             conn.push_control(http1::plain_response(status, &text, ""), false);
             conn.flush();
             // Drain what the client is still sending, so our answer is not destroyed by
@@ -74,7 +74,7 @@ fn refuse_head(conn: &Arc<Conn>, shared: &Shared, e: &HeadError, first: bool) {
         }
         None => {
             if first && matches!(e, HeadError::TimedOut { .. }) {
-                shared.metrics.rejected(Refusal::Timeout);
+                shared.chat.metrics.rejected(Refusal::Timeout);
             }
             log::debug!("{}: connection ended before a request ({e:?})", conn.peer);
         }

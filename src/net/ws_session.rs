@@ -15,17 +15,17 @@ use bytes::Bytes;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
+use crate::chat::commit::{Reply, Submit};
 use crate::chat::hub::close_code;
 use crate::chat::protocol::{self, ClientMsg, ServerMsg};
 use crate::conn::frames;
-use crate::chat::sequencer::{Reply, Submit};
 use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Refusal};
 use crate::net::access as guard;
 use crate::net::auth::{self, Identity, UserSlot};
 use crate::net::http1::{self, Head};
+use crate::net::state::Shared;
 use crate::net::stream::ConnStream;
-use crate::server::Shared;
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
 /// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
@@ -59,17 +59,17 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let conn = Arc::clone(&stream.conn);
     let (id, peer) = (conn.id, conn.peer);
     // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
-    let ip = guard::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.config.trusted_proxies);
+    let ip = guard::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
     if ip != peer.ip() {
         log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
     }
-    let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip, shared.config.upgrade_rate * 2.0) };
+    let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip, shared.chat.config.upgrade_rate * 2.0) };
     let session = shared.enter_session();
     let admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
         Ok(admitted) => admitted,
         Err((status, text)) => {
             log::info!("{peer}: upgrade refused with {status}: {text}");
-            shared.metrics.rejected(Refusal::from_status(status));
+            shared.chat.metrics.rejected(Refusal::from_status(status));
             conn.push_control(http1::plain_response(status, &text, ""), false);
             conn.flush();
             conn.close_gently(true);
@@ -79,7 +79,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     drop(head);
     let _user = admitted.user;
     conn.set_kind(admitted.kind);
-    if !shared.hub.add(Arc::clone(&conn)) {
+    if !shared.chat.hub.add(Arc::clone(&conn)) {
         // Shutting down between the 101 and here.
         conn.push_close(close_code::GOING_AWAY, "server shutting down");
         conn.close_gently(true);
@@ -96,18 +96,18 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
     // Per-client message rate (chat only: /echo is the conformance target and stays raw).
     // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
-    let mut bucket = guard::Bucket::new(shared.config.message_rate * 2.0);
+    let mut bucket = guard::Bucket::new(shared.chat.config.message_rate * 2.0);
     start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
     let kind = conn.kind();
     log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
-    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    shared.chat.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
     let end = read_loop(&mut ws, &conn, &mut bucket, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
-    shared.hub.remove(&conn);
+    shared.chat.hub.remove(&conn);
     conn.set_close_reason(match &end {
         End::ClientClosed(_) => Disconnect::ClientClose,
         End::Gone(_) => Disconnect::Gone,
@@ -118,7 +118,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         End::Failed(close_code::POLICY, _) => Disconnect::RateLimit,
         End::Failed(..) => Disconnect::Error,
     });
-    shared.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
+    shared.chat.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
     match end {
         End::ClientClosed(how) => {
             // tungstenite has queued its Close reply; writing it goes into our outbox, which
@@ -162,7 +162,7 @@ fn upgrade<'a>(
     // One account may not take the server's connections from many addresses.
     let user = match &identity {
         Identity::Named { user, .. } => {
-            let max = shared.config.max_connections_per_user;
+            let max = shared.chat.config.max_connections_per_user;
             Some(shared.user_sessions.enter(user, max).ok_or_else(|| {
                 (429, format!("too many connections for this user (at most {max}; see --max-connections-per-user)"))
             })?)
@@ -194,7 +194,7 @@ fn start_chat(
         conn.name_locked.store(true, Ordering::Release);
     }
     if kind == Kind::Chat {
-        shared.hub.welcome(conn);
+        shared.chat.hub.welcome(conn);
         enter_initial_rooms(conn, shared, query, bucket);
     }
 }
@@ -221,13 +221,13 @@ struct Membership<'a> {
 
 impl Drop for Membership<'_> {
     fn drop(&mut self) {
-        self.shared.hub.remove(self.conn);
+        self.shared.chat.hub.remove(self.conn);
         self.conn.finished.store(true, Ordering::Release);
     }
 }
 
 fn ws_config(shared: &Shared) -> WebSocketConfig {
-    let max = shared.config.max_message_bytes;
+    let max = shared.chat.config.max_message_bytes;
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         // 0: hand every frame to our stream at once; the outbox is the only buffer.
@@ -246,7 +246,7 @@ fn admit(
     ip_connections: usize,
     sessions: usize,
 ) -> Result<Identity, (u16, &'static str)> {
-    let cfg = &shared.config;
+    let cfg = &shared.chat.config;
     let ip = guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
     if shared.is_shutting_down() {
         return Err((503, "server is shutting down"));
@@ -288,7 +288,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
     let chat = conn.kind() == Kind::Chat;
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
     // connection with 1008.
-    let (rate, burst) = (shared.config.message_rate, shared.config.message_rate * 2.0);
+    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
     let mut refused_in_a_row = 0.0;
     loop {
         let msg = match ws.read() {
@@ -313,7 +313,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
                 }
                 let error = format!("rate limit: at most {rate} messages per second; message dropped");
                 if conn.send(error_frame(shared, &error)) == Push::Overflow {
-                    shared.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
+                    shared.chat.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
                 }
                 continue;
             }
@@ -340,7 +340,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
         if let Some(frame) = reply
             && conn.send(frame) == Push::Overflow
         {
-            shared.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
+            shared.chat.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
         }
     }
 }
@@ -350,10 +350,10 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
 fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
     let result = match protocol::parse_client(text) {
         Ok(ClientMsg::Message { room, text, r#ref }) => {
-            if shared.config.panic_on_text.as_deref() == Some(text.as_str()) {
+            if shared.chat.config.panic_on_text.as_deref() == Some(text.as_str()) {
                 panic!("client {}: injected panic (test hook)", conn.id);
             }
-            if !shared.hub.is_member(conn, &room) {
+            if !shared.chat.hub.is_member(conn, &room) {
                 return Some(error_frame_ref(shared, &format!("not in room {room:?}; join it first"), r#ref));
             }
             let submit = Submit {
@@ -363,7 +363,7 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
                 text,
                 reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
             };
-            shared.sequencer.submit(submit)
+            shared.chat.sequencer.submit(submit)
         }
         Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
             Err("your name comes from your login and cannot be changed".to_string())
@@ -374,12 +374,12 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
         Ok(ClientMsg::Name { name }) => {
             let new: Arc<str> = Arc::from(name.as_str());
             let old = conn.set_name(&name);
-            shared.hub.announce_rename(conn, &old, &new);
+            shared.chat.hub.announce_rename(conn, &old, &new);
             Ok(())
         }
-        Ok(ClientMsg::Join { room }) => shared.hub.join_room(conn, &room),
-        Ok(ClientMsg::Leave { room }) => shared.hub.leave_room(conn, &room),
-        Ok(ClientMsg::Resume { room, after }) => shared.hub.resume(conn, &room, after, &*shared.store),
+        Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
+        Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
+        Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
         Err(error) => Err(error),
     };
     result.err().map(|error| error_frame(shared, &error))
@@ -402,11 +402,11 @@ fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &
         }
     }
     if !resumes.iter().any(|(r, _)| r == protocol::LOBBY)
-        && let Err(e) = shared.hub.join_room(conn, protocol::LOBBY)
+        && let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY)
     {
         conn.send(error_frame(shared, &e));
     }
-    let (rate, burst) = (shared.config.message_rate, shared.config.message_rate * 2.0);
+    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
     let mut left = resumes.len();
     for (room, after) in resumes {
         if !bucket.take(rate, burst, Instant::now()) {
@@ -415,15 +415,15 @@ fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &
             break;
         }
         left -= 1;
-        if let Err(e) = shared.hub.resume(conn, &room, after, &*shared.store) {
+        if let Err(e) = shared.chat.hub.resume(conn, &room, after, &*shared.chat.store) {
             conn.send(error_frame(shared, &e));
         }
     }
 }
 
 fn count_frame(shared: &Shared, len: usize) {
-    shared.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    shared.chat.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+    shared.chat.metrics.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
 }
 
 fn error_frame(shared: &Shared, error: &str) -> Bytes {
@@ -431,7 +431,7 @@ fn error_frame(shared: &Shared, error: &str) -> Bytes {
 }
 
 fn error_frame_ref(shared: &Shared, error: &str, r#ref: Option<u64>) -> Bytes {
-    shared.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
+    shared.chat.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
     ServerMsg::Error { error, r#ref }.to_frame()
 }
 

@@ -94,7 +94,7 @@ impl TestServer {
     }
 
     pub fn hub_len(&self) -> usize {
-        self.handle.as_ref().map_or(0, |h| h.shared().hub.len())
+        self.handle.as_ref().map_or(0, |h| h.shared().chat.hub.len())
     }
 
     pub fn live_clients(&self) -> usize {

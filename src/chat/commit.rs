@@ -1,0 +1,131 @@
+//! What surrounds a commit of chat messages: the submissions waiting for one (the
+//! [`Sequencer`] queue every sender uses), and [`after_commit`], the one step that follows
+//! every commit — broadcast in order, flush, acknowledge, prune. The sequencer (one
+//! instance) and the backplane reader (a cluster) both end each batch with it.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::chat::hub::Hub;
+use crate::chat::protocol::ServerMsg;
+use crate::conn::fanout::Fanout;
+use crate::conn::outbox::Conn;
+use crate::store::StoredMessage;
+
+/// Most messages in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Submissions waiting at most; past it, submitting threads wait (backpressure on exactly
+/// the clients that are sending).
+const QUEUE: usize = 8192;
+
+/// Who to tell when a message is stored (or could not be).
+pub enum Reply {
+    /// A WebSocket client: `ack` (if it gave a `ref`) or an `error`.
+    Ws { conn: Arc<Conn>, r#ref: Option<u64> },
+    /// An HTTP request waiting for the result.
+    Http(Sender<Result<StoredMessage, String>>),
+}
+
+pub struct Submit {
+    pub room: String,
+    pub id: u64,
+    pub name: Arc<str>,
+    pub text: String,
+    pub reply: Reply,
+}
+
+pub enum Cmd {
+    Submit(Submit),
+    Stop,
+}
+
+/// The handle other threads submit through; the sequencer thread takes from `rx`.
+pub struct Sequencer {
+    tx: Sender<Cmd>,
+    pub rx: Receiver<Cmd>,
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        Sequencer { tx, rx }
+    }
+}
+
+impl Sequencer {
+    /// Queues a message for storing and broadcasting. Blocks while the queue is full.
+    pub fn submit(&self, s: Submit) -> Result<(), String> {
+        self.tx.send(Cmd::Submit(s)).map_err(|_| "the message store has stopped".to_string())
+    }
+
+    /// Asks the thread to exit after what is already queued.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Cmd::Stop);
+    }
+}
+
+/// Waits for a submission, then takes everything else already waiting (up to `MAX_BATCH`)
+/// into `batch`. `None`: stop now; `Some(true)`: stop after this batch.
+pub fn next_batch(rx: &Receiver<Cmd>, batch: &mut Vec<Submit>) -> Option<bool> {
+    match rx.recv() {
+        Ok(Cmd::Submit(s)) => batch.push(s),
+        Ok(Cmd::Stop) | Err(_) => return None,
+    }
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Cmd::Submit(s)) => batch.push(s),
+            Ok(Cmd::Stop) => return Some(true),
+            Err(_) => break,
+        }
+    }
+    Some(false)
+}
+
+/// After a commit: queue `broadcast` (in `seq` order) for every member of its rooms, flush
+/// them on the fan-out pool, acknowledge each sender, and tell the pruner which rooms grew.
+/// Stored before broadcast, broadcast before acknowledged: an `ack` means durable and sent.
+pub fn after_commit<'m>(
+    hub: &Hub,
+    fanout: &Fanout,
+    broadcast: &[StoredMessage],
+    replies: impl IntoIterator<Item = (Reply, &'m StoredMessage)>,
+    prune: &Sender<(String, u64)>,
+) {
+    for members in hub.broadcast_batch(broadcast) {
+        fanout.flush(members);
+    }
+    for (reply, m) in replies {
+        reply_ok(hub, reply, m);
+    }
+    for m in broadcast.iter().rev() {
+        // Latest seq per room; a full channel only delays pruning.
+        if let Err(TrySendError::Disconnected(_)) = prune.try_send((m.room.clone(), m.seq)) {
+            break;
+        }
+    }
+}
+
+/// Tells the sender its message is stored: an `ack` to a WebSocket client that gave a
+/// `ref`, the stored message to a waiting HTTP request.
+pub fn reply_ok(hub: &Hub, reply: Reply, m: &StoredMessage) {
+    match reply {
+        Reply::Ws { conn, r#ref: Some(r#ref) } => {
+            hub.send_or_close(&conn, ServerMsg::Ack { room: &m.room, r#ref, seq: m.seq }.to_frame());
+        }
+        Reply::Ws { .. } => {}
+        Reply::Http(tx) => {
+            let _ = tx.send(Ok(m.clone()));
+        }
+    }
+}
+
+/// Tells the sender its message was not stored.
+pub fn reply_err(hub: &Hub, reply: Reply, error: &str) {
+    match reply {
+        Reply::Ws { conn, r#ref } => hub.send_or_close(&conn, ServerMsg::Error { error, r#ref }.to_frame()),
+        Reply::Http(tx) => {
+            let _ = tx.send(Err(error.to_string()));
+        }
+    }
+}
