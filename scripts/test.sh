@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test threadchat has, installing what they need on a fresh machine:
+#   0. scripts/layers.py: the module layering of src/lib.rs holds
 #   1. cargo tests (unit + integration over real sockets, the real binary included), with
 #      the history in SQLite
 #   2. the integration tests again with the history in a private PostgreSQL server
@@ -14,6 +15,9 @@ source scripts/lib.sh
 
 ensure_apt curl chromium redis-server nginx-light
 command -v node >/dev/null && command -v npm >/dev/null || ensure_apt nodejs npm
+
+echo "== layers (imports point down, no cycles: src/lib.rs)"
+python3 scripts/layers.py
 
 echo "== cargo test"
 cargo build --locked
@@ -42,4 +46,4 @@ echo "== browser"
 echo "== autobahn"
 scripts/autobahn.sh
 
-echo "stages: 6 passed, 0 failed"
+echo "stages: 7 passed, 0 failed"

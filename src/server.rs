@@ -255,7 +255,7 @@ const IP_GENERATION: u32 = 60;
 /// `/api/stats` (and the stats page) shows; once a minute, retires a generation of the
 /// per-IP table, off the connection path.
 fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("stats".into()).stack_size(128 * 1024).spawn(move || {
+    crate::conn::threads::spawn_named("stats", 128 * 1024, move || {
         let mut ticks = 0u32;
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(crate::metrics::SAMPLE_INTERVAL)
         {

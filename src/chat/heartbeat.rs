@@ -29,10 +29,9 @@ pub fn spawn(
     over_budget: Receiver<()>,
 ) -> std::io::Result<Heartbeat> {
     let (stop, stop_rx) = crossbeam_channel::bounded(1);
-    let thread = std::thread::Builder::new()
-        .name("heartbeat".into())
-        .stack_size(256 * 1024)
-        .spawn(move || run(&chat, &closing, &over_budget, &stop_rx))?;
+    let thread = crate::conn::threads::spawn_named("heartbeat", 256 * 1024, move || {
+        run(&chat, &closing, &over_budget, &stop_rx)
+    })?;
     Ok(Heartbeat { thread, stop })
 }
 

@@ -58,6 +58,22 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+
+    use crate::metrics::Disconnect;
+
+    /// Why a connection we close with `code` ends, for the disconnect counters: the one
+    /// mapping every place that closes a connection uses.
+    pub fn disconnect(code: u16, reason: &str) -> Disconnect {
+        match code {
+            POLICY if reason.starts_with("slow") => Disconnect::SlowConsumer,
+            POLICY => Disconnect::RateLimit,
+            GOING_AWAY => Disconnect::Shutdown,
+            TOO_BIG => Disconnect::TooBig,
+            PROTOCOL => Disconnect::Protocol,
+            INVALID_DATA => Disconnect::InvalidUtf8,
+            _ => Disconnect::Error,
+        }
+    }
 }
 
 /// A server-initiated close whose deadline the heartbeat thread enforces.
@@ -697,14 +713,7 @@ impl Hub {
     }
 
     fn close_one(&self, conn: &Arc<Conn>, code: u16, reason: &str, work: &mut Vec<Arc<Conn>>) {
-        conn.set_close_reason(match code {
-            close_code::POLICY => Disconnect::SlowConsumer,
-            close_code::GOING_AWAY => Disconnect::Shutdown,
-            close_code::TOO_BIG => Disconnect::TooBig,
-            close_code::PROTOCOL => Disconnect::Protocol,
-            close_code::INVALID_DATA => Disconnect::InvalidUtf8,
-            _ => Disconnect::Error,
-        });
+        conn.set_close_reason(close_code::disconnect(code, reason));
         self.remove_one(conn, work);
         if code == close_code::POLICY {
             // A slow consumer will not read its backlog before its close deadline: give the

@@ -35,7 +35,7 @@ pub fn spawn(chat: Arc<Chat>) -> std::io::Result<Vec<JoinHandle<()>>> {
     if chat.backplane.is_some() {
         // Cluster mode: the sequencer publishes; the backplane reader stores and broadcasts.
         let (reader_chat, prune) = (Arc::clone(&chat), prune_tx.clone());
-        threads.push(std::thread::Builder::new().name("backplane".into()).stack_size(512 * 1024).spawn(move || {
+        threads.push(crate::conn::threads::spawn_named("backplane", 512 * 1024, move || {
             let chat = &*reader_chat;
             if let Some(backplane) = chat.backplane.as_deref() {
                 let parts = crate::chat::backplane::ReaderParts {
@@ -48,26 +48,13 @@ pub fn spawn(chat: Arc<Chat>) -> std::io::Result<Vec<JoinHandle<()>>> {
                 crate::chat::backplane::run_reader(parts, prune);
             }
         })?);
-        threads.push(
-            std::thread::Builder::new()
-                .name("sequencer".into())
-                .stack_size(512 * 1024)
-                .spawn(move || run_clustered(&seq_chat, &rx))?,
-        );
+        threads
+            .push(crate::conn::threads::spawn_named("sequencer", 512 * 1024, move || run_clustered(&seq_chat, &rx))?);
     } else {
-        threads.push(
-            std::thread::Builder::new()
-                .name("sequencer".into())
-                .stack_size(512 * 1024)
-                .spawn(move || run(&seq_chat, &rx, &prune_tx))?,
-        );
+        threads
+            .push(crate::conn::threads::spawn_named("sequencer", 512 * 1024, move || run(&seq_chat, &rx, &prune_tx))?);
     }
-    threads.push(
-        std::thread::Builder::new()
-            .name("pruner".into())
-            .stack_size(256 * 1024)
-            .spawn(move || prune_loop(&chat, &prune_rx))?,
-    );
+    threads.push(crate::conn::threads::spawn_named("pruner", 256 * 1024, move || prune_loop(&chat, &prune_rx))?);
     Ok(threads)
 }
 

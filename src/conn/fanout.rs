@@ -36,17 +36,15 @@ impl Fanout {
         let mut handles = vec![];
         for i in 0..threads {
             let rx: Receiver<Job> = rx.clone();
-            handles.push(std::thread::Builder::new().name(format!("fanout-{i}")).stack_size(256 * 1024).spawn(
-                move || {
-                    while let Ok(Job::Flush(members, range)) = rx.recv() {
-                        for conn in &members[range] {
-                            if conn.kind() == Kind::Chat {
-                                conn.flush();
-                            }
+            handles.push(crate::conn::threads::spawn_named(&format!("fanout-{i}"), 256 * 1024, move || {
+                while let Ok(Job::Flush(members, range)) = rx.recv() {
+                    for conn in &members[range] {
+                        if conn.kind() == Kind::Chat {
+                            conn.flush();
                         }
                     }
-                },
-            )?);
+                }
+            })?);
         }
         Ok((Fanout { tx, threads }, handles))
     }

@@ -64,8 +64,7 @@ impl Flusher {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        let handle =
-            std::thread::Builder::new().name("flusher".into()).stack_size(256 * 1024).spawn(move || run(poll, rx))?;
+        let handle = crate::conn::threads::spawn_named("flusher", 256 * 1024, move || run(poll, rx))?;
         Ok((Arc::new(Flusher { tx, waker }), handle))
     }
 

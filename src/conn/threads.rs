@@ -21,6 +21,33 @@ const MAX_IDLE_THREADS: usize = 64;
 /// How long an idle connection thread waits for a new connection before exiting.
 const IDLE_THREAD_KEEP: Duration = Duration::from_secs(30);
 
+/// Starts one of the server's long-lived threads: named (so `ps -L` and a debugger show what
+/// each is), with its stack size, and logging its end — as an error if it panicked. Every
+/// long-lived thread is started here.
+pub fn spawn_named<F>(name: &str, stack_bytes: usize, body: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let exit = ExitLog(name.to_string());
+    std::thread::Builder::new().name(name.to_string()).stack_size(stack_bytes).spawn(move || {
+        let _exit = exit;
+        body();
+    })
+}
+
+/// Logs a thread's end when dropped (also while unwinding from a panic).
+struct ExitLog(String);
+
+impl Drop for ExitLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("thread {} panicked", self.0);
+        } else {
+            log::debug!("thread {} exited", self.0);
+        }
+    }
+}
+
 /// A connection waiting for a thread.
 pub type Job = Box<dyn FnOnce() + Send>;
 

@@ -28,10 +28,7 @@ const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 /// Starts the accept loop for `listener` on a thread called `name`.
 pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, pool: Pool) -> std::io::Result<JoinHandle<()>> {
     let label = name.to_string();
-    std::thread::Builder::new()
-        .name(name.into())
-        .stack_size(256 * 1024)
-        .spawn(move || accept_loop(&label, &listener, &shared, &pool))
+    crate::conn::threads::spawn_named(name, 256 * 1024, move || accept_loop(&label, &listener, &shared, &pool))
 }
 
 fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &Pool) {

@@ -211,7 +211,7 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
 fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
     let mut after = 0u64;
     let mut limit = 100usize;
-    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+    for (key, value) in crate::net::query::pairs(query) {
         let parsed = match key {
             // Sequence numbers are stored as SQL BIGINT: past i64::MAX is not a position.
             "after" => value.parse::<u64>().ok().filter(|&v| v <= i64::MAX as u64).map(|v| after = v).is_some(),

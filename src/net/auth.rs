@@ -17,10 +17,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The credential a request carries: `?token=`, `Authorization: Bearer`, or the
 /// `threadchat_token` cookie, in that order.
 pub fn token_from(query: &str, authorization: Option<&str>, cookie: Option<&str>) -> Option<String> {
-    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-        if k == "token" {
-            return Some(crate::net::files::percent_decode(v).unwrap_or_else(|| v.to_string()));
-        }
+    if let Some(token) = crate::net::query::get(query, "token") {
+        return Some(token);
     }
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` are fine.
     if let Some((scheme, rest)) = authorization.and_then(|a| a.trim().split_once(' '))

@@ -59,7 +59,7 @@ pub fn find(url_path: &str, static_dir: Option<&Path>) -> Option<File> {
 
 /// Decodes the URL path and checks every segment; `/` means `index.html`.
 pub fn safe_relative_path(url_path: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(url_path)?;
+    let decoded = crate::net::query::percent_decode(url_path)?;
     let trimmed = decoded.strip_prefix('/')?;
     let rel = if trimmed.is_empty() { "index.html" } else { trimmed };
     if rel.contains(['\\', '\0']) || rel.ends_with('/') {
@@ -73,30 +73,6 @@ pub fn safe_relative_path(url_path: &str) -> Option<PathBuf> {
         return None;
     }
     Some(path.to_path_buf())
-}
-
-/// Percent-decodes once. Invalid escapes or a result that is not UTF-8 → None (404).
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let decoded = String::from_utf8(out).ok()?;
-    // A second layer of encoding (%252e) decodes to "%2e": refuse rather than guess.
-    if decoded.contains('%') {
-        return None;
-    }
-    Some(decoded)
 }
 
 fn content_type(path: &Path) -> &'static str {

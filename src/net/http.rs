@@ -16,7 +16,7 @@ use crate::net::tiny::Workers;
 const WORKER_POLL: Duration = Duration::from_secs(1);
 
 pub fn spawn_worker(index: usize, workers: Arc<Workers>, shared: Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("http-{index}")).stack_size(256 * 1024).spawn(move || {
+    crate::conn::threads::spawn_named(&format!("http-{index}"), 256 * 1024, move || {
         while !shared.is_shutting_down() {
             let server = workers.current();
             let mut request = match server.recv_timeout(WORKER_POLL) {

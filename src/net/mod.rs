@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod files;
 pub mod http;
 pub mod http1;
+pub mod query;
 pub mod respond;
 pub mod session;
 pub mod state;

@@ -19,7 +19,7 @@ use crate::chat::commit::{Reply, Submit};
 use crate::chat::hub::close_code;
 use crate::chat::protocol::{self, ClientMsg, ServerMsg};
 use crate::conn::frames;
-use crate::conn::outbox::{Conn, Kind, Push};
+use crate::conn::outbox::{Conn, Kind};
 use crate::metrics::{Disconnect, Refusal};
 use crate::net::access as guard;
 use crate::net::auth::{self, Identity, UserSlot};
@@ -111,12 +111,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     conn.set_close_reason(match &end {
         End::ClientClosed(_) => Disconnect::ClientClose,
         End::Gone(_) => Disconnect::Gone,
-        End::Failed(close_code::TOO_BIG, _) => Disconnect::TooBig,
-        End::Failed(close_code::INVALID_DATA, _) => Disconnect::InvalidUtf8,
-        End::Failed(close_code::PROTOCOL, _) => Disconnect::Protocol,
-        End::Failed(close_code::POLICY, why) if why.starts_with("slow") => Disconnect::SlowConsumer,
-        End::Failed(close_code::POLICY, _) => Disconnect::RateLimit,
-        End::Failed(..) => Disconnect::Error,
+        End::Failed(code, why) => close_code::disconnect(*code, why),
     });
     shared.chat.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
     match end {
@@ -264,9 +259,9 @@ fn admit(
     let mut identity = Identity::Anonymous;
     if cfg.auth_required() {
         let query = head.query();
-        let ticket = query.split('&').filter_map(|kv| kv.strip_prefix("ticket=")).next();
+        let ticket = crate::net::query::get(query, "ticket");
         let accepted = match ticket {
-            Some(ticket) => shared.tickets.redeem(ticket, ip),
+            Some(ticket) => shared.tickets.redeem(&ticket, ip),
             None => auth::token_from(query, head.header("Authorization"), head.header("Cookie"))
                 .and_then(|c| auth::authenticate(&c, cfg.token.as_deref(), cfg.jwt_secret.as_deref())),
         };
@@ -296,7 +291,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
             Err(e) => return classify(e),
         };
         if ws.get_ref().overflowed {
-            return End::Failed(close_code::POLICY, "slow consumer: too much unread data".into());
+            return End::Failed(close_code::POLICY, crate::chat::hub::SLOW_CONSUMER.into());
         }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
@@ -312,9 +307,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
                     return End::Failed(close_code::POLICY, "message flood: over the rate limit for too long".into());
                 }
                 let error = format!("rate limit: at most {rate} messages per second; message dropped");
-                if conn.send(error_frame(shared, &error)) == Push::Overflow {
-                    shared.chat.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
-                }
+                shared.chat.hub.send_or_close(conn, error_frame(shared, &error));
                 continue;
             }
             refused_in_a_row = 0.0;
@@ -337,10 +330,8 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guar
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
         };
-        if let Some(frame) = reply
-            && conn.send(frame) == Push::Overflow
-        {
-            shared.chat.hub.close_client(conn, close_code::POLICY, "slow consumer: too much unread data");
+        if let Some(frame) = reply {
+            shared.chat.hub.send_or_close(conn, frame);
         }
     }
 }
@@ -391,7 +382,7 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
 /// a URL cannot join thousands of rooms at once.
 fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut guard::Bucket) {
     let mut resumes: Vec<(String, u64)> = vec![];
-    for pair in query.split('&').filter_map(|kv| kv.strip_prefix("resume=")) {
+    for pair in crate::net::query::all(query, "resume") {
         for item in pair.split(',').filter(|s| !s.is_empty()) {
             match item.rsplit_once(':').map(|(r, s)| (r, s.parse::<u64>())) {
                 Some((room, Ok(seq))) if protocol::validate_room(room).is_ok() => resumes.push((room.to_string(), seq)),
