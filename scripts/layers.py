@@ -19,11 +19,11 @@ LAYER = {
     "net": 4,
     "chat": 3,
     "conn": 2, "store": 2,
-    "config": 1, "metrics": 1, "clock": 1,
+    "args": 1, "config": 1, "metrics": 1, "clock": 1,
     "lib": 6,
 }
 # Tools are clients of the server: only base modules and the protocol's types.
-TOOLS_MAY_USE = {"config", "metrics", "clock", "chat::protocol", "tools"}
+TOOLS_MAY_USE = {"args", "config", "metrics", "clock", "chat::protocol", "tools"}
 
 
 def modules():

@@ -11,12 +11,13 @@
 //! | [`net`] | the way in: accept, admit, a thread per connection, HTTP and WebSocket sessions, access checks | `chat`, `conn`, `store`, base |
 //! | [`chat`] | the hub and rooms, the sequencer, the heartbeat, the Redis backplane, the protocol | `conn`, `store`, base |
 //! | [`conn`], [`store`] | plumbing: outboxes and their writers; durable history | base |
-//! | base: [`config`], [`metrics`], [`clock`] | settings, counters, time | nothing above |
+//! | base: [`args`], [`config`], [`metrics`], [`clock`] | flags, settings, counters, time | nothing above |
 //! | [`tools`] | `send`/`tail`, `bench`: clients, not the server | `chat::protocol`, base |
 //!
 //! No module reaches up a layer, and no two modules import each other, directly or
 //! through others. `scripts/layers.py` checks both on every test run.
 
+pub mod args;
 pub mod chat;
 pub mod clock;
 pub mod config;

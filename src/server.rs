@@ -95,7 +95,7 @@ impl ServerHandle {
         let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let (over_budget_tx, over_budget_rx) = crossbeam_channel::bounded(1);
-        let queue_budget = Arc::new(crate::conn::outbox::QueueBudget::new(config.max_queued_total, over_budget_tx));
+        let queue_budget = Arc::new(crate::conn::budget::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
         let outbox_metrics = Arc::clone(&metrics);
         let limits =

@@ -1,7 +1,6 @@
 //! WebSocket clients in which every read has a timeout, from any loopback address.
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Instant;
 

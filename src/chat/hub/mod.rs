@@ -22,11 +22,15 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::chat::protocol::{Member, ServerMsg};
+use crate::chat::protocol::ServerMsg;
 use crate::chat::room_index::{RoomIndex, RoomStats, RoomSummary};
 use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
-use crate::store::{Store, StoredMessage};
+use crate::store::StoredMessage;
+
+mod cluster;
+mod resume;
+mod rooms;
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -188,46 +192,6 @@ impl Hub {
         }
     }
 
-    /// `room`, created if it does not exist yet and the server is below `--max-rooms`
-    /// (`force`: regardless — for messages already stored, and rooms the store or the
-    /// cluster already has).
-    fn room<'s>(&self, st: &'s mut HubState, name: &str, force: bool) -> Result<&'s mut Room, String> {
-        let count = st.rooms.len();
-        match st.rooms.entry(name.to_string()) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                if !force && count >= self.limits.max_rooms {
-                    return Err(format!(
-                        "room limit reached: this server has {} rooms (--max-rooms); join an existing one",
-                        self.limits.max_rooms
-                    ));
-                }
-                let room = Room::default();
-                self.index.insert(name, &room.stats);
-                Ok(e.insert(room))
-            }
-        }
-    }
-
-    /// Whether a message may be posted to `room` without creating one past `--max-rooms`.
-    pub fn may_post_to(&self, room: &str) -> Result<(), String> {
-        let st = self.state.lock();
-        if st.rooms.contains_key(room) || st.rooms.len() < self.limits.max_rooms {
-            Ok(())
-        } else {
-            Err(format!("room limit reached: this server has {} rooms (--max-rooms)", self.limits.max_rooms))
-        }
-    }
-
-    /// Refuses a join past `--max-rooms-per-client`.
-    fn check_room_count(&self, conn: &Conn) -> Result<(), String> {
-        let max = self.limits.per_client;
-        if conn.rooms.lock().len() >= max {
-            return Err(format!("you are in {max} rooms already, the most one connection may be in; leave one first"));
-        }
-        Ok(())
-    }
-
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -240,81 +204,6 @@ impl Hub {
     /// The seq of the last message broadcast in `room` (0: none known).
     pub fn last_seq(&self, room: &str) -> u64 {
         self.state.lock().rooms.get(room).map_or(0, |r| r.last_seq)
-    }
-
-    /// This instance's members per room, each name once with one of its ids (for the other
-    /// instances).
-    pub fn local_presence(&self) -> HashMap<String, Vec<(u64, String)>> {
-        let st = self.state.lock();
-        st.rooms
-            .iter()
-            .filter(|(_, r)| !r.names.is_empty())
-            .map(|(room, r)| {
-                let mut seen = std::collections::HashSet::new();
-                let members =
-                    r.members.iter().filter(|c| seen.insert(c.name())).map(|c| (c.id, c.name().to_string())).collect();
-                (room.clone(), members)
-            })
-            .collect()
-    }
-
-    /// Replaces what the other instances have (from the backplane), and tells local members
-    /// who arrived or left elsewhere since the last snapshot: a `join` for a name new to the
-    /// room, a `leave` for one gone from it (also when its instance crashed and its entry
-    /// expired). Names also present here were announced locally already.
-    pub fn set_remote_presence(&self, new: HashMap<String, Vec<(u64, String)>>) {
-        let mut overflowed = vec![];
-        let mut to_flush = vec![];
-        {
-            let mut st = self.state.lock();
-            let mut remote = self.remote.lock();
-            let mut rooms: Vec<String> = remote.keys().chain(new.keys()).cloned().collect();
-            rooms.sort_unstable();
-            rooms.dedup();
-            for room_name in &rooms {
-                let before = remote.get(room_name).map(Vec::as_slice).unwrap_or_default();
-                let after = new.get(room_name).map(Vec::as_slice).unwrap_or_default();
-                if !after.is_empty() {
-                    // A room that exists elsewhere exists here too (for listings and joins).
-                    let _ = self.room(&mut st, room_name, true);
-                }
-                let Some(room) = st.rooms.get(room_name) else { continue };
-                let remote_only = after.iter().filter(|(_, n)| !room.names.contains_key(n.as_str())).count();
-                room.stats.remote_only.store(remote_only, Ordering::Relaxed);
-                if room.members.is_empty() || room.members.len() >= self.join_notice_limit {
-                    continue;
-                }
-                let has = |list: &[(u64, String)], name: &str| list.iter().any(|(_, n)| n == name);
-                let mut frames = vec![];
-                for (id, name) in after.iter().filter(|(_, n)| !has(before, n) && !room.names.contains_key(n.as_str()))
-                {
-                    frames.push(ServerMsg::Join { room: room_name, id: *id, name }.to_frame());
-                }
-                for (id, name) in before.iter().filter(|(_, n)| !has(after, n) && !room.names.contains_key(n.as_str()))
-                {
-                    frames.push(ServerMsg::Leave { room: room_name, id: *id, name }.to_frame());
-                }
-                for frame in &frames {
-                    overflowed.extend(self.push_to(&room.members, frame, None));
-                }
-                if !frames.is_empty() {
-                    to_flush.push(room.members.clone());
-                }
-            }
-            *remote = new;
-            drop(remote);
-            for room_name in &rooms {
-                self.forget_if_empty(&mut st, room_name);
-            }
-        }
-        for members in &to_flush {
-            flush_all(members, None);
-        }
-        if !overflowed.is_empty() {
-            overflowed.sort_by_key(|c| c.id);
-            overflowed.dedup_by_key(|c| c.id);
-            self.close_overflowed(overflowed);
-        }
     }
 
     /// Adds a freshly accepted connection (still handshaking). Returns false at shutdown.
@@ -374,136 +263,6 @@ impl Hub {
         conn.flush();
     }
 
-    /// Adds `conn` to `room`: it gets the room's `presence`, the others a `join`.
-    pub fn join_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
-        let mut overflowed = vec![];
-        let members = {
-            let mut st = self.state.lock();
-            if st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
-                return Err(format!("already in room {room:?}"));
-            }
-            self.check_room_count(conn)?;
-            self.room(&mut st, room, false)?;
-            self.attach(&mut st, conn, room, &mut overflowed)
-        };
-        self.finish_fan_out(&members, None, overflowed);
-        Ok(())
-    }
-
-    /// Under the lock: presence to `conn`, `join` to the others, then membership.
-    fn attach(
-        &self,
-        st: &mut HubState,
-        conn: &Arc<Conn>,
-        room_name: &str,
-        overflowed: &mut Vec<Arc<Conn>>,
-    ) -> Arc<Vec<Arc<Conn>>> {
-        let name = conn.name();
-        // The callers checked the room budget (or the room exists already).
-        let room = st.rooms.entry(room_name.to_string()).or_default();
-        let first_of_name = !room.names.contains_key(&name);
-        // Presence lists each name once (two tabs are one person), the newcomer first, and at
-        // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
-        // Members on other instances (cluster mode) are listed after local ones.
-        let remote = self.remote.lock();
-        let elsewhere: Vec<(u64, Arc<str>)> = remote
-            .get(room_name)
-            .map(|names| names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect())
-            .unwrap_or_default();
-        drop(remote);
-        let remote_only = elsewhere.iter().filter(|(_, n)| *n != name && !room.names.contains_key(n.as_ref())).count();
-        let count = room.names.len() + usize::from(first_of_name) + remote_only;
-        let mut seen = std::collections::HashSet::new();
-        // Lazy: a crowd of thousands is walked only until the list is full.
-        let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
-            .chain(room.members.iter().map(|c| (c.id, c.name())))
-            .chain(elsewhere)
-            .filter(|(_, n)| seen.insert(n.clone()))
-            .take(self.join_notice_limit.clamp(1, PRESENCE_LIST_MAX))
-            .collect();
-        let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
-        let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();
-        conn.push(presence);
-        if first_of_name && room.members.len() < self.join_notice_limit {
-            let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();
-            overflowed.extend(self.push_to(&room.members, &join, None));
-        }
-        Arc::make_mut(&mut room.members).push(Arc::clone(conn));
-        *room.names.entry(name).or_insert(0) += 1;
-        room.publish_names();
-        conn.rooms.lock().push(room_name.to_string());
-        room.members.clone()
-    }
-
-    /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.
-    pub fn leave_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
-        let mut overflowed = vec![];
-        let members = {
-            let mut st = self.state.lock();
-            if !st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
-                return Err(format!("not in room {room:?}"));
-            }
-            let leave = ServerMsg::Leave { room, id: conn.id, name: &conn.name() }.to_frame();
-            conn.push(leave);
-            self.detach(&mut st, conn, room, true, &mut overflowed)
-        };
-        conn.flush();
-        self.finish_fan_out(&members, None, overflowed);
-        Ok(())
-    }
-
-    /// Under the lock: drops `conn` from `room`, telling the rest if `announce` and this was
-    /// the last member with its name. Returns the remaining members, to flush.
-    fn detach(
-        &self,
-        st: &mut HubState,
-        conn: &Conn,
-        room_name: &str,
-        announce: bool,
-        overflowed: &mut Vec<Arc<Conn>>,
-    ) -> Arc<Vec<Arc<Conn>>> {
-        conn.rooms.lock().retain(|r| r != room_name);
-        let Some(room) = st.rooms.get_mut(room_name) else { return Arc::new(vec![]) };
-        let Some(pos) = room.members.iter().position(|c| c.id == conn.id) else {
-            return room.members.clone();
-        };
-        Arc::make_mut(&mut room.members).remove(pos);
-        let name = conn.name();
-        let last_of_name = match room.names.get_mut(&name) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            _ => {
-                room.names.remove(&name);
-                true
-            }
-        };
-        room.publish_names();
-        if announce && last_of_name && !st.closed && room.members.len() < self.join_notice_limit {
-            let leave = ServerMsg::Leave { room: room_name, id: conn.id, name: &name }.to_frame();
-            overflowed.extend(self.push_to(&room.members, &leave, None));
-        }
-        let members = room.members.clone();
-        room.release_cache_if_unused();
-        self.forget_if_empty(st, room_name);
-        members
-    }
-
-    /// Removes a room that has nothing left: no members here or elsewhere, no history, no
-    /// resume in progress.
-    fn forget_if_empty(&self, st: &mut HubState, room_name: &str) {
-        if st.rooms.get(room_name).is_some_and(|r| {
-            r.members.is_empty()
-                && r.last_seq == 0
-                && r.resuming == 0
-                && r.stats.remote_only.load(Ordering::Relaxed) == 0
-        }) {
-            st.rooms.remove(room_name);
-            self.index.remove(room_name);
-        }
-    }
-
     /// Whether `conn` is a member of `room`.
     pub fn is_member(&self, conn: &Conn, room: &str) -> bool {
         conn.rooms.lock().iter().any(|r| r == room)
@@ -539,103 +298,6 @@ impl Hub {
             self.close_overflowed(overflowed);
         }
         to_flush
-    }
-
-    /// Replays `room` from `seq > after` to `conn`, then makes it a live member, with
-    /// nothing lost or duplicated in between:
-    /// 1. leave the room's live list (if in it), so no live frame can jump the queue;
-    /// 2. report a `gap` if retention already dropped some of what was asked for;
-    /// 3. send what the store has, page by page, without holding any lock;
-    /// 4. under the hub lock, send what was broadcast meanwhile (from the recent-frames
-    ///    cache, or go back to 3 if it does not reach back far enough) and join the live
-    ///    list — both before any later broadcast, which needs the same lock.
-    pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn Store) -> Result<(), String> {
-        let mut overflowed = vec![];
-        // The store can be ahead of the broadcasts: the sequencer commits a batch, then
-        // broadcasts it message by message. Replay from the store only up to what has been
-        // broadcast (`frontier`); anything later reaches us live once we are a member.
-        let mut frontier = {
-            let mut st = self.state.lock();
-            self.detach(&mut st, conn, room, false, &mut overflowed);
-            self.check_room_count(conn)?;
-            let r = self.room(&mut st, room, false)?;
-            // Keeps the recent-frames cache alive until we are a member.
-            r.resuming += 1;
-            r.last_seq
-        };
-        let _resuming = Resuming { hub: self, room };
-        let oldest = store.oldest_seq(room).map_err(|e| format!("history unavailable: {e}"))?;
-        let mut cursor = after;
-        if let Some(oldest) = oldest
-            && oldest > after + 1
-            && after < frontier
-        {
-            conn.push(ServerMsg::Gap { room, from: after + 1, to: oldest - 1 }.to_frame());
-            cursor = oldest - 1;
-        }
-        loop {
-            cursor = self.replay_from_store(conn, room, cursor, frontier, store)?;
-            let mut st = self.state.lock();
-            let last = st.rooms.get(room).map_or(0, |r| r.last_seq);
-            if last > cursor {
-                let r = &st.rooms[room];
-                if r.recent.front().is_none_or(|(s, _)| *s > cursor + 1) {
-                    // Broadcast too much meanwhile for the cache: read the store again.
-                    drop(st);
-                    frontier = last;
-                    continue;
-                }
-                for (_, frame) in r.recent.iter().filter(|(s, _)| *s > cursor) {
-                    if conn.push(frame.clone()) == Push::Overflow {
-                        return Err("too much history to replay at once".into());
-                    }
-                }
-            }
-            let members = self.attach(&mut st, conn, room, &mut overflowed);
-            drop(st);
-            conn.flush();
-            self.finish_fan_out(&members, None, overflowed);
-            return Ok(());
-        }
-    }
-
-    /// Sends the store's messages of `room` after `cursor`; returns the last seq sent.
-    /// Sends the store's messages of `room` with `cursor < seq <= upto`; returns the last
-    /// seq sent (or `cursor`).
-    fn replay_from_store(
-        &self,
-        conn: &Arc<Conn>,
-        room: &str,
-        mut cursor: u64,
-        upto: u64,
-        store: &dyn Store,
-    ) -> Result<u64, String> {
-        while cursor < upto {
-            let want = REPLAY_PAGE.min((upto - cursor) as usize);
-            let page = store.range(room, cursor, want).map_err(|e| format!("history unavailable: {e}"))?;
-            for m in &page {
-                match conn.push(message_frame(m)) {
-                    Push::Queued => cursor = m.seq,
-                    Push::Overflow => {
-                        // The outbox is full of replay: let it drain (the client is reading),
-                        // then continue; give up if it does not.
-                        conn.flush();
-                        if !conn.wait_drained(Instant::now() + CLOSE_TIMEOUT)
-                            || conn.push(message_frame(m)) != Push::Queued
-                        {
-                            return Err("too much history to replay at once".into());
-                        }
-                        cursor = m.seq;
-                    }
-                    Push::Closed => return Err("connection closing".into()),
-                }
-            }
-            conn.flush();
-            if page.len() < want {
-                break; // the rest was pruned meanwhile, or never existed
-            }
-        }
-        Ok(cursor)
     }
 
     /// Tells the members of the renamer's rooms (and the renamer) about a name change, and
@@ -788,24 +450,6 @@ impl Hub {
         for conn in self.snapshot().iter() {
             conn.terminate();
         }
-    }
-}
-
-/// A resume in progress; dropping it (joined, or failed) lets the room drop its cache if
-/// nobody is left to need it.
-struct Resuming<'a> {
-    hub: &'a Hub,
-    room: &'a str,
-}
-
-impl Drop for Resuming<'_> {
-    fn drop(&mut self) {
-        let mut st = self.hub.state.lock();
-        if let Some(r) = st.rooms.get_mut(self.room) {
-            r.resuming -= 1;
-            r.release_cache_if_unused();
-        }
-        self.hub.forget_if_empty(&mut st, self.room);
     }
 }
 

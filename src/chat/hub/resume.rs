@@ -1,0 +1,128 @@
+//! Resuming a room: replaying what a client missed from the store, then making it a live
+//! member, with nothing lost or duplicated in between (part of the hub; see `mod.rs`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::chat::protocol::ServerMsg;
+use crate::conn::outbox::{Conn, Push};
+use crate::store::Store;
+
+use super::{CLOSE_TIMEOUT, Hub, REPLAY_PAGE, message_frame};
+
+impl Hub {
+    /// Replays `room` from `seq > after` to `conn`, then makes it a live member, with
+    /// nothing lost or duplicated in between:
+    /// 1. leave the room's live list (if in it), so no live frame can jump the queue;
+    /// 2. report a `gap` if retention already dropped some of what was asked for;
+    /// 3. send what the store has, page by page, without holding any lock;
+    /// 4. under the hub lock, send what was broadcast meanwhile (from the recent-frames
+    ///    cache, or go back to 3 if it does not reach back far enough) and join the live
+    ///    list — both before any later broadcast, which needs the same lock.
+    pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn Store) -> Result<(), String> {
+        let mut overflowed = vec![];
+        // The store can be ahead of the broadcasts: the sequencer commits a batch, then
+        // broadcasts it message by message. Replay from the store only up to what has been
+        // broadcast (`frontier`); anything later reaches us live once we are a member.
+        let mut frontier = {
+            let mut st = self.state.lock();
+            self.detach(&mut st, conn, room, false, &mut overflowed);
+            self.check_room_count(conn)?;
+            let r = self.room(&mut st, room, false)?;
+            // Keeps the recent-frames cache alive until we are a member.
+            r.resuming += 1;
+            r.last_seq
+        };
+        let _resuming = Resuming { hub: self, room };
+        let oldest = store.oldest_seq(room).map_err(|e| format!("history unavailable: {e}"))?;
+        let mut cursor = after;
+        if let Some(oldest) = oldest
+            && oldest > after + 1
+            && after < frontier
+        {
+            conn.push(ServerMsg::Gap { room, from: after + 1, to: oldest - 1 }.to_frame());
+            cursor = oldest - 1;
+        }
+        loop {
+            cursor = self.replay_from_store(conn, room, cursor, frontier, store)?;
+            let mut st = self.state.lock();
+            let last = st.rooms.get(room).map_or(0, |r| r.last_seq);
+            if last > cursor {
+                let r = &st.rooms[room];
+                if r.recent.front().is_none_or(|(s, _)| *s > cursor + 1) {
+                    // Broadcast too much meanwhile for the cache: read the store again.
+                    drop(st);
+                    frontier = last;
+                    continue;
+                }
+                for (_, frame) in r.recent.iter().filter(|(s, _)| *s > cursor) {
+                    if conn.push(frame.clone()) == Push::Overflow {
+                        return Err("too much history to replay at once".into());
+                    }
+                }
+            }
+            let members = self.attach(&mut st, conn, room, &mut overflowed);
+            drop(st);
+            conn.flush();
+            self.finish_fan_out(&members, None, overflowed);
+            return Ok(());
+        }
+    }
+
+    /// Sends the store's messages of `room` after `cursor`; returns the last seq sent.
+    /// Sends the store's messages of `room` with `cursor < seq <= upto`; returns the last
+    /// seq sent (or `cursor`).
+    fn replay_from_store(
+        &self,
+        conn: &Arc<Conn>,
+        room: &str,
+        mut cursor: u64,
+        upto: u64,
+        store: &dyn Store,
+    ) -> Result<u64, String> {
+        while cursor < upto {
+            let want = REPLAY_PAGE.min((upto - cursor) as usize);
+            let page = store.range(room, cursor, want).map_err(|e| format!("history unavailable: {e}"))?;
+            for m in &page {
+                match conn.push(message_frame(m)) {
+                    Push::Queued => cursor = m.seq,
+                    Push::Overflow => {
+                        // The outbox is full of replay: let it drain (the client is reading),
+                        // then continue; give up if it does not.
+                        conn.flush();
+                        if !conn.wait_drained(Instant::now() + CLOSE_TIMEOUT)
+                            || conn.push(message_frame(m)) != Push::Queued
+                        {
+                            return Err("too much history to replay at once".into());
+                        }
+                        cursor = m.seq;
+                    }
+                    Push::Closed => return Err("connection closing".into()),
+                }
+            }
+            conn.flush();
+            if page.len() < want {
+                break; // the rest was pruned meanwhile, or never existed
+            }
+        }
+        Ok(cursor)
+    }
+}
+
+/// A resume in progress; dropping it (joined, or failed) lets the room drop its cache if
+/// nobody is left to need it.
+struct Resuming<'a> {
+    hub: &'a Hub,
+    room: &'a str,
+}
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        let mut st = self.hub.state.lock();
+        if let Some(r) = st.rooms.get_mut(self.room) {
+            r.resuming -= 1;
+            r.release_cache_if_unused();
+        }
+        self.hub.forget_if_empty(&mut st, self.room);
+    }
+}

@@ -1,0 +1,182 @@
+//! Rooms: creating them within the budgets, joining and leaving, and what each tells the
+//! others (`presence`, `join`, `leave`) — part of the hub; see `mod.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::chat::protocol::{Member, ServerMsg};
+use crate::conn::outbox::Conn;
+
+use super::{Hub, HubState, PRESENCE_LIST_MAX, Room};
+
+impl Hub {
+    /// `room`, created if it does not exist yet and the server is below `--max-rooms`
+    /// (`force`: regardless — for messages already stored, and rooms the store or the
+    /// cluster already has).
+    pub(super) fn room<'s>(&self, st: &'s mut HubState, name: &str, force: bool) -> Result<&'s mut Room, String> {
+        let count = st.rooms.len();
+        match st.rooms.entry(name.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if !force && count >= self.limits.max_rooms {
+                    return Err(format!(
+                        "room limit reached: this server has {} rooms (--max-rooms); join an existing one",
+                        self.limits.max_rooms
+                    ));
+                }
+                let room = Room::default();
+                self.index.insert(name, &room.stats);
+                Ok(e.insert(room))
+            }
+        }
+    }
+
+    /// Whether a message may be posted to `room` without creating one past `--max-rooms`.
+    pub fn may_post_to(&self, room: &str) -> Result<(), String> {
+        let st = self.state.lock();
+        if st.rooms.contains_key(room) || st.rooms.len() < self.limits.max_rooms {
+            Ok(())
+        } else {
+            Err(format!("room limit reached: this server has {} rooms (--max-rooms)", self.limits.max_rooms))
+        }
+    }
+
+    /// Refuses a join past `--max-rooms-per-client`.
+    pub(super) fn check_room_count(&self, conn: &Conn) -> Result<(), String> {
+        let max = self.limits.per_client;
+        if conn.rooms.lock().len() >= max {
+            return Err(format!("you are in {max} rooms already, the most one connection may be in; leave one first"));
+        }
+        Ok(())
+    }
+
+    /// Adds `conn` to `room`: it gets the room's `presence`, the others a `join`.
+    pub fn join_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
+        let mut overflowed = vec![];
+        let members = {
+            let mut st = self.state.lock();
+            if st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
+                return Err(format!("already in room {room:?}"));
+            }
+            self.check_room_count(conn)?;
+            self.room(&mut st, room, false)?;
+            self.attach(&mut st, conn, room, &mut overflowed)
+        };
+        self.finish_fan_out(&members, None, overflowed);
+        Ok(())
+    }
+
+    /// Under the lock: presence to `conn`, `join` to the others, then membership.
+    pub(super) fn attach(
+        &self,
+        st: &mut HubState,
+        conn: &Arc<Conn>,
+        room_name: &str,
+        overflowed: &mut Vec<Arc<Conn>>,
+    ) -> Arc<Vec<Arc<Conn>>> {
+        let name = conn.name();
+        // The callers checked the room budget (or the room exists already).
+        let room = st.rooms.entry(room_name.to_string()).or_default();
+        let first_of_name = !room.names.contains_key(&name);
+        // Presence lists each name once (two tabs are one person), the newcomer first, and at
+        // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
+        // Members on other instances (cluster mode) are listed after local ones.
+        let remote = self.remote.lock();
+        let elsewhere: Vec<(u64, Arc<str>)> = remote
+            .get(room_name)
+            .map(|names| names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect())
+            .unwrap_or_default();
+        drop(remote);
+        let remote_only = elsewhere.iter().filter(|(_, n)| *n != name && !room.names.contains_key(n.as_ref())).count();
+        let count = room.names.len() + usize::from(first_of_name) + remote_only;
+        let mut seen = std::collections::HashSet::new();
+        // Lazy: a crowd of thousands is walked only until the list is full.
+        let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
+            .chain(room.members.iter().map(|c| (c.id, c.name())))
+            .chain(elsewhere)
+            .filter(|(_, n)| seen.insert(n.clone()))
+            .take(self.join_notice_limit.clamp(1, PRESENCE_LIST_MAX))
+            .collect();
+        let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
+        let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();
+        conn.push(presence);
+        if first_of_name && room.members.len() < self.join_notice_limit {
+            let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();
+            overflowed.extend(self.push_to(&room.members, &join, None));
+        }
+        Arc::make_mut(&mut room.members).push(Arc::clone(conn));
+        *room.names.entry(name).or_insert(0) += 1;
+        room.publish_names();
+        conn.rooms.lock().push(room_name.to_string());
+        room.members.clone()
+    }
+
+    /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.
+    pub fn leave_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
+        let mut overflowed = vec![];
+        let members = {
+            let mut st = self.state.lock();
+            if !st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
+                return Err(format!("not in room {room:?}"));
+            }
+            let leave = ServerMsg::Leave { room, id: conn.id, name: &conn.name() }.to_frame();
+            conn.push(leave);
+            self.detach(&mut st, conn, room, true, &mut overflowed)
+        };
+        conn.flush();
+        self.finish_fan_out(&members, None, overflowed);
+        Ok(())
+    }
+
+    /// Under the lock: drops `conn` from `room`, telling the rest if `announce` and this was
+    /// the last member with its name. Returns the remaining members, to flush.
+    pub(super) fn detach(
+        &self,
+        st: &mut HubState,
+        conn: &Conn,
+        room_name: &str,
+        announce: bool,
+        overflowed: &mut Vec<Arc<Conn>>,
+    ) -> Arc<Vec<Arc<Conn>>> {
+        conn.rooms.lock().retain(|r| r != room_name);
+        let Some(room) = st.rooms.get_mut(room_name) else { return Arc::new(vec![]) };
+        let Some(pos) = room.members.iter().position(|c| c.id == conn.id) else {
+            return room.members.clone();
+        };
+        Arc::make_mut(&mut room.members).remove(pos);
+        let name = conn.name();
+        let last_of_name = match room.names.get_mut(&name) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                room.names.remove(&name);
+                true
+            }
+        };
+        room.publish_names();
+        if announce && last_of_name && !st.closed && room.members.len() < self.join_notice_limit {
+            let leave = ServerMsg::Leave { room: room_name, id: conn.id, name: &name }.to_frame();
+            overflowed.extend(self.push_to(&room.members, &leave, None));
+        }
+        let members = room.members.clone();
+        room.release_cache_if_unused();
+        self.forget_if_empty(st, room_name);
+        members
+    }
+
+    /// Removes a room that has nothing left: no members here or elsewhere, no history, no
+    /// resume in progress.
+    pub(super) fn forget_if_empty(&self, st: &mut HubState, room_name: &str) {
+        if st.rooms.get(room_name).is_some_and(|r| {
+            r.members.is_empty()
+                && r.last_seq == 0
+                && r.resuming == 0
+                && r.stats.remote_only.load(Ordering::Relaxed) == 0
+        }) {
+            st.rooms.remove(room_name);
+            self.index.remove(room_name);
+        }
+    }
+}
