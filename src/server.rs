@@ -248,7 +248,7 @@ impl Drop for ServerHandle {
     }
 }
 
-/// How often the per-IP table retires a generation (see `guard::IpTable`).
+/// How often the per-IP table retires a generation (see `net::access::IpTable`).
 const IP_GENERATION: u32 = 60;
 
 /// The stats thread: once a second, samples the counters into the history that

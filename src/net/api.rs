@@ -178,7 +178,7 @@ fn too_many(error: &str) -> HttpResponse {
 }
 
 /// `POST /api/ticket`: a one-time ticket for one WebSocket upgrade, valid 30 s, from this
-/// address only (see `guard.rs`). Needs authentication to be enabled.
+/// address only (see `tickets.rs`). Needs authentication to be enabled.
 fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpResponse {
     if !shared.chat.config.auth_required() {
         return json(404, &serde_json::json!({ "error": "authentication is not enabled on this server" }));

@@ -1,7 +1,7 @@
 //! One HTTP request on a connection thread: take the body, hand the complete request to
 //! tiny_http, and send its response back — then the connection waits for the next one.
 //!
-//! tiny_http answers the page and the API (`http.rs`), but never talks to a client: it
+//! tiny_http answers the page and the API (`api.rs`, run by `http.rs`), but never talks to a client: it
 //! listens on a private Unix socket and gets each request whole, as HTTP/1.0 with
 //! `Connection: close`, from the connection thread that read it. Its response is read back
 //! whole (it is bounded: see `tiny::MAX_RESPONSE_BYTES`) before any of it goes to the client. So

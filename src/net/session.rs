@@ -1,5 +1,5 @@
 //! One connection's thread, from its first byte: read a request head under a deadline, then
-//! become a WebSocket session (`client.rs`) or answer HTTP requests (`exchange.rs`), one at
+//! become a WebSocket session (`ws_session.rs`) or answer HTTP requests (`exchange.rs`), one at
 //! a time, until the connection closes. Both ports, every connection, this one path.
 //!
 //! Why read the head ourselves rather than let tiny_http or tungstenite do it: the head is

@@ -1,6 +1,6 @@
 //! A connection's byte stream as its own thread sees it: reads come straight from the
 //! socket (decrypted, with TLS), within a deadline while there is one; writes go into the
-//! connection's outbox (`conn.rs`), never to the socket directly.
+//! connection's outbox (`conn/outbox.rs`), never to the socket directly.
 //!
 //! The same stream serves the whole life of a connection: the request head, an HTTP body,
 //! and then — for a WebSocket — tungstenite's frames, which is why tungstenite's pongs and

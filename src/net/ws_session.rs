@@ -4,7 +4,7 @@
 //!
 //! This thread is the only reader of its socket and the only user of its tungstenite state
 //! machine. It never writes to the socket itself: everything it (or tungstenite, for pongs
-//! and Close replies) sends goes into the connection's outbox (see `conn.rs`), the same
+//! and Close replies) sends goes into the connection's outbox (see `conn/outbox.rs`), the same
 //! queue broadcasts use, so frames from different threads never interleave.
 
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::chat::protocol::{self, ClientMsg, ServerMsg};
 use crate::conn::frames;
 use crate::conn::outbox::{Conn, Kind};
 use crate::metrics::{Disconnect, Refusal};
-use crate::net::access as guard;
+use crate::net::access;
 use crate::net::auth::{self, Identity, UserSlot};
 use crate::net::http1::{self, Head};
 use crate::net::state::Shared;
@@ -59,7 +59,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let conn = Arc::clone(&stream.conn);
     let (id, peer) = (conn.id, conn.peer);
     // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
-    let ip = guard::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
+    let ip = access::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
     if ip != peer.ip() {
         log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
     }
@@ -96,7 +96,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
     // Per-client message rate (chat only: /echo is the conformance target and stays raw).
     // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
-    let mut bucket = guard::Bucket::new(shared.chat.config.message_rate * 2.0);
+    let mut bucket = access::Bucket::new(shared.chat.config.message_rate * 2.0);
     start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
@@ -179,7 +179,7 @@ fn start_chat(
     kind: Kind,
     identity: Identity,
     query: &str,
-    bucket: &mut guard::Bucket,
+    bucket: &mut access::Bucket,
     shared: &Shared,
 ) {
     if let Identity::Named { name, .. } = identity {
@@ -231,7 +231,7 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-/// The access checks every upgrade passes before the `101`, cheapest first; see `guard.rs`.
+/// The access checks every upgrade passes before the `101`, cheapest first; see `access.rs` and `auth.rs`.
 /// The address's attempt budget is spent before the credentials are checked, so wrong
 /// guesses are throttled like any other attempt.
 fn admit(
@@ -242,7 +242,7 @@ fn admit(
     sessions: usize,
 ) -> Result<Identity, (u16, &'static str)> {
     let cfg = &shared.chat.config;
-    let ip = guard::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
+    let ip = access::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
     if shared.is_shutting_down() {
         return Err((503, "server is shutting down"));
     }
@@ -279,7 +279,7 @@ fn admit(
     Ok(identity)
 }
 
-fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut guard::Bucket, shared: &Shared) -> End {
+fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut access::Bucket, shared: &Shared) -> End {
     let chat = conn.kind() == Kind::Chat;
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
     // connection with 1008.
@@ -380,7 +380,7 @@ fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
 /// resumes those rooms instead (the lobby too, if listed), exactly like `resume` requests:
 /// each one spends the message-rate budget and counts against `--max-rooms-per-client`, so
 /// a URL cannot join thousands of rooms at once.
-fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut guard::Bucket) {
+fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut access::Bucket) {
     let mut resumes: Vec<(String, u64)> = vec![];
     for pair in crate::net::query::all(query, "resume") {
         for item in pair.split(',').filter(|s| !s.is_empty()) {
