@@ -97,9 +97,7 @@ fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
 fn serve(args: ServeArgs) -> Result<(), (String, i32)> {
     let config = Config::try_from(args).map_err(|e| (e, 2))?;
     // The certificate and key are read and checked now, so a bad one is a flag error too.
-    if let Some((cert, key)) = &config.tls {
-        threadchat::net::tls::server_config(cert, key).map_err(|e| (e, 2))?;
-    }
+    threadchat::server::check_tls(&config).map_err(|e| (e, 2))?;
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());

@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::chat::Chat;
 use crate::chat::commit::Sequencer;
 use crate::chat::heartbeat;
-use crate::chat::hub::{Hub, close_code};
+use crate::chat::hub::{CloseCode, Hub};
 use crate::chat::sequencer;
 use crate::config::Config;
 use crate::conn::fanout::Fanout;
@@ -31,6 +31,15 @@ use crate::store;
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
 /// flush, before it cuts the remaining sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Reads and checks `--tls-cert`/`--tls-key` (if given), so that `main` can report a bad
+/// certificate as the flag error it is, before anything starts.
+pub fn check_tls(config: &Config) -> Result<(), String> {
+    match &config.tls {
+        Some((cert, key)) => crate::net::tls::server_config(cert, key).map(|_| ()),
+        None => Ok(()),
+    }
+}
 
 /// A running server. Dropping it shuts it down.
 pub struct ServerHandle {
@@ -207,7 +216,7 @@ impl ServerHandle {
         }
         // Connections still reading a request, or being answered over HTTP: cut now.
         let unfinished = shared.admission.close_all();
-        let count = shared.chat.hub.close_all(close_code::GOING_AWAY, "server shutting down");
+        let count = shared.chat.hub.close_all(CloseCode::Away, "server shutting down");
         log::info!("shutting down: closing {count} WebSocket(s) and {unfinished} other connection(s)");
 
         let deadline = Instant::now() + SHUTDOWN_GRACE;

@@ -182,7 +182,7 @@ fn one_address_cannot_take_every_ticket() {
 #[test]
 fn one_jwt_user_gets_a_handful_of_connections_from_any_address() {
     let server = BinaryServer::start_defaults(&["--jwt-secret", SECRET]);
-    let exp = threadchat::chat::protocol::now_ms() / 1000 + 600;
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
     let ada = format!("Bearer {}", jwt(SECRET, json!({"sub": "u-ada", "name": "ada", "exp": exp})));
     // Same user, another display name: still the same account.
     let ada2 = format!("Bearer {}", jwt(SECRET, json!({"sub": "u-ada", "name": "ada2", "exp": exp})));

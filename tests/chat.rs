@@ -157,7 +157,7 @@ fn bad_requests_get_an_error_and_the_connection_stays_open() {
         let e = c.recv();
         assert_eq!(e, json!({"type": "error", "error": want}), "for input {input}");
     }
-    let long = "y".repeat(threadchat::chat::protocol::MAX_TEXT_CHARS + 1);
+    let long = "y".repeat(threadchat::MAX_TEXT_CHARS + 1);
     c.say(&long);
     assert!(c.recv_type("error")["error"].as_str().unwrap().contains("longer than"));
 

@@ -161,7 +161,7 @@ fn a_login_name_belongs_to_its_login_over_http_and_websocket() {
         c.jwt_secret = Some(SECRET.into());
         c.token = Some(TOKEN.into());
     });
-    let exp = threadchat::chat::protocol::now_ms() / 1000 + 600;
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
     let ada = format!("Authorization: Bearer {}", jwt(SECRET, json!({"name": "ada", "exp": exp})));
     let shared = format!("Authorization: Bearer {TOKEN}");
     let post = |auth: &str, body: serde_json::Value| {

@@ -197,7 +197,7 @@ fn tickets_are_not_offered_when_authentication_is_off() {
 fn jwts_name_the_user_who_cannot_rename() {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
     let server = TestServer::with(|c| c.jwt_secret = Some(SECRET.into()));
-    let exp = threadchat::chat::protocol::now_ms() / 1000 + 600;
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
     let ada = jwt(SECRET, json!({"name": "Ada", "exp": exp}));
     let expired = jwt(SECRET, json!({"name": "Ada", "exp": exp - 1200}));
     let forged = jwt("someone-elses-secret-0123456789ab", json!({"name": "Ada", "exp": exp}));

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::Chat;
-use crate::chat::hub::PendingClose;
+use crate::chat::hub::{CloseCode, PendingClose};
 use crate::conn::outbox::Kind;
 
 pub struct Heartbeat {
@@ -95,11 +95,7 @@ fn enforce_budget(chat: &Chat) {
             conn.peer
         );
         // Closing as a slow consumer drops its backlog at once (see `Hub::close_client`).
-        chat.hub.close_client(
-            &conn,
-            crate::chat::hub::close_code::POLICY,
-            "slow consumer: server-wide outgoing budget exceeded",
-        );
+        chat.hub.close_client(&conn, CloseCode::Policy, "slow consumer: server-wide outgoing budget exceeded");
         closed += 1;
     }
     log::warn!("outgoing budget: closed {closed} client(s); {} bytes unsent now", budget.total());

@@ -250,8 +250,6 @@ impl ServerMsg<'_> {
     }
 }
 
-pub use crate::clock::now_ms;
-
 #[cfg(test)]
 mod tests {
     use super::*;

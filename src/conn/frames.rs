@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::frame::coding::{Control as OpCtl, Data as OpData, OpCode};
+use tungstenite::protocol::frame::coding::{CloseCode, Control as OpCtl, Data as OpData, OpCode};
 
 /// A server-to-client text frame holding `payload` (already valid UTF-8).
 pub fn text_frame(payload: &[u8]) -> Bytes {
@@ -21,14 +21,14 @@ pub fn ping_frame() -> Bytes {
 }
 
 /// A Close frame with `code` and a reason (cut to fit the 123 bytes a control frame allows).
-pub fn close_frame(code: u16, reason: &str) -> Bytes {
+pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
     let reason = &reason[..end];
     let mut payload = Vec::with_capacity(2 + reason.len());
-    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&u16::from(code).to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
     frame(OpCode::Control(OpCtl::Close), &payload)
 }
@@ -86,7 +86,7 @@ mod tests {
         let big = text_frame(&vec![b'a'; 70_000]);
         assert_eq!(big[1], 127);
         assert_eq!(u64::from_be_bytes(big[2..10].try_into().unwrap()), 70_000);
-        let close = close_frame(1009, "too big");
+        let close = close_frame(CloseCode::Size, "too big");
         assert_eq!(&close[..4], &[0x88, 9, 0x03, 0xF1]);
     }
 
@@ -95,14 +95,14 @@ mod tests {
         let mut buf = ping_frame().to_vec();
         buf.extend_from_slice(&text_frame(&[b'x'; 200]));
         assert!(!contains_close_frame(&buf));
-        buf.extend_from_slice(&close_frame(1000, ""));
+        buf.extend_from_slice(&close_frame(CloseCode::Normal, ""));
         assert!(contains_close_frame(&buf));
         assert!(!contains_close_frame(&[0x81]));
     }
 
     #[test]
     fn close_reason_is_cut_on_a_char_boundary() {
-        let frame = close_frame(1001, &"é".repeat(100));
+        let frame = close_frame(CloseCode::Away, &"é".repeat(100));
         assert!(frame.len() <= 2 + 125);
         assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }

@@ -37,6 +37,7 @@ use crate::conn::budget::QueueBudget;
 use crate::conn::flusher::{Flushed, Flusher, Parked};
 use crate::conn::frames;
 use crate::metrics::{Disconnect, Metrics};
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
 /// is already far more than a burst usually holds and keeps the stack array small.
@@ -290,7 +291,7 @@ impl Conn {
 
     /// Queues a Close frame with `code` unless one is already queued. Returns whether this
     /// call queued it (the caller then owns the close handshake's timeout).
-    pub fn push_close(&self, code: u16, reason: &str) -> bool {
+    pub fn push_close(&self, code: CloseCode, reason: &str) -> bool {
         self.push_control(frames::close_frame(code, reason), true) == Push::Queued
     }
 

@@ -42,8 +42,8 @@ pub enum HeadError {
     TooLarge,
     TooManyHeaders,
     Malformed(String),
-    /// The socket failed (reset, TLS error): nobody to answer.
-    Io(io::Error),
+    /// The socket failed (reset, TLS error): nobody to answer. (The error is only logged.)
+    Io(#[allow(dead_code)] io::Error),
 }
 
 impl HeadError {

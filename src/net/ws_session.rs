@@ -16,7 +16,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::chat::commit::{Reply, Submit};
-use crate::chat::hub::close_code;
+use crate::chat::hub::CloseCode;
 use crate::chat::protocol::{self, ClientMsg, ServerMsg};
 use crate::conn::frames;
 use crate::conn::outbox::{Conn, Kind};
@@ -38,7 +38,7 @@ enum End {
     /// The client sent a Close frame (possibly answering ours): its code and reason.
     ClientClosed(String),
     /// The client broke the protocol; we close with this code and reason.
-    Failed(u16, String),
+    Failed(CloseCode, String),
     /// The TCP connection is gone (EOF, reset, or shut down by the heartbeat/shutdown).
     Gone(String),
 }
@@ -81,7 +81,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     conn.set_kind(admitted.kind);
     if !shared.chat.hub.add(Arc::clone(&conn)) {
         // Shutting down between the 101 and here.
-        conn.push_close(close_code::GOING_AWAY, "server shutting down");
+        conn.push_close(CloseCode::Away, "server shutting down");
         conn.close_gently(true);
         return;
     }
@@ -111,7 +111,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     conn.set_close_reason(match &end {
         End::ClientClosed(_) => Disconnect::ClientClose,
         End::Gone(_) => Disconnect::Gone,
-        End::Failed(code, why) => close_code::disconnect(*code, why),
+        End::Failed(code, why) => crate::chat::hub::disconnect_reason(*code, why),
     });
     shared.chat.metrics.disconnected(conn.close_reason().unwrap_or(Disconnect::Gone));
     match end {
@@ -291,7 +291,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
             Err(e) => return classify(e),
         };
         if ws.get_ref().overflowed {
-            return End::Failed(close_code::POLICY, crate::chat::hub::SLOW_CONSUMER.into());
+            return End::Failed(CloseCode::Policy, crate::chat::hub::SLOW_CONSUMER.into());
         }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
@@ -304,7 +304,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
             if !bucket.take(rate, burst, Instant::now()) {
                 refused_in_a_row += 1.0;
                 if refused_in_a_row >= burst {
-                    return End::Failed(close_code::POLICY, "message flood: over the rate limit for too long".into());
+                    return End::Failed(CloseCode::Policy, "message flood: over the rate limit for too long".into());
                 }
                 let error = format!("rate limit: at most {rate} messages per second; message dropped");
                 shared.chat.hub.send_or_close(conn, error_frame(shared, &error));
@@ -434,9 +434,9 @@ fn classify(e: WsError) -> End {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             End::Gone("closed without a Close frame".into())
         }
-        WsError::Capacity(e) => End::Failed(close_code::TOO_BIG, format!("message too big: {e}")),
-        WsError::Utf8(_) => End::Failed(close_code::INVALID_DATA, "invalid UTF-8 in a text message".into()),
-        WsError::Protocol(e) => End::Failed(close_code::PROTOCOL, format!("protocol error: {e}")),
-        other => End::Failed(close_code::INTERNAL, format!("internal error: {other}")),
+        WsError::Capacity(e) => End::Failed(CloseCode::Size, format!("message too big: {e}")),
+        WsError::Utf8(_) => End::Failed(CloseCode::Invalid, "invalid UTF-8 in a text message".into()),
+        WsError::Protocol(e) => End::Failed(CloseCode::Protocol, format!("protocol error: {e}")),
+        other => End::Failed(CloseCode::Error, format!("internal error: {other}")),
     }
 }

@@ -54,29 +54,22 @@ const REPLAY_PAGE: usize = 500;
 /// The reason a slow consumer's Close frame gives.
 pub const SLOW_CONSUMER: &str = "slow consumer: too much unread data";
 
-/// WebSocket close codes the server sends (RFC 6455 §7.4.1).
-pub mod close_code {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
+/// The close codes the server sends (RFC 6455 §7.4.1) are tungstenite's [`CloseCode`]:
+/// `Away` (1001, shutdown), `Protocol` (1002), `Invalid` (1007, bad UTF-8), `Policy` (1008,
+/// slow consumer or flood), `Size` (1009), `Error` (1011).
+pub use tungstenite::protocol::frame::coding::CloseCode;
 
-    use crate::metrics::Disconnect;
-
-    /// Why a connection we close with `code` ends, for the disconnect counters: the one
-    /// mapping every place that closes a connection uses.
-    pub fn disconnect(code: u16, reason: &str) -> Disconnect {
-        match code {
-            POLICY if reason.starts_with("slow") => Disconnect::SlowConsumer,
-            POLICY => Disconnect::RateLimit,
-            GOING_AWAY => Disconnect::Shutdown,
-            TOO_BIG => Disconnect::TooBig,
-            PROTOCOL => Disconnect::Protocol,
-            INVALID_DATA => Disconnect::InvalidUtf8,
-            _ => Disconnect::Error,
-        }
+/// Why a connection we close with `code` ends, for the disconnect counters: the one mapping
+/// every place that closes a connection uses.
+pub fn disconnect_reason(code: CloseCode, reason: &str) -> Disconnect {
+    match code {
+        CloseCode::Policy if reason.starts_with("slow") => Disconnect::SlowConsumer,
+        CloseCode::Policy => Disconnect::RateLimit,
+        CloseCode::Away => Disconnect::Shutdown,
+        CloseCode::Size => Disconnect::TooBig,
+        CloseCode::Protocol => Disconnect::Protocol,
+        CloseCode::Invalid => Disconnect::InvalidUtf8,
+        _ => Disconnect::Error,
     }
 }
 
@@ -362,22 +355,22 @@ impl Hub {
     /// slow consumer (1008). The one place that rule is applied to a single frame.
     pub fn send_or_close(&self, conn: &Arc<Conn>, frame: Bytes) {
         if conn.send(frame) == Push::Overflow {
-            self.close_client(conn, close_code::POLICY, SLOW_CONSUMER);
+            self.close_client(conn, CloseCode::Policy, SLOW_CONSUMER);
         }
     }
 
     /// Server-initiated close: leave the list, queue a Close frame, and have the heartbeat
     /// thread cut the socket if the client has not gone within `CLOSE_TIMEOUT`.
-    pub fn close_client(&self, conn: &Arc<Conn>, code: u16, reason: &str) {
+    pub fn close_client(&self, conn: &Arc<Conn>, code: CloseCode, reason: &str) {
         let mut work = vec![];
         self.close_one(conn, code, reason, &mut work);
         self.close_overflowed(work);
     }
 
-    fn close_one(&self, conn: &Arc<Conn>, code: u16, reason: &str, work: &mut Vec<Arc<Conn>>) {
-        conn.set_close_reason(close_code::disconnect(code, reason));
+    fn close_one(&self, conn: &Arc<Conn>, code: CloseCode, reason: &str, work: &mut Vec<Arc<Conn>>) {
+        conn.set_close_reason(disconnect_reason(code, reason));
         self.remove_one(conn, work);
-        if code == close_code::POLICY {
+        if code == CloseCode::Policy {
             // A slow consumer will not read its backlog before its close deadline: give the
             // memory back now (the budgets see it at once), keep only what is mid-write.
             conn.shed();
@@ -395,7 +388,7 @@ impl Hub {
     fn close_overflowed(&self, mut work: Vec<Arc<Conn>>) {
         while let Some(conn) = work.pop() {
             log::warn!("client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)", conn.id, conn.peer);
-            self.close_one(&conn, close_code::POLICY, SLOW_CONSUMER, &mut work);
+            self.close_one(&conn, CloseCode::Policy, SLOW_CONSUMER, &mut work);
         }
     }
 
@@ -428,7 +421,7 @@ impl Hub {
 
     /// Shutdown: no more joins; every upgraded client is sent Close `code`, and connections
     /// still in the handshake are cut. Returns how many connections there were.
-    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+    pub fn close_all(&self, code: CloseCode, reason: &str) -> usize {
         let clients = {
             let mut st = self.state.lock();
             st.closed = true;
