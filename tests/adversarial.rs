@@ -21,16 +21,19 @@ fn count_entries(dir: String) -> usize {
 
 #[test]
 fn a_frame_claiming_2_pow_60_bytes_is_refused_with_1009_without_allocating() {
-    let server = TestServer::start();
-    let before = rss_kib("self");
-    let mut ws = connect_raw(&server.echo_url()).unwrap();
+    // The real binary, so that its RSS is its own (not the test process's, shared by every
+    // test running in parallel).
+    let server = BinaryServer::start(&[]);
+    let pid = server.child.id().to_string();
+    let before = rss_kib(&pid);
+    let mut ws = connect_raw(&format!("ws://{}/echo", server.ws)).unwrap();
     let mut frame = vec![0x82, 0x80 | 127];
     frame.extend_from_slice(&(1u64 << 60).to_be_bytes());
     frame.extend_from_slice(&[1, 2, 3, 4]);
     ws.get_mut().write_all(&frame).unwrap();
     assert_eq!(expect_close(&mut ws).unwrap().code, CloseCode::Size);
-    assert!(rss_kib("self") < before + 50 * 1024, "memory grew by more than 50 MiB");
-    server.chat();
+    assert!(rss_kib(&pid) < before + 50 * 1024, "memory grew by more than 50 MiB");
+    Client::connect(&server.chat_url());
 }
 
 #[test]
@@ -63,10 +66,14 @@ fn a_ping_flood_from_a_client_that_does_not_read_is_bounded() {
             {
                 panic!("the server neither closed nor cut a client flooding pings")
             }
-            Err(_) => break None, // cut after the close deadline: also a bound
+            Err(_) => break None, // cut after the close deadline, before we read the Close
         }
     };
     assert!(code.is_none() || code == Some(CloseCode::Policy), "{code:?}");
+    // Either way, the server closed it as a slow consumer (1008), not for anything else.
+    wait_until("counted as a slow consumer", || {
+        metric(server.http, "threadchat_disconnects_total{reason=\"slow_consumer\"}") == 1
+    });
     bystander.say("unaffected");
     assert_eq!(bystander.recv_type("message")["text"], "unaffected");
 }
@@ -115,20 +122,10 @@ fn threads_and_fds_return_to_baseline_after_a_barrage_of_bad_connections() {
     // Warm the pool of idle client threads up first, so it does not count as growth.
     let warm: Vec<_> = (0..70).map(|_| Client::connect(&server.chat_url())).collect();
     drop(warm);
-    let settled = |what: &str| {
-        let mut last = fds();
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let now = fds();
-            if now == last {
-                return now;
-            }
-            assert!(std::time::Instant::now() < deadline, "fd count never settled ({what})");
-            last = now;
-        }
-    };
-    let (fd0, th0) = (settled("after warm-up"), threads());
+    // Settled: only our client's thread serves a connection (and the metrics request's own).
+    let serving = || metric(server.http, "threadchat_client_threads");
+    wait_until("the warm-up clients are gone", || serving() == 2);
+    let (fd0, th0) = (fds(), threads());
 
     let ws_addr = server.ws;
     let junk: Vec<Box<dyn Fn()>> = vec![
@@ -153,10 +150,9 @@ fn threads_and_fds_return_to_baseline_after_a_barrage_of_bad_connections() {
         for j in &junk {
             j();
         }
-        if let Ok(mut ws) = connect_raw(&url) {
-            let _ = ws.get_mut().write_all(&[0x81, 0x82, 1, 2, 3, 4, 0xfe, 0xfd]); // invalid UTF-8
-            let _ = ws.read();
-        }
+        let mut ws = connect_raw(&url).expect("a real client still gets in");
+        ws.get_mut().write_all(&[0x81, 0x82, 1, 2, 3, 4, 0xfe, 0xfd]).unwrap(); // invalid UTF-8
+        assert_eq!(expect_close(&mut ws).map(|f| f.code), Some(CloseCode::Invalid));
     }
     client.say("still served");
     assert_eq!(client.recv_type("message")["text"], "still served");

@@ -40,14 +40,6 @@ fn join_many(c: &mut Client, rooms: impl Iterator<Item = String>) -> (usize, Vec
     (joined, errors)
 }
 
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = http_get(addr, "/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 #[test]
 fn one_client_cannot_create_rooms_past_the_limits() {
     let server = BinaryServer::start(&["--sync-commit", "off"]);

@@ -162,8 +162,13 @@ fn plaintext_and_bad_handshakes_on_tls_ports_fail_cleanly() {
         tcp.set_read_timeout(Some(WAIT)).unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(untrusting), ServerName::try_from("localhost").unwrap());
         let mut s = rustls::StreamOwned::new(conn.unwrap(), tcp);
+        // The handshake must fail with a certificate error — not hang until the read
+        // timeout (which would also be an error).
+        let outcome = s.write_all(b"GET / HTTP/1.1\r\n\r\n").and_then(|_| s.flush()).and_then(|_| s.read(&mut [0; 16]));
+        let e = outcome.expect_err("an untrusting client gets no answer");
         assert!(
-            s.write_all(b"GET / HTTP/1.1\r\n\r\n").and_then(|_| s.flush()).and_then(|_| s.read(&mut [0; 16])).is_err()
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "the handshake hung instead of failing: {e}"
         );
     }
     // The server is unharmed.

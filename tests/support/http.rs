@@ -101,3 +101,13 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// The value of one sample line of `/metrics` (`name` with its labels), e.g.
+/// `threadchat_refusals_total{reason="auth"}`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = http_get(addr, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
