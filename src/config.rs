@@ -288,5 +288,9 @@ mod tests {
         assert!(parse(&["--max-queued-bytes", "100"]).unwrap_err().contains("--max-queued-bytes"));
         assert!(parse(&["--public-ws-url", "http://x"]).unwrap_err().contains("--public-ws-url"));
         assert!(parse(&["--ws-addr", "nope"]).is_err());
+        // HS256 wants a 256-bit key: 31 bytes is refused, 32 accepted.
+        assert!(parse(&["--jwt-secret", &"k".repeat(31)]).unwrap_err().contains("--jwt-secret"));
+        assert!(parse(&["--jwt-secret", &"k".repeat(32)]).is_ok());
+        assert!(parse(&["--token", &"t".repeat(15)]).unwrap_err().contains("--token"));
     }
 }

@@ -365,3 +365,30 @@ fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     let max = *stored.iter().max().unwrap();
     assert_eq!(stored.len() as u64, max, "gap-free 1..={max}");
 }
+
+#[test]
+fn presence_lists_at_most_100_names_and_history_pages_are_clamped() {
+    let server = TestServer::start();
+    let crowd: Vec<Client> = (0..101).map(|_| server.chat()).collect();
+    let mut late = server.chat();
+    late.send_json(json!({"type": "join", "room": "lobby-2"}));
+    late.recv_type("presence");
+    // 102 distinct names in the lobby: the list stops at 100, the count does not.
+    late.send_json(json!({"type": "resume", "room": "lobby", "after": 0}));
+    let p = late.recv_type("presence");
+    assert_eq!(p["count"], 102, "{p}");
+    assert_eq!(p["members"].as_array().unwrap().len(), 100);
+    drop(crowd);
+    // limit is clamped to 1..=1000.
+    for i in 0..3 {
+        late.send_json(json!({"type": "message", "text": format!("h{i}"), "ref": i}));
+        late.recv_type("ack");
+    }
+    let page = |q: &str| -> usize {
+        let r = http_get(server.http, &format!("/api/rooms/lobby/messages?{q}"));
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["messages"].as_array().unwrap().len()
+    };
+    assert_eq!(page("limit=0"), 1, "at least one");
+    assert_eq!(page("limit=2"), 2);
+    assert_eq!(page("limit=99999"), 3, "at most 1000, here all three");
+}

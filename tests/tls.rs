@@ -232,3 +232,24 @@ fn a_tls_client_that_never_reads_is_closed_and_others_keep_receiving() {
     assert_eq!(code, Some(tungstenite::protocol::frame::coding::CloseCode::Policy));
     assert!(received < MESSAGES, "cut off (got {received})");
 }
+
+#[test]
+fn with_tls_the_allowed_origins_are_https() {
+    let tls = TlsServer::start();
+    let port = tls.server.http.port();
+    let upgrade = |origin: &str| {
+        use tungstenite::client::IntoClientRequest;
+        let url = format!("wss://localhost:{}/ws", tls.server.ws.port());
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        let tcp = TcpStream::connect(tls.server.ws).unwrap();
+        tungstenite::client::client(req, tls.connect_tcp(tcp))
+    };
+    match upgrade(&format!("http://localhost:{port}")) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 403),
+        Err(e) => panic!("expected 403, got {e}"),
+        Ok(_) => panic!("a plain-http origin was allowed on a TLS server"),
+    }
+    let (mut ws, _) = upgrade(&format!("https://localhost:{port}")).expect("the page's own https origin");
+    assert_eq!(next_json(&mut ws)["type"], "welcome");
+}

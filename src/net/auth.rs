@@ -182,6 +182,11 @@ mod tests {
         assert_eq!(authenticate(&expired, None, Some(secret)), None);
         let not_yet = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 60}));
         assert_eq!(authenticate(&not_yet, None, Some(secret)), None);
+        // `exp` 30 s ago is inside the 60 s leeway for clock skew; 120 s ago is not.
+        let just_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 30}));
+        assert_eq!(authenticate(&just_expired, None, Some(secret)), named("Ada", "Ada"));
+        let long_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 120}));
+        assert_eq!(authenticate(&long_expired, None, Some(secret)), None);
         let no_exp = jwt(secret, serde_json::json!({"name": "Ada"}));
         assert_eq!(authenticate(&no_exp, None, Some(secret)), None);
         let other_key = jwt("another-secret-another-secret-xx", serde_json::json!({"name": "Ada", "exp": exp}));

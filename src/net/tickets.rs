@@ -128,6 +128,24 @@ mod tests {
     }
 
     #[test]
+    fn all_outstanding_tickets_taken_is_full_for_everyone() {
+        let t = Tickets::default();
+        let per_ip = MAX_TICKETS_PER_IP;
+        for n in 0..MAX_TICKETS.div_ceil(per_ip) {
+            let ip: IpAddr = [10, 1, (n / 256) as u8, (n % 256) as u8].into();
+            for _ in 0..per_ip.min(MAX_TICKETS - n * per_ip) {
+                t.issue(ip, Identity::Anonymous).unwrap();
+            }
+        }
+        assert_eq!(t.issue([10, 2, 0, 1].into(), Identity::Anonymous), Err(NoTicket::Full));
+        // Expired ones are swept to make room.
+        for ticket in t.inner.lock().tickets.values_mut().take(1) {
+            ticket.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert!(t.issue([10, 2, 0, 1].into(), Identity::Anonymous).is_ok());
+    }
+
+    #[test]
     fn one_address_gets_its_share_and_no_more() {
         let t = Tickets::default();
         let greedy: IpAddr = [10, 0, 0, 1].into();
