@@ -237,19 +237,29 @@ fn a_tls_client_that_never_reads_is_closed_and_others_keep_receiving() {
 fn with_tls_the_allowed_origins_are_https() {
     let tls = TlsServer::start();
     let port = tls.server.http.port();
-    let upgrade = |origin: &str| {
-        use tungstenite::client::IntoClientRequest;
-        let url = format!("wss://localhost:{}/ws", tls.server.ws.port());
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert("Origin", origin.parse().unwrap());
-        let tcp = TcpStream::connect(tls.server.ws).unwrap();
-        tungstenite::client::client(req, tls.connect_tcp(tcp))
-    };
-    match upgrade(&format!("http://localhost:{port}")) {
+    match upgrade_with_origin(&tls, &format!("http://localhost:{port}")) {
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => assert_eq!(resp.status(), 403),
         Err(e) => panic!("expected 403, got {e}"),
         Ok(_) => panic!("a plain-http origin was allowed on a TLS server"),
     }
-    let (mut ws, _) = upgrade(&format!("https://localhost:{port}")).expect("the page's own https origin");
+    let (mut ws, _) =
+        upgrade_with_origin(&tls, &format!("https://localhost:{port}")).expect("the page's own https origin");
     assert_eq!(next_json(&mut ws)["type"], "welcome");
+}
+
+/// A wss upgrade with an `Origin` header. (The error type is tungstenite's.)
+#[allow(clippy::result_large_err)]
+fn upgrade_with_origin(
+    tls: &TlsServer,
+    origin: &str,
+) -> Result<
+    (WebSocket<TlsStream>, tungstenite::handshake::client::Response),
+    tungstenite::HandshakeError<tungstenite::ClientHandshake<TlsStream>>,
+> {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("wss://localhost:{}/ws", tls.server.ws.port());
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    let tcp = TcpStream::connect(tls.server.ws).unwrap();
+    tungstenite::client::client(req, tls.connect_tcp(tcp))
 }
