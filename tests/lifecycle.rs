@@ -52,7 +52,9 @@ fn shutdown_does_not_wait_forever_for_silent_clients() {
     let mut server = TestServer::start();
     let _silent = connect_raw(&server.chat_url()).unwrap(); // never reads, never answers
     let took = server.shutdown();
-    assert!(took < threadchat::server::SHUTDOWN_GRACE + Duration::from_secs(3), "took {took:?}");
+    // Documented: 3 s for clients to answer the 1001 and drain, then the rest are cut (the
+    // cut itself waits at most 2 s more). Waiting less would cut well-behaved clients short.
+    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(6), "took {took:?}");
 }
 
 #[test]
