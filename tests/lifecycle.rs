@@ -12,12 +12,30 @@ fn heartbeat_terminates_a_client_that_does_not_answer_pings() {
     let server = TestServer::with(|c| c.ping_interval = Duration::from_secs(1));
     let mut alive = server.chat();
     // A client that never reads never answers a ping (tungstenite replies while reading).
-    let dead = connect_raw(&server.chat_url()).unwrap();
+    let mut dead = connect_raw(&server.chat_url()).unwrap();
     let join = alive.recv_type("join");
-    // The live client keeps answering across several rounds while the dead one is reaped
-    // within two rounds.
+    let joined = std::time::Instant::now();
+    // The live client keeps answering across several rounds while the dead one is reaped:
+    // one round marks it and pings, the next cuts it — between one and two rounds (1 s
+    // each here) after it arrived, plus a margin for a loaded machine.
     let leave = alive.recv_type("leave");
+    let took = joined.elapsed();
     assert_eq!(leave["id"], join["id"]);
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(3500), "reaped after {took:?}");
+    // Cut, not closed: what it finds when it finally reads is pings, then the end — no
+    // Close frame (a dead peer would not read one).
+    loop {
+        match dead.read() {
+            Ok(tungstenite::Message::Close(f)) => panic!("a dead peer was sent a Close: {f:?}"),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                panic!("the dead peer's socket was never cut")
+            }
+            Err(_) => break,
+        }
+    }
     wait_until("dead client's thread gone", || server.live_clients() == 1);
     alive.say("still connected");
     assert_eq!(alive.recv_type("message")["text"], "still connected");

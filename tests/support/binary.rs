@@ -119,6 +119,19 @@ pub fn run_cli(args: &[&str], within: Duration) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn threadchat");
+    // Drain both pipes while the child runs: a child that writes more than a pipe holds
+    // (64 KiB) would otherwise block forever on a full pipe, and never exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + within;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -130,9 +143,6 @@ pub fn run_cli(args: &[&str], within: Duration) -> (i32, String, String) {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let (out, err) = (out.join().expect("stdout reader"), err.join().expect("stderr reader"));
     (status.code().unwrap_or(-1), out, err)
 }
