@@ -88,3 +88,39 @@ fn sigterm_and_sigint_close_clients_with_1001_and_exit_0() {
         assert!(status.success(), "exit status {status:?} after signal {sig}");
     }
 }
+
+#[test]
+fn a_client_that_ignores_the_servers_close_is_cut_after_5_seconds() {
+    let server = TestServer::start();
+    // A client that stops reading, with a tiny receive window.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&server.ws.into(), WAIT).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut stalled, _) = tungstenite::client::client(server.chat_url(), stream).unwrap();
+    let welcome = read_json(&mut stalled);
+    let mut sender = server.chat();
+    // Flood until the server closes the stalled client as a slow consumer: the sender sees
+    // its `leave` at that moment.
+    let text = "s".repeat(3900);
+    let mut sent = 0;
+    let closed_at = loop {
+        sent += 1;
+        assert!(sent < 5000, "the stalled client was never closed");
+        sender.send_json(serde_json::json!({"type": "message", "text": text}));
+        let v = sender.recv();
+        if v["type"] == "leave" && v["id"] == welcome["id"] {
+            break std::time::Instant::now();
+        }
+    };
+    // It never answers the Close: its thread ends when the heartbeat cuts it (CLOSE_TIMEOUT).
+    let cut = || metric(server.http, "threadchat_disconnects_total{reason=\"slow_consumer\"}") == 1;
+    while !cut() {
+        assert!(closed_at.elapsed() < Duration::from_secs(8), "never cut");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = closed_at.elapsed();
+    assert!(took >= Duration::from_millis(4500), "cut after {took:?}, before its 5 s to answer");
+    drop(stalled);
+}
