@@ -103,6 +103,8 @@ fn a_panic_in_one_client_thread_leaves_everyone_else_working() {
     let mut victim = server.chat();
     bystander.recv_type("join");
     victim.say("boom!");
+    // The victim is told: 1011, internal error.
+    assert_eq!(victim.expect_close().map(|f| f.code), Some(CloseCode::Error));
     assert_eq!(bystander.recv_type("leave")["id"], victim.id);
     wait_until("victim's thread gone", || server.live_clients() == 1);
     bystander.say("still here");
