@@ -68,6 +68,10 @@ pub struct Config {
     /// thread, so tests can check that a panic stays contained.
     #[doc(hidden)]
     pub panic_on_text: Option<String>,
+    /// Test hook, not a flag: a batch holding a message with exactly this text fails to
+    /// commit, as if the disk had failed, so tests can check what senders and others see.
+    #[doc(hidden)]
+    pub fail_store_on_text: Option<String>,
     /// Test hook, not a flag: an HTTP request for exactly this path panics in its handler,
     /// so tests can check that the port survives it.
     #[doc(hidden)]
@@ -111,6 +115,7 @@ impl Default for Config {
             upgrade_rate: 10.0,
             message_rate: 20.0,
             panic_on_text: None,
+            fail_store_on_text: None,
             panic_on_path: None,
         }
     }
@@ -154,6 +159,7 @@ impl TryFrom<ServeArgs> for Config {
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
             panic_on_text: None,
+            fail_store_on_text: None,
             panic_on_path: None,
         };
         config.validate()?;

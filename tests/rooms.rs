@@ -392,3 +392,41 @@ fn presence_lists_at_most_100_names_and_history_pages_are_clamped() {
     assert_eq!(page("limit=2"), 2);
     assert_eq!(page("limit=99999"), 3, "at most 1000, here all three");
 }
+
+#[test]
+fn a_failed_commit_is_refused_to_its_sender_seen_by_nobody_and_numbering_continues() {
+    let server = TestServer::with(|c| c.fail_store_on_text = Some("lost".into()));
+    let mut sender = server.chat();
+    let mut other = server.chat();
+    sender.send_json(json!({"type": "message", "text": "kept", "ref": 1}));
+    assert_eq!(sender.recv_type("ack")["seq"], 1);
+    sender.send_json(json!({"type": "message", "text": "lost", "ref": 2}));
+    let e = sender.recv_type("error");
+    assert_eq!(e["ref"], 2, "{e}");
+    assert!(e["error"].as_str().unwrap().starts_with("message not stored"), "{e}");
+    // Over HTTP: 503, and nothing stored.
+    let posted = http_request_from(
+        None,
+        server.http,
+        "POST",
+        "/api/rooms/lobby/messages",
+        &["Content-Type: application/json"],
+        r#"{"text":"lost"}"#,
+    );
+    assert_eq!(posted.status, 503, "{}", posted.text());
+    // The next message takes the number the failed one gave back: no gap.
+    sender.send_json(json!({"type": "message", "text": "after", "ref": 3}));
+    assert_eq!(sender.recv_type("ack")["seq"], 2);
+    let seen: Vec<Value> = (0..2).map(|_| other.recv_type("message")).collect();
+    assert_eq!(seen.iter().map(|m| m["text"].as_str().unwrap()).collect::<Vec<_>>(), ["kept", "after"]);
+    let history = http_get(server.http, "/api/rooms/lobby/messages");
+    let texts: Vec<String> = serde_json::from_slice::<Value>(&history.body).unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["kept", "after"]);
+    let failures = metric(server.http, "threadchat_store_errors_total");
+    assert_eq!(failures, 2);
+}

@@ -102,7 +102,14 @@ fn run(chat: &Chat, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
             });
         }
         let started = Instant::now();
-        match store.append(&msgs) {
+        let injected = chat.config.fail_store_on_text.as_deref();
+        let result = match injected {
+            Some(t) if msgs.iter().any(|m| m.text == t) => {
+                Err(crate::store::StoreError("injected failure (test hook)".into()))
+            }
+            _ => store.append(&msgs),
+        };
+        match result {
             Ok(()) => {
                 chat.metrics.store_committed(started.elapsed(), msgs.len());
                 let replies = batch.drain(..).map(|s| s.reply).zip(msgs.iter());
