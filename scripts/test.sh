@@ -44,6 +44,12 @@ echo "== browser"
 )
 
 echo "== autobahn"
-scripts/autobahn.sh
+skipped=0
+scripts/autobahn.sh || { status=$?; [ "$status" = 77 ] || exit "$status"; skipped=1; }
 
-echo "stages: 7 passed, 0 failed"
+if [ "$skipped" = 1 ]; then
+  echo "(the Autobahn stage was skipped: no Python 2.7 on this machine; see above)"
+  echo "stages: 6 passed, 0 failed, 1 skipped"
+else
+  echo "stages: 7 passed, 0 failed"
+fi
