@@ -298,14 +298,7 @@ fn names_that_hide_what_they_are_are_refused() {
     // Two spellings of "José" are one name (NFC).
     c.send_json(json!({"type": "name", "name": "Jose\u{0301}"}));
     assert_eq!(c.recv_type("name")["name"], "Jos\u{00E9}");
-    let r = http_request_from(
-        None,
-        server.http,
-        "POST",
-        "/api/rooms/lobby/messages",
-        &["Content-Type: application/json"],
-        &json!({"text": "hi", "name": "ad\u{200B}min"}).to_string(),
-    );
+    let r = post_message(server.http, "lobby", &json!({"text": "hi", "name": "ad\u{200B}min"}).to_string());
     assert_eq!(r.status, 400);
 }
 

@@ -243,14 +243,7 @@ fn redis_dying_mid_traffic_loses_no_acknowledged_message_and_readyz_follows() {
     assert_eq!(reply["ref"], 1, "{reply}");
     assert!(reply["error"].as_str().unwrap().contains("Redis"), "{reply}");
     // Over HTTP too: 503, and nothing stored.
-    let posted = http_request_from(
-        None,
-        servers[0].http,
-        "POST",
-        "/api/rooms/lobby/messages",
-        &["Content-Type: application/json"],
-        r#"{"text":"during the outage"}"#,
-    );
+    let posted = post_message(servers[0].http, "lobby", r#"{"text":"during the outage"}"#);
     assert_eq!(posted.status, 503, "{}", posted.text());
     redis.restart();
     for s in &servers {

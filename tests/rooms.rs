@@ -405,14 +405,7 @@ fn a_failed_commit_is_refused_to_its_sender_seen_by_nobody_and_numbering_continu
     assert_eq!(e["ref"], 2, "{e}");
     assert!(e["error"].as_str().unwrap().starts_with("message not stored"), "{e}");
     // Over HTTP: 503, and nothing stored.
-    let posted = http_request_from(
-        None,
-        server.http,
-        "POST",
-        "/api/rooms/lobby/messages",
-        &["Content-Type: application/json"],
-        r#"{"text":"lost"}"#,
-    );
+    let posted = post_message(server.http, "lobby", r#"{"text":"lost"}"#);
     assert_eq!(posted.status, 503, "{}", posted.text());
     // The next message takes the number the failed one gave back: no gap.
     sender.send_json(json!({"type": "message", "text": "after", "ref": 3}));

@@ -111,3 +111,9 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
+
+/// `POST /api/rooms/{room}/messages` with a JSON body, as a tool would send it (no Origin).
+pub fn post_message(addr: SocketAddr, room: &str, json_body: &str) -> HttpResponse {
+    let path = format!("/api/rooms/{room}/messages");
+    http_request_from(None, addr, "POST", &path, &["Content-Type: application/json"], json_body)
+}
