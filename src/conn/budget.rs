@@ -44,3 +44,26 @@ impl QueueBudget {
 
 /// See [`QueueBudget::refuses`]: a reading client's queue stays far below this.
 const OVER_BUDGET_GRACE: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bell_rings_only_past_the_budget_and_refusals_start_there() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let b = QueueBudget::new(1000, tx);
+        b.add(600);
+        b.add(400);
+        assert_eq!(b.total(), 1000);
+        assert!(rx.try_recv().is_err(), "at the budget, not past it: no ring");
+        assert!(!b.refuses(OVER_BUDGET_GRACE + 1), "nobody is refused under the budget");
+        b.add(1);
+        assert!(rx.try_recv().is_ok(), "one byte past it: the heartbeat is rung");
+        assert!(b.refuses(OVER_BUDGET_GRACE + 1), "over it, a big queue takes no more");
+        assert!(!b.refuses(OVER_BUDGET_GRACE), "a small queue still does");
+        b.sub(1);
+        assert_eq!(b.total(), 1000);
+        assert!(!b.refuses(OVER_BUDGET_GRACE + 1), "back at the budget: no refusals");
+    }
+}

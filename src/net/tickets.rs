@@ -157,5 +157,13 @@ mod tests {
         assert!(t.redeem(&held[5], greedy).is_some());
         assert!(t.issue(greedy, Identity::Anonymous).is_ok());
         assert_eq!(t.issue(greedy, Identity::Anonymous), Err(NoTicket::AddressFull));
+        // So does one expiring (its oldest, never used).
+        {
+            let mut inner = t.inner.lock();
+            let past = Instant::now() - Duration::from_secs(1);
+            inner.tickets.get_mut(&held[0]).unwrap().expires = past;
+            inner.by_ip.get_mut(&greedy).unwrap()[0].0 = past;
+        }
+        assert!(t.issue(greedy, Identity::Anonymous).is_ok(), "an expired ticket no longer counts");
     }
 }
