@@ -124,3 +124,59 @@ fn a_client_that_ignores_the_servers_close_is_cut_after_5_seconds() {
     assert!(took >= Duration::from_millis(4500), "cut after {took:?}, before its 5 s to answer");
     drop(stalled);
 }
+
+/// What a connection meets once shutdown has begun (the flag `ServerHandle::shutdown` sets
+/// first). Set here by hand, so that the window between the flag and the listeners closing
+/// — milliseconds in a real shutdown — can be held open and every path through it checked.
+#[test]
+fn once_shutdown_begins_upgrades_and_readyz_get_503_and_newcomers_are_closed_at_accept() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let server = TestServer::start();
+    let shared = server.handle.as_ref().unwrap().shared();
+    // Two connections accepted before shutdown, each halfway through its request head.
+    let mut upgrade = TcpStream::connect(server.http).unwrap();
+    let mut ready = TcpStream::connect(server.ws).unwrap();
+    for s in [&mut upgrade, &mut ready] {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+    }
+    upgrade.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+    ready.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    wait_until("both connections admitted", || shared.admission.pending() == 2);
+
+    shared.shutting_down.store(true, Ordering::Release);
+
+    upgrade
+        .write_all(
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .unwrap();
+    let mut raw = vec![];
+    upgrade.read_to_end(&mut raw).expect("the refusal, then the end (not a hang)");
+    let refused = parse_response(&raw);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("shutting down"), "{}", refused.text());
+
+    ready.write_all(b"\r\n").unwrap();
+    let mut raw = vec![];
+    ready.read_to_end(&mut raw).expect("the answer, then the end: no keep-alive while stopping");
+    let readyz = parse_response(&raw);
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    assert!(readyz.text().contains("shutting down"), "{}", readyz.text());
+
+    // A newcomer on either port is closed at accept, unanswered.
+    for addr in [server.http, server.ws] {
+        let mut late = TcpStream::connect(addr).unwrap();
+        late.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut raw = vec![];
+        match late.read_to_end(&mut raw) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("a late connection was left open ({e})"),
+        }
+        assert!(raw.is_empty(), "a late connection was answered: {}", String::from_utf8_lossy(&raw));
+    }
+}
