@@ -46,8 +46,30 @@ wait_exit() {
   return 124
 }
 
-# free_port: prints a TCP port that was free a moment ago (for configs that need a number
-# up front, like nginx's upstreams).
+# free_port [N]: prints N (default 1) distinct TCP ports that are free now, for configs that need a number up front
+# (nginx's upstreams, postgres, redis). Drawn below the kernel's ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range), so no other program's bind(0) or outgoing
+# connection can take it between this check and its use; only an explicit bind could.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+want, found = int(sys.argv[1]), []
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, max(low, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    if port not in found:
+        found.append(port)
+    if len(found) == want:
+        print(*found)
+        break
+else:
+    raise SystemExit("not enough free ports below the ephemeral range")
+PY
 }

@@ -24,7 +24,7 @@ check() { # check NAME CONDITION...
   if "$@"; then pass=$((pass + 1)); echo "ok   $name"; else echo "FAIL $name" >&2; exit 1; fi
 }
 
-redis_port=$(free_port)
+read -r redis_port nginx_port http1 ws1 http2 ws2 <<<"$(free_port 6)"
 mkdir -p "$work/redis"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --dir "$work/redis" >/dev/null &
 pids+=($!)
@@ -33,10 +33,9 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 
-nginx_port=$(free_port)
-ports=()
+ports=("$http1" "$ws1" "$http2" "$ws2")
 for i in 1 2; do
-  http=$(free_port); ws=$(free_port); ports+=("$http" "$ws")
+  http=${ports[$(((i - 1) * 2))]}; ws=${ports[$(((i - 1) * 2 + 1))]}
   mkdir -p "$work/i$i"
   "$BIN" --http-addr "127.0.0.1:$http" --ws-addr "127.0.0.1:$ws" --data-dir "$work/i$i" \
     --redis "redis://127.0.0.1:$redis_port/0" --trusted-proxy 127.0.0.1 \

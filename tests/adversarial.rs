@@ -131,18 +131,18 @@ fn threads_and_fds_return_to_baseline_after_a_barrage_of_bad_connections() {
 
     let ws_addr = server.ws;
     let junk: Vec<Box<dyn Fn()>> = vec![
-        Box::new(move || drop(TcpStream::connect(ws_addr).unwrap())), // connect, say nothing, leave
+        Box::new(move || drop(tcp(ws_addr))), // connect, say nothing, leave
         Box::new(move || {
-            let mut s = TcpStream::connect(ws_addr).unwrap();
+            let mut s = tcp(ws_addr);
             let _ = s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n"); // half a request, then silence
             std::thread::sleep(Duration::from_millis(20));
         }),
         Box::new(move || {
-            let mut s = TcpStream::connect(ws_addr).unwrap();
+            let mut s = tcp(ws_addr);
             let _ = s.write_all(&[0xde, 0xad, 0xbe, 0xef, b'\r', b'\n', b'\r', b'\n']);
         }),
         Box::new(move || {
-            let mut s = TcpStream::connect(ws_addr).unwrap();
+            let mut s = tcp(ws_addr);
             let long = format!("GET /ws HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(100 * 1024));
             let _ = s.write_all(long.as_bytes());
         }),
@@ -171,7 +171,7 @@ fn oversized_upgrade_requests_get_431_and_the_server_carries_on() {
     let many: String = (0..2000).map(|i| format!("X-H{i}: v\r\n")).collect();
     let many = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{many}\r\n");
     for (what, request) in [("100 KiB header line", long_line), ("2,000 headers", many)] {
-        let mut s = TcpStream::connect(server.ws).unwrap();
+        let mut s = tcp(server.ws);
         s.set_read_timeout(Some(WAIT)).unwrap();
         let _ = s.write_all(request.as_bytes()); // the server may stop reading early
         let mut head = [0u8; 64];

@@ -350,7 +350,7 @@ fn refusals_are_counted_by_their_real_reason() {
     assert_eq!(refused_status(connect_raw(&format!("ws://{}/nowhere", server.ws))), 404);
     let bad = http_request(server.http, "GET", "/", &["X-Bad: \u{7f}"]);
     assert_eq!(bad.status, 400);
-    let mut slow = TcpStream::connect(server.http).unwrap();
+    let mut slow = tcp(server.http);
     std::io::Write::write_all(&mut slow, b"GET / HTTP/1.1\r\n").unwrap();
     wait_until("the half request times out", || {
         metric(server.http, "threadchat_refusals_total{reason=\"timeout\"}") == 1

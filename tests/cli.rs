@@ -70,9 +70,12 @@ fn send_fails_clearly() {
     assert_eq!(code, 1);
     assert!(err.contains("must not be empty"), "{err}");
 
-    // Nothing listens on the port of a dropped listener.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (code, _, err) = run_cli(&["send", &format!("ws://{free}/ws"), "x", "--timeout-secs", "2"], CLI_WAIT);
+    // Nothing listens on 127.0.0.3 at a port held on 127.0.0.1 (held, not dropped: a
+    // released port could be taken by another test meanwhile).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.3:{port}/ws");
+    let (code, _, err) = run_cli(&["send", &url, "x", "--timeout-secs", "2"], CLI_WAIT);
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
 

@@ -159,7 +159,7 @@ fn api_posts_are_limited_to_20_a_second_per_address() {
 #[test]
 fn an_unfinished_request_is_answered_408_after_10_seconds() {
     let server = BinaryServer::start_defaults(&[]);
-    let mut s = TcpStream::connect(server.http).unwrap();
+    let mut s = tcp(server.http);
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();

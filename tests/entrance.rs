@@ -150,7 +150,7 @@ fn silent_sockets_from_one_address_take_few_threads_and_another_address_chats_on
     let mut idle: Vec<TcpStream> = vec![];
     for _ in 0..200 {
         for (addr, path) in [(server.http, "/"), (server.ws, "/ws")] {
-            let mut s = TcpStream::connect(addr).unwrap();
+            let mut s = tcp(addr);
             let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n").as_bytes());
             s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
             idle.push(s);
@@ -191,7 +191,7 @@ fn past_the_global_handshake_cap_the_oldest_unfinished_connection_is_closed() {
     });
     let mut silent: Vec<TcpStream> = (0..20)
         .map(|_| {
-            let s = TcpStream::connect(server.ws).unwrap();
+            let s = tcp(server.ws);
             s.set_read_timeout(Some(WAIT)).unwrap();
             s
         })
@@ -212,7 +212,7 @@ fn a_trusted_proxy_is_exempt_from_the_per_address_cap_at_accept() {
         c.max_handshakes_per_ip = 4;
         c.trusted_proxies = vec![[127, 0, 0, 1].into()];
     });
-    let _held: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(server.http).unwrap()).collect();
+    let _held: Vec<TcpStream> = (0..10).map(|_| tcp(server.http)).collect();
     let shared = std::sync::Arc::clone(server.handle.as_ref().unwrap().shared());
     wait_until("all 10 from the proxy are admitted", || shared.admission.pending() == 10);
     // Anyone else is held to the cap.
@@ -226,7 +226,7 @@ fn a_trusted_proxy_is_exempt_from_the_per_address_cap_at_accept() {
 fn keep_alive_pipelining_and_100_continue() {
     let server = TestServer::start();
     for addr in [server.http, server.ws] {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = tcp(addr);
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.set_write_timeout(Some(WAIT)).unwrap();
         let mut pending = Vec::new();
@@ -259,7 +259,7 @@ fn keep_alive_pipelining_and_100_continue() {
 #[test]
 fn idle_keep_alive_connections_end_at_the_deadline_and_trickling_does_not_extend_it() {
     let server = TestServer::with(|c| c.handshake_timeout = Duration::from_secs(1));
-    let mut s = TcpStream::connect(server.http).unwrap();
+    let mut s = tcp(server.http);
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut pending = Vec::new();
@@ -270,7 +270,7 @@ fn idle_keep_alive_connections_end_at_the_deadline_and_trickling_does_not_extend
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "{idle:?}");
 
     // One byte every 300 ms: still cut at the 1 s deadline, with 408.
-    let mut t = TcpStream::connect(server.ws).unwrap();
+    let mut t = tcp(server.ws);
     t.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
@@ -373,7 +373,7 @@ fn past_the_per_address_cap_an_idle_keep_alive_connection_makes_room_but_silent_
     // Four keep-alive connections, each after one request: idle, as a browser leaves them.
     let mut idle: Vec<(TcpStream, Vec<u8>)> = (0..4)
         .map(|_| {
-            let mut s = TcpStream::connect(server.http).unwrap();
+            let mut s = tcp(server.http);
             s.set_read_timeout(Some(WAIT)).unwrap();
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
             let mut pending = Vec::new();
@@ -396,7 +396,7 @@ fn past_the_per_address_cap_an_idle_keep_alive_connection_makes_room_but_silent_
     // Four silent connections (no request yet): a fifth from that address is closed at
     // accept, unanswered; another address is not affected.
     wait_until("the old connections are gone", || shared.admission.pending() == 0);
-    let _silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(server.http).unwrap()).collect();
+    let _silent: Vec<TcpStream> = (0..4).map(|_| tcp(server.http)).collect();
     wait_until("four pending", || shared.admission.pending() == 4);
     assert_eq!(status_from([127, 0, 0, 1].into(), server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), None);
     let other = status_from(other_ip(), server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");

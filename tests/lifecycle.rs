@@ -135,8 +135,8 @@ fn once_shutdown_begins_upgrades_and_readyz_get_503_and_newcomers_are_closed_at_
     let server = TestServer::start();
     let shared = server.handle.as_ref().unwrap().shared();
     // Two connections accepted before shutdown, each halfway through its request head.
-    let mut upgrade = TcpStream::connect(server.http).unwrap();
-    let mut ready = TcpStream::connect(server.ws).unwrap();
+    let mut upgrade = tcp(server.http);
+    let mut ready = tcp(server.ws);
     for s in [&mut upgrade, &mut ready] {
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.set_write_timeout(Some(WAIT)).unwrap();
@@ -168,7 +168,7 @@ fn once_shutdown_begins_upgrades_and_readyz_get_503_and_newcomers_are_closed_at_
 
     // A newcomer on either port is closed at accept, unanswered.
     for addr in [server.http, server.ws] {
-        let mut late = TcpStream::connect(addr).unwrap();
+        let mut late = tcp(addr);
         late.set_read_timeout(Some(WAIT)).unwrap();
         let _ = late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut raw = vec![];

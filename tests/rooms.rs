@@ -21,7 +21,7 @@ fn say_in(c: &mut Client, room: &str, text: &str, r#ref: u64) {
 fn post(server: &TestServer, room: &str, body: Value) -> HttpResponse {
     let body = body.to_string();
     let len = format!("Content-Length: {}", body.len());
-    let mut stream = std::net::TcpStream::connect(server.http).unwrap();
+    let mut stream = tcp(server.http);
     stream.set_read_timeout(Some(WAIT)).unwrap();
     use std::io::{Read, Write};
     write!(

@@ -48,7 +48,7 @@ impl TlsServer {
     }
 
     fn connect(&self, addr: SocketAddr) -> TlsStream {
-        self.connect_tcp(TcpStream::connect(addr).unwrap())
+        self.connect_tcp(tcp(addr))
     }
 
     fn connect_tcp(&self, tcp: TcpStream) -> TlsStream {
@@ -68,7 +68,7 @@ impl TlsServer {
     }
 
     fn wss(&self, path: &str) -> WebSocket<TlsStream> {
-        self.wss_over(path, TcpStream::connect(self.server.ws).unwrap())
+        self.wss_over(path, tcp(self.server.ws))
     }
 
     fn wss_over(&self, path: &str, tcp: TcpStream) -> WebSocket<TlsStream> {
@@ -145,7 +145,7 @@ fn plaintext_and_bad_handshakes_on_tls_ports_fail_cleanly() {
     for addr in [tls.server.http, tls.server.ws] {
         // Plain HTTP to a TLS port: the server answers with a TLS alert (or nothing) and
         // closes; it never answers in plain text.
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = tcp(addr);
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut got = Vec::new();
@@ -158,7 +158,7 @@ fn plaintext_and_bad_handshakes_on_tls_ports_fail_cleanly() {
             .unwrap()
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth();
-        let tcp = TcpStream::connect(addr).unwrap();
+        let tcp = tcp(addr);
         tcp.set_read_timeout(Some(WAIT)).unwrap();
         let conn = rustls::ClientConnection::new(Arc::new(untrusting), ServerName::try_from("localhost").unwrap());
         let mut s = rustls::StreamOwned::new(conn.unwrap(), tcp);
@@ -260,6 +260,6 @@ fn upgrade_with_origin(
     let url = format!("wss://localhost:{}/ws", tls.server.ws.port());
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
-    let tcp = TcpStream::connect(tls.server.ws).unwrap();
+    let tcp = tcp(tls.server.ws);
     tungstenite::client::client(req, tls.connect_tcp(tcp))
 }

@@ -39,6 +39,21 @@ function startServer(httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0", dataDir =
   });
 }
 
+// Starts a server again on the ports of one that stopped (the page reconnects to them). A
+// port just released could be taken meanwhile by another program's bind(0): retry until
+// WAIT runs out rather than fail on a neighbour's luck.
+async function restartServer(old, dataDir = null) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      return await startServer(old.http, old.ws, dataDir);
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 function stopServer(server) {
   return new Promise((resolve) => {
     if (server.proc.exitCode !== null) return resolve(server.proc.exitCode);
@@ -177,7 +192,7 @@ test("the page shows a lost connection and reconnects by itself", async () => {
   await page.locator("#messages li.notice", { hasText: "1001" }).waitFor({ timeout: WAIT });
 
   // Same ports again: the page's backoff brings it back without a reload.
-  const second = await startServer(first.http, first.ws);
+  const second = await restartServer(first);
   try {
     await page.locator("#status.connected").waitFor({ timeout: WAIT });
     await send(page, "back again");
@@ -234,7 +249,7 @@ test("after a server restart the page resumes: every missed message once, in ord
   await page.locator("#status.disconnected").waitFor({ timeout: WAIT });
 
   // Same ports, same data dir. Post while the page is still waiting to reconnect.
-  const second = await startServer(first.http, first.ws, first.dataDir);
+  const second = await restartServer(first, first.dataDir);
   try {
     for (let i = 1; i <= 5; i++) {
       const r = await fetch(`http://${second.http}/api/rooms/lobby/messages`, {

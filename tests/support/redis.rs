@@ -1,37 +1,43 @@
-//! A private `redis-server` per test, on a free port.
+//! A private `redis-server` per test, on a Unix socket of its own.
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
 use super::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A private `redis-server` on a free port, with its data in a temp dir (append-only file
-/// fsynced on every write, as production should run it). Killed on drop.
+/// A private `redis-server` listening on a Unix socket in a temp dir, with its data there
+/// too (append-only file fsynced on every write, as production should run it). Killed on
+/// drop. A socket path, not a TCP port: a restart gets the same address back for sure,
+/// where a released port could meanwhile be taken by another test's `bind(0)`.
 pub struct RedisServer {
     child: Option<Child>,
-    pub port: u16,
     dir: TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = RedisServer { child: None, port, dir: TempDir::new() };
+        let mut redis = RedisServer { child: None, dir: TempDir::new() };
         redis.restart();
         redis
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.0.join("redis.sock")
     }
 
-    /// Starts it (again, on the same port and data) and waits until it answers.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts it (again, on the same socket and data) and waits until it answers.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--port", "0", "--save", ""])
+            .arg("--unixsocket")
+            .arg(self.socket())
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir.0)
@@ -42,9 +48,8 @@ impl RedisServer {
                 panic!("cannot run redis-server ({e}): scripts/test.sh installs it (apt install redis-server)")
             });
         self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         wait_until("redis-server answers PING", || {
-            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
+            let Ok(mut s) = UnixStream::connect(self.socket()) else { return false };
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 7];
             s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"

@@ -88,6 +88,12 @@ pub fn tcp_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// A TCP connection from 127.0.0.1 with the tests' read and write timeouts, so that a
+/// server that stops reading or answering fails the test instead of hanging it.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    tcp_from(IpAddr::from([127, 0, 0, 1]), addr).expect("connect")
+}
+
 /// The second address tests use for an innocent client.
 pub fn other_ip() -> IpAddr {
     IpAddr::from([127, 0, 0, 2])
