@@ -230,6 +230,31 @@ mod tests {
     }
 
     #[test]
+    fn the_minute_rotation_forgets_idle_addresses_after_two_generations_but_not_open_sessions() {
+        let t = IpTable::default();
+        assert!(t.is_empty());
+        let busy: IpAddr = [10, 0, 0, 1].into();
+        let guesser: IpAddr = [10, 0, 0, 2].into();
+        t.connect(busy, 2.0);
+        assert!(t.allow_upgrade(guesser, 1.0, 2.0) && t.allow_upgrade(guesser, 1.0, 2.0));
+        assert_eq!(t.len(), 2);
+        assert!(!t.is_empty());
+        t.rotate();
+        assert_eq!(t.len(), 2, "one rotation keeps both (the guesser in the previous generation)");
+        t.rotate();
+        assert_eq!(t.len(), 1, "two rotations forget the idle guesser, not the open session");
+        // Forgotten: a fresh, full bucket. The open session is still counted.
+        assert!(t.allow_upgrade(guesser, 1.0, 2.0));
+        assert_eq!(t.connect(busy, 2.0), 2);
+        t.disconnect(busy);
+        t.disconnect(busy);
+        t.disconnect(guesser);
+        t.rotate();
+        t.rotate();
+        assert!(t.is_empty(), "{} addresses left", t.len());
+    }
+
+    #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let client: IpAddr = "203.0.113.7".parse().unwrap();
