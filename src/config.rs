@@ -64,18 +64,44 @@ pub struct Config {
     pub upgrade_rate: f64,
     /// Chat frames per second per client; bursts of twice that.
     pub message_rate: f64,
-    /// Test hook, not a flag: a chat message with exactly this text panics its client
-    /// thread, so tests can check that a panic stays contained.
+    /// Faults tests inject; never set from the command line.
     #[doc(hidden)]
+    pub hooks: TestHooks,
+}
+
+/// Faults a test can inject to check what clients see when something breaks inside the
+/// server (no flag sets them; the binary always runs with the defaults).
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct TestHooks {
+    /// A chat message with exactly this text panics its client thread, so tests can check
+    /// that a panic stays contained.
     pub panic_on_text: Option<String>,
-    /// Test hook, not a flag: a batch holding a message with exactly this text fails to
-    /// commit, as if the disk had failed, so tests can check what senders and others see.
-    #[doc(hidden)]
+    /// A batch holding a message with exactly this text fails to commit, as if the disk
+    /// had failed, so tests can check what senders and others see.
     pub fail_store_on_text: Option<String>,
-    /// Test hook, not a flag: an HTTP request for exactly this path panics in its handler,
-    /// so tests can check that the port survives it.
-    #[doc(hidden)]
+    /// An HTTP request for exactly this path panics in its handler, so tests can check
+    /// that the port survives it.
     pub panic_on_path: Option<String>,
+    /// The backplane's reader skips log entries with exactly this text, as if Redis had
+    /// lost them after acknowledging the publish, so tests can check that the sender is
+    /// answered all the same.
+    pub lose_log_text: Option<String>,
+    /// How long a published message may go unread from the log before its sender gets an
+    /// error (30 s; tests shorten it).
+    pub confirm_timeout: Duration,
+}
+
+impl Default for TestHooks {
+    fn default() -> Self {
+        TestHooks {
+            panic_on_text: None,
+            fail_store_on_text: None,
+            panic_on_path: None,
+            lose_log_text: None,
+            confirm_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Config {
@@ -114,9 +140,7 @@ impl Default for Config {
             max_connections_per_user: 8,
             upgrade_rate: 10.0,
             message_rate: 20.0,
-            panic_on_text: None,
-            fail_store_on_text: None,
-            panic_on_path: None,
+            hooks: TestHooks::default(),
         }
     }
 }
@@ -158,9 +182,7 @@ impl TryFrom<ServeArgs> for Config {
             max_connections_per_user: a.max_connections_per_user,
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
-            panic_on_text: None,
-            fail_store_on_text: None,
-            panic_on_path: None,
+            hooks: TestHooks::default(),
         };
         config.validate()?;
         Ok(config)

@@ -98,7 +98,7 @@ fn a_reset_mid_frame_gives_one_leave_and_frees_the_connection() {
 
 #[test]
 fn a_panic_in_one_client_thread_leaves_everyone_else_working() {
-    let server = TestServer::with(|c| c.panic_on_text = Some("boom!".into()));
+    let server = TestServer::with(|c| c.hooks.panic_on_text = Some("boom!".into()));
     let mut bystander = server.chat();
     let mut victim = server.chat();
     bystander.recv_type("join");

@@ -278,3 +278,31 @@ fn redis_dying_mid_traffic_loses_no_acknowledged_message_and_readyz_follows() {
         assert!(!history(s).iter().any(|(_, text)| text == "during the outage"), "a refused message was stored");
     }
 }
+
+/// A message Redis acknowledged but that never comes back through the log (Redis lost it,
+/// say, restarted without its append-only file): the sender is not left waiting forever —
+/// after the confirm timeout (30 s; 2 s here) it gets an error with its `ref`.
+#[test]
+fn a_published_message_never_read_back_is_answered_after_the_confirm_timeout() {
+    let redis = RedisServer::start();
+    let server = TestServer::with(|c| {
+        c.redis = Some(redis.url());
+        c.hooks.lose_log_text = Some("lost".into());
+        c.hooks.confirm_timeout = Duration::from_secs(2);
+    });
+    wait_ready(&server);
+    let mut sender = server.chat();
+    let mut other = server.chat();
+    sender.send_json(json!({"type": "message", "text": "lost", "ref": 1}));
+    let sent = Instant::now();
+    let e = sender.recv_type("error");
+    let took = sent.elapsed();
+    assert_eq!(e["ref"], 1, "{e}");
+    assert!(e["error"].as_str().unwrap().starts_with("message not confirmed"), "{e}");
+    // Not before the timeout; after it, within a log read (0.5 s) and a loaded machine's margin.
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_millis(4500), "answered after {took:?}");
+    // Nobody saw it, and the next message goes through.
+    sender.send_json(json!({"type": "message", "text": "after", "ref": 2}));
+    assert!(sender.recv_type("ack")["seq"].as_u64().is_some());
+    assert_eq!(other.recv_type("message")["text"], "after");
+}

@@ -275,7 +275,7 @@ fn clients_that_never_read_their_responses_cost_bounded_memory_and_block_nobody(
 
 #[test]
 fn a_panicking_handler_answers_500_and_the_port_carries_on() {
-    let server = TestServer::with(|c| c.panic_on_path = Some("/api/boom".into()));
+    let server = TestServer::with(|c| c.hooks.panic_on_path = Some("/api/boom".into()));
     // More panics than there are HTTP worker threads.
     for _ in 0..12 {
         let r = http_get(server.http, "/api/boom");

@@ -395,7 +395,7 @@ fn presence_lists_at_most_100_names_and_history_pages_are_clamped() {
 
 #[test]
 fn a_failed_commit_is_refused_to_its_sender_seen_by_nobody_and_numbering_continues() {
-    let server = TestServer::with(|c| c.fail_store_on_text = Some("lost".into()));
+    let server = TestServer::with(|c| c.hooks.fail_store_on_text = Some("lost".into()));
     let mut sender = server.chat();
     let mut other = server.chat();
     sender.send_json(json!({"type": "message", "text": "kept", "ref": 1}));

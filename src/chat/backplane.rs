@@ -62,8 +62,6 @@ const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 const PRESENCE_TTL_SECS: u64 = 5;
 /// `/readyz` fails if the reader has not reached the end of the log for this long.
 const MAX_LAG: Duration = Duration::from_secs(3);
-/// A published message not read back by then is answered with an error.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reconnection backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -109,12 +107,16 @@ pub struct Backplane {
     caught_up_at: Mutex<Instant>,
     /// Written by `stop`; the reader exits when it sees it.
     stop: AtomicBool,
+    /// A published message not read back by then is answered with an error (30 s).
+    confirm_timeout: Duration,
+    /// Test hook: log entries with this text are skipped, as if Redis lost them.
+    lose_text: Option<String>,
 }
 
 impl Backplane {
     /// Checks the URL; connecting is the reader thread's job (an instance starts, and
     /// serves its own clients, even while Redis is down).
-    pub fn new(url: &str, instance: String) -> Result<Backplane, String> {
+    pub fn new(url: &str, instance: String, hooks: &crate::config::TestHooks) -> Result<Backplane, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
         Ok(Backplane {
             client,
@@ -125,6 +127,8 @@ impl Backplane {
             epoch: AtomicU64::new(0),
             caught_up_at: Mutex::new(Instant::now()),
             stop: AtomicBool::new(false),
+            confirm_timeout: hooks.confirm_timeout,
+            lose_text: hooks.lose_log_text.clone(),
         })
     }
 
@@ -360,6 +364,9 @@ impl<'a> Reader<'a> {
                 log::warn!("backplane: skipping malformed log entry {}", entry.id);
                 continue;
             };
+            if self.bp.lose_text.as_deref() == Some(msg.text.as_str()) {
+                continue;
+            }
             let known = self.known.get(&msg.room).copied().unwrap_or(0);
             if msg.seq <= known {
                 seen.push((msg, token)); // already stored and broadcast here
@@ -412,7 +419,7 @@ impl<'a> Reader<'a> {
             return;
         }
         let expired: Vec<String> =
-            pending.iter().filter(|(_, (_, at))| at.elapsed() > CONFIRM_TIMEOUT).map(|(t, _)| t.clone()).collect();
+            pending.iter().filter(|(_, (_, at))| at.elapsed() > self.bp.confirm_timeout).map(|(t, _)| t.clone()).collect();
         for token in expired {
             if let Some((reply, _)) = pending.remove(&token) {
                 reply_err(

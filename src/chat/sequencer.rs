@@ -102,7 +102,7 @@ fn run(chat: &Chat, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
             });
         }
         let started = Instant::now();
-        let injected = chat.config.fail_store_on_text.as_deref();
+        let injected = chat.config.hooks.fail_store_on_text.as_deref();
         let result = match injected {
             Some(t) if msgs.iter().any(|m| m.text == t) => {
                 Err(crate::store::StoreError("injected failure (test hook)".into()))

@@ -350,7 +350,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
 fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
     let result = match protocol::parse_client(text) {
         Ok(ClientMsg::Message { room, text, r#ref }) => {
-            if shared.chat.config.panic_on_text.as_deref() == Some(text.as_str()) {
+            if shared.chat.config.hooks.panic_on_text.as_deref() == Some(text.as_str()) {
                 panic!("client {}: injected panic (test hook)", conn.id);
             }
             if !shared.chat.hub.is_member(conn, &room) {
