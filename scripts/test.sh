@@ -16,39 +16,55 @@ source scripts/lib.sh
 ensure_apt curl chromium redis-server nginx-light
 command -v node >/dev/null && command -v npm >/dev/null || ensure_apt nodejs npm
 
-echo "== layers (imports point down, no cycles: src/lib.rs)"
-python3 scripts/layers.py
-
-echo "== cargo test"
-cargo build --locked
-cargo test --locked
-
-echo "== cargo test, history in PostgreSQL"
+# Each stage's output is kept, to count its tests for the summary at the end.
+logs=$(mktemp -d)
 pgdir=$(mktemp -d)
-trap 'scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+trap 'scripts/pg.sh stop "$pgdir"; rm -rf "$pgdir" "$logs"' EXIT
+summary=()
+# stage NAME COUNT_COMMAND -- COMMAND...: runs COMMAND with its output shown and kept in
+# $log; on success, COUNT_COMMAND (reading $log) prints what ran, for the summary.
+stage() {
+  local name=$1 count=$2 rc; shift 3
+  log="$logs/$name.log"
+  echo "== $name"
+  set +e
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || return "$rc"
+  summary+=("$(printf '%-24s %s' "$name" "$(eval "$count")")")
+}
+cargo_counts() { # "N unit + M integration + K doc tests" from cargo test's result lines
+  awk '/^ +Running unittests/ {k="unit"} /^ +Running tests\// {k="integ"} /^ +Doc-tests/ {k="doc"}
+       /^test result: ok\./ {n[k] += $4}
+       END {printf "%d unit + %d integration + %d doc tests", n["unit"], n["integ"], n["doc"]}' "$log"
+}
+
+stage layers 'sed -n "s/^layers: //p" "$log"' -- python3 scripts/layers.py
+stage "cargo test (SQLite)" cargo_counts -- bash -c 'cargo build --locked && cargo test --locked'
 pgurl=$(scripts/pg.sh start "$pgdir")
 echo "private postgres: $pgurl"
-THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --test integration
-
-echo "== smoke"
-BIN=target/debug/threadchat scripts/smoke.sh
-
-echo "== nginx: two instances on Redis behind the README's nginx config"
-BIN=target/debug/threadchat scripts/nginx.sh
-
-echo "== browser"
-(
+stage "cargo test (Postgres)" cargo_counts -- \
+  env THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --test integration
+stage smoke 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/smoke.sh
+stage nginx 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/nginx.sh
+stage browser 'sed -n "s/^# pass /tests passed: /p" "$log"' -- bash -c '
   cd tests/browser
   npm ci --no-audit --no-fund --loglevel=error
-  THREADCHAT_BIN="$PWD/../../target/debug/threadchat" node --test
-)
+  THREADCHAT_BIN="$PWD/../../target/debug/threadchat" node --test'
 
-echo "== autobahn"
+# Autobahn exits 77 where it cannot run (no Python 2.7): a skip, said in the summary.
 skipped=0
-scripts/autobahn.sh || { status=$?; [ "$status" = 77 ] || exit "$status"; skipped=1; }
-
+stage autobahn 'sed -n "s/^autobahn: //p" "$log" | tail -1' -- scripts/autobahn.sh || {
+  rc=$?
+  [ "$rc" = 77 ] || exit "$rc"
+  skipped=1
+  summary+=("$(printf '%-24s %s' autobahn "skipped: no Python 2.7 on this machine (see above)")")
+}
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
 if [ "$skipped" = 1 ]; then
-  echo "(the Autobahn stage was skipped: no Python 2.7 on this machine; see above)"
   echo "stages: 6 passed, 0 failed, 1 skipped"
 else
   echo "stages: 7 passed, 0 failed"
