@@ -59,4 +59,34 @@ set +e
 wait_exit "$SERVER_PID" 10; code=$?
 set -e
 check "Ctrl-C exits 0" [ "$code" = "0" ]
+
+# JWTs made by another implementation (Python's standard library) are accepted, and only
+# those: the server's own HS256 code is checked against something it did not write.
+secret=smoke-secret-smoke-secret-smoke-secret
+mint() { # mint SECRET NAME EXP_OFFSET_SECS
+  python3 - "$@" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret, name, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"name": name, "exp": int(time.time()) + offset}).encode())
+sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+print(f"{head}.{body}.{b64(sig)}")
+PY
+}
+mkdir -p "$work/jwt"
+start_server "$work/jwt" --data-dir "$work/jwt" --jwt-secret "$secret"
+"$BIN" send "ws://$WS/ws" "signed elsewhere" --token "$(mint "$secret" carol 300)" >"$work/jwt.out"
+check "a JWT from Python's hmac is accepted, with its name" grep -q '"name":"carol"' "$work/jwt.out"
+set +e
+"$BIN" send "ws://$WS/ws" x --token "$(mint wrong-secret-wrong-secret-wrong-secret carol 300)" 2>"$work/err.txt"
+bad_key=$?
+"$BIN" send "ws://$WS/ws" x --token "$(mint "$secret" carol -300)" 2>>"$work/err.txt"
+expired=$?
+set -e
+check "a JWT signed with another key is refused" [ "$bad_key" = "1" ]
+check "an expired JWT is refused" [ "$expired" = "1" ]
+check "both with 401" [ "$(grep -c "HTTP 401" "$work/err.txt")" = "2" ]
+kill -INT "$SERVER_PID"
+wait_exit "$SERVER_PID" 10
 echo "smoke: $pass passed, 0 failed"

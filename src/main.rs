@@ -31,8 +31,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // env_logger's own line, with the timestamp from `clock` rather than its `humantime`
+    // feature (which compiles a whole date library, jiff, into every build).
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        .format(|buf, record| {
+            use std::io::Write;
+            let style = buf.default_level_style(record.level());
+            let now = threadchat::clock::rfc3339(threadchat::clock::now_ms());
+            writeln!(buf, "[{now} {style}{:<5}{style:#} {}] {}", record.level(), record.target(), record.args())
+        })
         .init();
     let result = match cli.command {
         None => serve(cli.serve),

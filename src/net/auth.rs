@@ -56,23 +56,54 @@ pub fn authenticate(credential: &str, token: Option<&str>, jwt_secret: Option<&s
     }
 }
 
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const JWT_LEEWAY_SECS: u64 = 60;
+
+#[derive(serde::Deserialize)]
+struct JwtHeader {
+    alg: String,
+}
+
 #[derive(serde::Deserialize)]
 struct Claims {
     name: Option<String>,
     sub: Option<String>,
+    exp: u64,
+    nbf: Option<u64>,
 }
 
 /// An HS256 JWT with a valid signature, `exp` (required) and `nbf` (if present), 60 s
 /// leeway for clock skew; the display name comes from `name`, else `sub`, and must be a
 /// valid name (in NFC).
 fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-    let mut validation = Validation::new(Algorithm::HS256); // only HS256: no "alg":"none" tricks
-    validation.validate_nbf = true; // a token that is not valid yet is not valid
-    let data = decode::<Claims>(jwt, &DecodingKey::from_secret(secret.as_bytes()), &validation).ok()?;
-    let name = crate::chat::protocol::normalize_name(data.claims.name.as_ref().or(data.claims.sub.as_ref())?).ok()?;
-    let user = data.claims.sub.unwrap_or_else(|| name.clone());
+    let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
+    let name = crate::chat::protocol::normalize_name(claims.name.as_ref().or(claims.sub.as_ref())?).ok()?;
+    let user = claims.sub.unwrap_or_else(|| name.clone());
     Some(Identity::Named { name, user })
+}
+
+/// RFC 7519 with one algorithm: `header.payload.signature`, each base64url without padding;
+/// the header must say HS256 (so `"alg":"none"` and public-key algorithms are refused), the
+/// HMAC-SHA256 of `header.payload` must match (compared in constant time by ring, the
+/// library rustls already brings), and the time claims must hold at `now` (Unix seconds).
+fn verify_hs256(jwt: &str, secret: &[u8], now: u64) -> Option<Claims> {
+    let mut parts = jwt.split('.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let decode = |part: &str| data_encoding::BASE64URL_NOPAD.decode(part.as_bytes()).ok();
+    let header: JwtHeader = serde_json::from_slice(&decode(header)?).ok()?;
+    if header.alg != "HS256" {
+        return None;
+    }
+    let signed = &jwt[..jwt.len() - signature.len() - 1];
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    ring::hmac::verify(&key, signed.as_bytes(), &decode(signature)?).ok()?;
+    let claims: Claims = serde_json::from_slice(&decode(payload)?).ok()?;
+    let expired = claims.exp.saturating_add(JWT_LEEWAY_SECS) < now;
+    let not_yet = claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(JWT_LEEWAY_SECS));
+    (!expired && !not_yet).then_some(claims)
 }
 
 /// Names that JWT logins have used since the server started: a shared-token or anonymous
@@ -141,9 +172,16 @@ impl Drop for UserSlot<'_> {
 mod tests {
     use super::*;
 
+    /// Signs as any JWT library would (the integration tests' helper does the same).
     fn jwt(secret: &str, claims: serde_json::Value) -> String {
-        use jsonwebtoken::{EncodingKey, Header, encode};
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        sign(r#"{"alg":"HS256","typ":"JWT"}"#, &claims.to_string(), secret)
+    }
+
+    fn sign(header: &str, payload: &str, secret: &str) -> String {
+        let b64 = |b: &[u8]| data_encoding::BASE64URL_NOPAD.encode(b);
+        let signed = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        format!("{signed}.{}", b64(ring::hmac::sign(&key, signed.as_bytes()).as_ref()))
     }
 
     fn named(name: &str, user: &str) -> Option<Identity> {
@@ -166,6 +204,21 @@ mod tests {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+        // Two differences whose XORs cancel (a^b == b^a) must still differ: OR, not XOR.
+        assert!(!constant_time_eq(b"ab", b"ba"));
+        assert!(!constant_time_eq(b"\x01\x02", b"\x02\x01"));
+    }
+
+    #[test]
+    fn login_names_are_case_blind_and_bounded() {
+        let names = LoginNames::default();
+        names.note("Ada");
+        assert!(names.is_taken("ada") && names.is_taken("ADA") && !names.is_taken("bob"));
+        for i in 0..MAX_LOGIN_NAMES + 10 {
+            names.note(&format!("user{i}"));
+        }
+        assert_eq!(names.names.lock().len(), MAX_LOGIN_NAMES, "never more than the bound");
+        assert!(names.is_taken("Ada"), "the earliest are kept");
     }
 
     #[test]
@@ -182,6 +235,8 @@ mod tests {
         assert_eq!(authenticate(&expired, None, Some(secret)), None);
         let not_yet = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 60}));
         assert_eq!(authenticate(&not_yet, None, Some(secret)), None);
+        let nbf_in_leeway = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 600 + 30}));
+        assert_eq!(authenticate(&nbf_in_leeway, None, Some(secret)), named("Ada", "Ada"));
         // `exp` 30 s ago is inside the 60 s leeway for clock skew; 120 s ago is not.
         let just_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 30}));
         assert_eq!(authenticate(&just_expired, None, Some(secret)), named("Ada", "Ada"));
@@ -197,6 +252,21 @@ mod tests {
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
         let body = ok.split('.').nth(1).unwrap();
         assert_eq!(authenticate(&format!("{header}.{body}."), None, Some(secret)), None);
+        // Another algorithm named in a correctly signed header; a token in two or four
+        // parts; padding; a signature of another message.
+        let payload = serde_json::json!({"name": "Ada", "exp": exp}).to_string();
+        assert_eq!(authenticate(&sign(r#"{"alg":"HS512"}"#, &payload, secret), None, Some(secret)), None);
+        assert_eq!(authenticate(&sign(r#"{"alg":"hs256"}"#, &payload, secret), None, Some(secret)), None);
+        assert_eq!(authenticate(&sign(r#"{"alg":"HS256"}"#, &payload, secret), None, Some(secret)), named("Ada", "Ada"));
+        let (head_body, sig) = ok.rsplit_once('.').unwrap();
+        assert_eq!(authenticate(head_body, None, Some(secret)), None);
+        assert_eq!(authenticate(&format!("{ok}.x"), None, Some(secret)), None);
+        assert_eq!(authenticate(&format!("{ok}="), None, Some(secret)), None);
+        let other_body = jwt(secret, serde_json::json!({"name": "Eve", "exp": exp}));
+        let forged = format!("{}.{sig}", other_body.rsplit_once('.').unwrap().0);
+        assert_eq!(authenticate(&forged, None, Some(secret)), None);
+        let string_exp = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp.to_string()}));
+        assert_eq!(authenticate(&string_exp, None, Some(secret)), None);
         // The shared token still works alongside.
         assert_eq!(
             authenticate("tok-tok-tok-tok-tok", Some("tok-tok-tok-tok-tok"), Some(secret)),
@@ -213,5 +283,10 @@ mod tests {
         assert!(s.enter("bob", 2).is_some());
         drop(a);
         assert!(s.enter("ada", 2).is_some());
+        drop(_b);
+        // A user with no session left is forgotten (the map does not grow with every user).
+        let c = s.enter("carol", 1).unwrap();
+        drop(c);
+        assert!(!s.open.lock().contains_key("carol"));
     }
 }

@@ -135,4 +135,40 @@ mod tests {
         assert!(find("/stats.css", None).is_some());
         assert!(find("/nope.js", None).is_none());
     }
+
+    #[test]
+    fn static_dir_files_up_to_2_mib_are_served_larger_ones_are_not() {
+        let dir = std::env::temp_dir().join(format!("threadchat-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(MAX_FILE_BYTES, 2 * 1024 * 1024);
+        std::fs::write(dir.join("exact.txt"), vec![b'x'; MAX_FILE_BYTES as usize]).unwrap();
+        std::fs::write(dir.join("over.txt"), vec![b'x'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let exact = find("/exact.txt", Some(&dir));
+        let over = find("/over.txt", Some(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(exact.map(|f| f.body.len()), Some(MAX_FILE_BYTES as usize));
+        assert!(over.is_none());
+    }
+
+    /// With `nosniff`, a wrong type breaks the page (a script served as octet-stream does
+    /// not run), and a type chosen by content sniffing could run what should not.
+    #[test]
+    fn content_types_follow_the_extension() {
+        for (file, expected) in [
+            ("a.html", "text/html; charset=utf-8"),
+            ("a.htm", "text/html; charset=utf-8"),
+            ("a.js", "text/javascript; charset=utf-8"),
+            ("a.mjs", "text/javascript; charset=utf-8"),
+            ("a.css", "text/css; charset=utf-8"),
+            ("a.json", "application/json"),
+            ("a.svg", "image/svg+xml"),
+            ("a.png", "image/png"),
+            ("a.ico", "image/x-icon"),
+            ("a.txt", "text/plain; charset=utf-8"),
+            ("a.exe", "application/octet-stream"),
+            ("noext", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(Path::new(file)), expected, "{file}");
+        }
+    }
 }
