@@ -21,7 +21,7 @@ test_args=(-- --test integration --lib -- --test-threads 12)
 if [ $# -gt 0 ]; then
   args=()
   for f in "$@"; do args+=(--file "$f"); done
-  exec cargo mutants "${args[@]}" --timeout 180 "${test_args[@]}"
+  exec cargo mutants --all-features "${args[@]}" --timeout 180 "${test_args[@]}"
 fi
 
 # Files that are guards through and through: every mutant counts.
@@ -35,13 +35,13 @@ whole=(
 )
 args=()
 for f in "${whole[@]}"; do args+=(--file "$f"); done
-cargo mutants "${args[@]}" --timeout 180 -o mutants.out/whole "${test_args[@]}" || true
+cargo mutants --all-features "${args[@]}" --timeout 180 -o mutants.out/whole "${test_args[@]}" || true
 
 # Files that mix guards with plumbing: only the guarding functions.
 #  - conn/outbox.rs: the per-client queue cap, queued-bytes accounting, shedding, the
 #    close deadline;
 #  - chat/backplane.rs: readiness, publishing, and answering messages never read back.
-cargo mutants --file src/conn/outbox.rs --file src/chat/backplane.rs \
+cargo mutants --all-features --file src/conn/outbox.rs --file src/chat/backplane.rs \
   -F 'Conn::(push|push_control|push_close|close_queued|shed|queued_bytes|wait_drained|send_blocking)( |$)' \
   -F 'Drop for Conn' -F 'Backplane::(ready|pending)' -F 'expire_pending' -F 'Publisher::publish' \
   --timeout 180 -o mutants.out/parts "${test_args[@]}" || true

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test threadchat has, installing what they need on a fresh machine:
-#   0. scripts/layers.py: the module layering of src/lib.rs holds
-#   1. cargo tests (unit + integration over real sockets, the real binary included), with
+#   0. scripts/layers.py: the module layering of src/lib.rs holds; the default build (what
+#      `cargo run` compiles: no Postgres, no Redis) builds without warnings
+#   1. with --all-features from here on: cargo tests (unit + integration over real sockets, the real binary included), with
 #      the history in SQLite
 #   2. the integration tests again with the history in a private PostgreSQL server
 #   3. scripts/smoke.sh (curl + the binary), then scripts/nginx.sh (two instances on a
@@ -41,11 +42,26 @@ cargo_counts() { # "N unit + M integration + K doc tests" from cargo test's resu
 }
 
 stage layers 'sed -n "s/^layers: //p" "$log"' -- python3 scripts/layers.py
-stage "cargo test (SQLite)" cargo_counts -- bash -c 'cargo build --locked && cargo test --locked'
+# What `cargo run` builds: the default features (no Postgres, no Redis). It must build
+# without warnings, and name the missing feature when asked for a backend it left out.
+default_build() {
+  RUSTFLAGS="-D warnings" cargo build --locked --bin threadchat
+  for flag in "--redis redis://127.0.0.1:1/0" "--database postgres://127.0.0.1:1/x"; do
+    set +e
+    target/debug/threadchat $flag --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 2>"$logs/err"
+    local rc=$?
+    set -e
+    [ "$rc" = 2 ] && grep -q "feature" "$logs/err" || { cat "$logs/err"; echo "FAIL $flag"; return 1; }
+    echo "ok   $flag is refused by name: $(cat "$logs/err")"
+  done
+}
+stage "default build" 'echo "builds; $(grep -c "^ok " "$log") checks"' -- default_build
+# Everything else: every feature.
+stage "cargo test (SQLite)" cargo_counts -- bash -c 'cargo build --locked --all-features && cargo test --locked --all-features'
 pgurl=$(scripts/pg.sh start "$pgdir")
 echo "private postgres: $pgurl"
 stage "cargo test (Postgres)" cargo_counts -- \
-  env THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --test integration
+  env THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --all-features --test integration
 stage smoke 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/smoke.sh
 stage nginx 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/nginx.sh
 stage browser 'sed -n "s/^# pass /tests passed: /p" "$log"' -- bash -c '

@@ -230,15 +230,21 @@ impl Config {
         if self.history_limit == 0 {
             return Err("--history-limit must be at least 1".into());
         }
-        if let Some(url) = &self.database
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err("--database must be a postgres:// URL".into());
+        if let Some(url) = &self.database {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err("--database must be a postgres:// URL".into());
+            }
+            if !cfg!(feature = "postgres") {
+                return Err(missing_feature("--database", "postgres"));
+            }
         }
-        if let Some(url) = &self.redis
-            && !(url.starts_with("redis://") || url.starts_with("unix://"))
-        {
-            return Err("--redis must be a redis:// URL".into());
+        if let Some(url) = &self.redis {
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err("--redis must be a redis:// URL".into());
+            }
+            if !cfg!(feature = "redis") {
+                return Err(missing_feature("--redis", "redis"));
+            }
         }
         if !(128..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err("--max-message-bytes must be between 128 and 67108864".into());
@@ -287,6 +293,11 @@ impl Config {
     }
 }
 
+/// The error for a flag whose backend this build left out (see `[features]` in Cargo.toml).
+pub fn missing_feature(flag: &str, feature: &str) -> String {
+    format!("{flag} needs the `{feature}` feature, which this build leaves out: `cargo run --features {feature} -- …` (or --all-features)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,4 +332,19 @@ mod tests {
         assert!(parse(&["--jwt-secret", &"k".repeat(32)]).is_ok());
         assert!(parse(&["--token", &"t".repeat(15)]).unwrap_err().contains("--token"));
     }
+
+    /// In a build without a backend's feature, its flag is refused by name (and the
+    /// default build's binary is checked the same way by scripts/test.sh).
+    #[test]
+    fn backends_are_accepted_exactly_when_built_in() {
+        let redis = parse(&["--redis", "redis://127.0.0.1/0"]);
+        assert_eq!(redis.is_ok(), cfg!(feature = "redis"), "{redis:?}");
+        let pg = parse(&["--database", "postgres://127.0.0.1/x"]);
+        assert_eq!(pg.is_ok(), cfg!(feature = "postgres"), "{pg:?}");
+        if let Err(e) = redis {
+            assert!(e.contains("--features redis"), "{e}");
+        }
+        assert!(parse(&["--redis", "http://x"]).unwrap_err().contains("redis:// URL"));
+    }
 }
+

@@ -112,6 +112,9 @@ impl ServerHandle {
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         let backplane = match &config.redis {
             None => None,
+            #[cfg(not(feature = "redis"))]
+            Some(_) => return Err(StartError::Redis(crate::config::missing_feature("--redis", "redis"))),
+            #[cfg(feature = "redis")]
             Some(url) => {
                 // Client ids must not collide across instances: each instance numbers from
                 // its own random base (below 2^52, so JavaScript numbers stay exact).

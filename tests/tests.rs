@@ -30,6 +30,7 @@ mod security;
 // TLS on both listeners (rcgen certificate, rustls client).
 mod tls;
 // Several instances on a Redis backplane: order, presence, resume, Redis failure.
+#[cfg(feature = "redis")]
 mod cluster;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;

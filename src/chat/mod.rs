@@ -2,6 +2,12 @@
 //! commit, then broadcast), the heartbeat, the Redis backplane, and the protocol's types.
 //! May use `conn` and `store`; never the way in (`net`).
 
+#[cfg(feature = "redis")]
+pub mod backplane;
+/// Without the `redis` feature: a `Backplane` that cannot exist (`--redis` is refused at
+/// start-up), so the code that asks "is there a backplane?" reads the same either way.
+#[cfg(not(feature = "redis"))]
+#[path = "no_backplane.rs"]
 pub mod backplane;
 pub mod commit;
 pub mod heartbeat;

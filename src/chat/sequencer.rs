@@ -33,8 +33,24 @@ pub fn spawn(chat: Arc<Chat>) -> std::io::Result<Vec<JoinHandle<()>>> {
     let seq_chat = Arc::clone(&chat);
     let mut threads = vec![];
     if chat.backplane.is_some() {
-        // Cluster mode: the sequencer publishes; the backplane reader stores and broadcasts.
-        let (reader_chat, prune) = (Arc::clone(&chat), prune_tx.clone());
+        // Only a build with the `redis` feature can have a backplane.
+        #[cfg(feature = "redis")]
+        threads.extend(spawn_clustered(&chat, &prune_tx)?);
+    } else {
+        threads
+            .push(crate::conn::threads::spawn_named("sequencer", 512 * 1024, move || run(&seq_chat, &rx, &prune_tx))?);
+    }
+    threads.push(crate::conn::threads::spawn_named("pruner", 256 * 1024, move || prune_loop(&chat, &prune_rx))?);
+    Ok(threads)
+}
+
+/// Cluster mode: the sequencer publishes; the backplane reader stores and broadcasts.
+#[cfg(feature = "redis")]
+fn spawn_clustered(chat: &Arc<Chat>, prune_tx: &Sender<(String, u64)>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = vec![];
+    let (seq_chat, rx) = (Arc::clone(chat), chat.sequencer.rx.clone());
+    {
+        let (reader_chat, prune) = (Arc::clone(chat), prune_tx.clone());
         threads.push(crate::conn::threads::spawn_named("backplane", 512 * 1024, move || {
             let chat = &*reader_chat;
             if let Some(backplane) = chat.backplane.as_deref() {
@@ -50,14 +66,11 @@ pub fn spawn(chat: Arc<Chat>) -> std::io::Result<Vec<JoinHandle<()>>> {
         })?);
         threads
             .push(crate::conn::threads::spawn_named("sequencer", 512 * 1024, move || run_clustered(&seq_chat, &rx))?);
-    } else {
-        threads
-            .push(crate::conn::threads::spawn_named("sequencer", 512 * 1024, move || run(&seq_chat, &rx, &prune_tx))?);
     }
-    threads.push(crate::conn::threads::spawn_named("pruner", 256 * 1024, move || prune_loop(&chat, &prune_rx))?);
     Ok(threads)
 }
 
+#[cfg(feature = "redis")]
 /// With `--redis`: takes batches as `run` does, but hands them to the backplane, which
 /// numbers them cluster-wide; the backplane reader then stores, broadcasts and acknowledges.
 fn run_clustered(chat: &Chat, rx: &Receiver<Cmd>) {

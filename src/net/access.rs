@@ -171,6 +171,7 @@ pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 }
 
 /// 64 random bits from the kernel's CSPRNG.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the backplane only, for now
 pub fn random_u64() -> Option<u64> {
     random_bytes::<8>().map(u64::from_le_bytes)
 }

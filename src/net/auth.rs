@@ -274,6 +274,19 @@ mod tests {
         );
     }
 
+    /// The leeway's edges, at a fixed `now`: valid up to and including 60 s past `exp` and
+    /// from 60 s before `nbf`.
+    #[test]
+    fn time_claims_hold_to_the_second() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let now = 1_800_000_000;
+        let at = |claims: serde_json::Value| verify_hs256(&jwt(secret, claims), secret.as_bytes(), now).is_some();
+        assert!(at(serde_json::json!({"sub": "a", "exp": now - 60})));
+        assert!(!at(serde_json::json!({"sub": "a", "exp": now - 61})));
+        assert!(at(serde_json::json!({"sub": "a", "exp": now + 600, "nbf": now + 60})));
+        assert!(!at(serde_json::json!({"sub": "a", "exp": now + 600, "nbf": now + 61})));
+    }
+
     #[test]
     fn user_sessions_are_capped_and_released() {
         let s = UserSessions::default();

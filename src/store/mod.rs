@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -122,9 +123,13 @@ pub fn open(
     sync_commit: bool,
 ) -> Result<Box<dyn Store>, StoreError> {
     match database {
+        #[cfg(feature = "postgres")]
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(Box::new(postgres::PgStore::open(url, sync_commit)?))
         }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => Err(StoreError(crate::config::missing_feature("--database", "postgres"))),
+        #[cfg(feature = "postgres")]
         Some(other) => Err(StoreError(format!("--database must be a postgres:// URL, got {other:?}"))),
         None => Ok(Box::new(sqlite::SqliteStore::open(data_dir, sync_commit)?)),
     }

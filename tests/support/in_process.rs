@@ -92,7 +92,13 @@ pub fn test_database() -> Option<String> {
     Some(fresh_pg_database(&base))
 }
 
+#[cfg(not(feature = "postgres"))]
+pub fn fresh_pg_database(_: &str) -> String {
+    panic!("THREADCHAT_TEST_DATABASE is set, but Postgres is a feature: cargo test --features postgres")
+}
+
 /// Creates a new, empty database on the server of `base` and returns its URL.
+#[cfg(feature = "postgres")]
 pub fn fresh_pg_database(base: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

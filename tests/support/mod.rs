@@ -10,12 +10,14 @@ use serde_json::Value;
 mod binary;
 mod http;
 mod in_process;
+#[cfg(feature = "redis")]
 mod redis;
 mod ws;
 
 pub use binary::*;
 pub use http::*;
 pub use in_process::*;
+#[cfg(feature = "redis")]
 pub use redis::*;
 pub use ws::*;
 
