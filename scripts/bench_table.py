@@ -57,6 +57,16 @@ def main():
         row("3 idle: RSS per client KiB", "3-idle", "server_rss_per_client_kib", 2.0)
         row("3 idle: RSS per client KiB, threadchat --join-notice-limit 0", "3-idle_nonotice",
             "server_rss_per_client_kib", 2.0, scenario_node="3-idle")
+        # The full bill of an idle client: the process's RSS, plus what the kernel holds for
+        # it (machine-wide deltas: a thread's stack; sockets and task structures in Slab).
+        row("3 quiet: RSS per client KiB", "3-quiet", "server_rss_per_client_kib")
+        row("3 quiet: kernel stack per client KiB", "3-quiet", "kernel_stack_per_client_kib")
+        row("3 quiet: kernel slab per client KiB (both ends)", "3-quiet", "kernel_slab_per_client_kib")
+        for r in runs.get(("3-quiet", "threadchat"), []) + runs.get(("3-quiet", "node"), []):
+            parts = [r.get(k) for k in ("server_rss_per_client_kib", "kernel_stack_per_client_kib",
+                                         "kernel_slab_per_client_kib")]
+            r["total_per_client_kib"] = sum(parts) if None not in parts else None
+        row("3 quiet: total per client KiB (RSS + kernel)", "3-quiet", "total_per_client_kib")
         row("3 idle: server CPU % at 1 msg/s (10k deliveries/s)", "3-idle", "server_cpu_percent")
         row("3 idle: server CPU % with no messages", "3-quiet", "server_cpu_percent")
     if ("4-base", "threadchat") in runs:

@@ -295,14 +295,42 @@ fn a_published_message_never_read_back_is_answered_after_the_confirm_timeout() {
     let mut other = server.chat();
     sender.send_json(json!({"type": "message", "text": "lost", "ref": 1}));
     let sent = Instant::now();
+    // Waiting for the log, it is counted as pending (in /metrics)…
+    wait_until("the message is pending", || metric(server.http, "threadchat_backplane_pending") == 1);
     let e = sender.recv_type("error");
     let took = sent.elapsed();
     assert_eq!(e["ref"], 1, "{e}");
     assert!(e["error"].as_str().unwrap().starts_with("message not confirmed"), "{e}");
     // Not before the timeout; after it, within a log read (0.5 s) and a loaded machine's margin.
     assert!(took >= Duration::from_millis(1900) && took < Duration::from_millis(4500), "answered after {took:?}");
+    // …and no longer once answered.
+    assert_eq!(metric(server.http, "threadchat_backplane_pending"), 0);
     // Nobody saw it, and the next message goes through.
     sender.send_json(json!({"type": "message", "text": "after", "ref": 2}));
     assert!(sender.recv_type("ack")["seq"].as_u64().is_some());
     assert_eq!(other.recv_type("message")["text"], "after");
+}
+
+/// After Redis restarts, the publisher's old connection is dead; it must be replaced when
+/// the reader reconnects, not discovered by failing: the first message once `/readyz` says
+/// 200 again is acknowledged, not refused.
+#[test]
+fn after_a_redis_restart_the_first_message_is_acknowledged() {
+    let mut redis = RedisServer::start();
+    let server = cluster(&redis, 1).pop().unwrap();
+    let mut c = server.chat();
+    c.send_json(json!({"type": "message", "text": "before", "ref": 1}));
+    assert_eq!(c.recv_type("ack")["ref"], 1);
+    redis.kill();
+    wait_until("/readyz says 503 without Redis", || http_get(server.http, "/readyz").status == 503);
+    redis.restart();
+    wait_ready(&server);
+    c.send_json(json!({"type": "message", "text": "after", "ref": 2}));
+    let reply = loop {
+        let v = c.recv();
+        if v["ref"] == 2 {
+            break v;
+        }
+    };
+    assert_eq!(reply["type"], "ack", "{reply}");
 }

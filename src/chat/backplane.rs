@@ -484,3 +484,25 @@ fn decode(entry: &redis::streams::StreamId) -> Option<(StoredMessage, String)> {
     crate::chat::protocol::validate_room(&p.room).ok()?;
     Some((StoredMessage { room: p.room, seq, id: p.id, name: p.name, text: p.text, ts: p.ts }, p.token))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/readyz` follows the reader: not ready until connected, then ready only while the
+    /// log was read to its end within `MAX_LAG` (a load balancer stops sending clients to
+    /// an instance that lags, since they would see old messages late).
+    #[test]
+    fn ready_needs_a_connection_and_a_reader_that_keeps_up() {
+        // Opening the client does not connect: no Redis is needed here.
+        let bp = Backplane::new("redis://127.0.0.1:1/0", "test".into(), &crate::config::TestHooks::default()).unwrap();
+        assert_eq!(bp.ready(), Err("backplane: not connected to Redis"));
+        bp.connected.store(true, Ordering::Release);
+        assert_eq!(bp.ready(), Ok(()));
+        *bp.caught_up_at.lock() = Instant::now() - MAX_LAG - Duration::from_millis(100);
+        assert_eq!(bp.ready(), Err("backplane: catching up with the log"));
+        *bp.caught_up_at.lock() = Instant::now() - MAX_LAG + Duration::from_millis(500);
+        assert_eq!(bp.ready(), Ok(()), "still inside the allowed lag");
+        assert_eq!(bp.pending(), 0);
+    }
+}

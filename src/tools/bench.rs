@@ -112,6 +112,14 @@ pub struct Report {
     pub server_rss_per_client_kib: Option<f64>,
     /// RSS change over the measurement window (a stalled client's backlog shows up here).
     pub server_rss_growth_kib: Option<i64>,
+    /// Growth of the kernel's `KernelStack` (/proc/meminfo) per connected client, from
+    /// before connecting to connected: what the server's threads cost the kernel (16 KiB of
+    /// stack each on x86-64). Machine-wide: run nothing else meanwhile.
+    pub kernel_stack_per_client_kib: Option<f64>,
+    /// Growth of the kernel's `Slab` per connected client over the same window: socket,
+    /// task and file structures. Machine-wide, so it includes the load generator's end of
+    /// each loopback connection — the same for every server measured.
+    pub kernel_slab_per_client_kib: Option<f64>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<Report, String> {
@@ -125,6 +133,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         deliveries: AtomicU64::new(0),
     });
     let rss_before = args.server_pid.and_then(read_rss_kib);
+    let kernel_before = read_kernel_kib();
 
     let mut handles = vec![];
     for t in 0..threads {
@@ -158,6 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     std::thread::sleep(Duration::from_secs_f64(args.warmup_secs));
 
     let rss_connected = args.server_pid.and_then(read_rss_kib);
+    let kernel_connected = read_kernel_kib();
     let cpu_start = args.server_pid.and_then(read_cpu_secs);
     clock.measuring.store(true, Ordering::Release);
     let start = Instant::now();
@@ -240,7 +250,26 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
             (Some(a), Some(b)) => Some(b as i64 - a as i64),
             _ => None,
         },
+        kernel_stack_per_client_kib: per_client(kernel_before.map(|k| k.0), kernel_connected.map(|k| k.0), connected),
+        kernel_slab_per_client_kib: per_client(kernel_before.map(|k| k.1), kernel_connected.map(|k| k.1), connected),
     })
+}
+
+fn per_client(before: Option<u64>, after: Option<u64>, clients: u64) -> Option<f64> {
+    match (before, after) {
+        (Some(a), Some(b)) if clients > 0 => Some((b as f64 - a as f64) / clients as f64),
+        _ => None,
+    }
+}
+
+/// The kernel's `KernelStack` and `Slab` from /proc/meminfo, in KiB.
+pub fn read_kernel_kib() -> Option<(u64, u64)> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.split(':').next() == Some(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("KernelStack")?, field("Slab")?))
 }
 
 #[derive(Clone)]
@@ -674,6 +703,11 @@ pub fn print_table(r: &Report) {
         r.server_rss_kib.map_or("n/a".into(), |v| v.to_string()),
         r.server_rss_before_kib.map_or("n/a".into(), |v| v.to_string()),
         opt(r.server_rss_per_client_kib, "KiB")
+    );
+    println!(
+        "kernel, per client     {} KernelStack + {} Slab (machine-wide, both ends of each connection)",
+        opt(r.kernel_stack_per_client_kib, "KiB"),
+        opt(r.kernel_slab_per_client_kib, "KiB")
     );
 }
 
