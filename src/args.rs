@@ -254,6 +254,9 @@ pub struct SendArgs {
     /// Set this display name before sending.
     #[arg(long)]
     pub name: Option<String>,
+    /// Send to this room (joined first if it is not `lobby`).
+    #[arg(long, default_value = "lobby")]
+    pub room: String,
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
     #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -272,6 +275,14 @@ pub struct TailArgs {
     /// Print only events of this type (e.g. `message`). The welcome is never printed.
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Follow this room (joined first if it is not `lobby`); events of other rooms are
+    /// not printed.
+    #[arg(long, default_value = "lobby")]
+    pub room: String,
+    /// First replay the room's stored messages after this sequence number, then follow it
+    /// live, with nothing lost or repeated in between (`?resume=ROOM:SEQ`).
+    #[arg(long)]
+    pub since: Option<u64>,
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
     #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -52,6 +52,66 @@ fn wait_child(child: &mut std::process::Child) -> (std::process::ExitStatus, Str
 }
 
 #[test]
+fn send_and_tail_take_a_room_and_tail_replays_since_a_seq() {
+    use std::io::{BufRead, BufReader};
+    let server = TestServer::start();
+    let url = server.chat_url();
+    for (room, text) in [("ops", "one"), ("lobby", "elsewhere"), ("ops", "two")] {
+        let (code, out, err) = run_cli(&["send", &url, text, "--room", room], CLI_WAIT);
+        assert_eq!(code, 0, "stderr: {err}");
+        let sent: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!((sent["room"].as_str(), sent["text"].as_str()), (Some(room), Some(text)));
+    }
+    // --since 1: the stored ops message after seq 1, and nothing of lobby.
+    let args = ["tail", &url, "--room", "ops", "--since", "1", "--type", "message", "--count", "1", "--timeout-secs", "10"];
+    let (code, out, err) = run_cli(&args, CLI_WAIT);
+    assert_eq!(code, 0, "stderr: {err}");
+    let replayed: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!((replayed["room"].as_str(), replayed["seq"].as_u64()), (Some("ops"), Some(2)), "{replayed}");
+    // Live: a tail of ops prints the next ops message, not a lobby one sent before it.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_threadchat"))
+        .args(["tail", &url, "--room", "ops", "--type", "message", "--count", "1", "--timeout-secs", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    BufReader::new(tail.stderr.take().unwrap()).read_line(&mut said).unwrap();
+    assert!(said.starts_with("connected as client"), "{said}");
+    assert_eq!(run_cli(&["send", &url, "noise"], CLI_WAIT).0, 0);
+    assert_eq!(run_cli(&["send", &url, "three", "--room", "ops"], CLI_WAIT).0, 0);
+    let (status, out) = wait_child(&mut tail);
+    assert!(status.success(), "{status}");
+    let live: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!((live["room"].as_str(), live["text"].as_str()), (Some("ops"), Some("three")), "{live}");
+    // A room the server refuses: exit 1 with its reason.
+    let (code, _, err) = run_cli(&["send", &url, "x", "--room", "Not A Room"], CLI_WAIT);
+    assert_eq!(code, 1);
+    assert!(err.contains("room"), "{err}");
+}
+
+/// A tail without `--count` ends when the server closes, with exit 0 — and answers the
+/// server's Close, so the server's shutdown does not wait out its grace period for it.
+#[test]
+fn tail_answers_the_servers_close_and_exits_0() {
+    let mut server = TestServer::start();
+    let url = server.chat_url();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_threadchat"))
+        .args(["tail", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("tail connected", || server.hub_len() == 1);
+    let took = server.shutdown();
+    // Shutdown waits up to 3 s for clients to answer its Close; one that answers at once
+    // lets it finish in a fraction of that.
+    assert!(took < Duration::from_millis(1500), "shutdown took {took:?}: tail did not answer the Close");
+    let (status, _) = wait_child(&mut tail);
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn send_to_echo_prints_the_echo() {
     let server = TestServer::start();
     let (code, out, err) = run_cli(&["send", &server.echo_url(), "ping? pong!"], CLI_WAIT);

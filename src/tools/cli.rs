@@ -77,11 +77,15 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
     if let Some(name) = &args.name {
         write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
     }
-    write(&mut ws, serde_json::json!({"type": "message", "text": args.text}))?;
+    join(&mut ws, &args.room, deadline, timeout)?;
+    write(&mut ws, serde_json::json!({"type": "message", "text": args.text, "room": args.room}))?;
     loop {
         let (raw, event) = next_event(&mut ws, deadline, timeout)?;
         match event.get("type").and_then(Value::as_str) {
-            Some("message") if event.get("id").and_then(Value::as_u64) == Some(my_id) => {
+            Some("message")
+                if event.get("id").and_then(Value::as_u64) == Some(my_id)
+                    && event.get("room").and_then(Value::as_str) == Some(args.room.as_str()) =>
+            {
                 print_line(&raw)?;
                 close(&mut ws);
                 return Ok(());
@@ -103,8 +107,16 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
     // The upgrade itself always gets a deadline, even when tailing forever.
     let connect_timeout = timeout.unwrap_or(Duration::from_secs(10));
     let connect_deadline = Instant::now() + connect_timeout;
-    let mut ws = connect(&args.url, args.token.as_deref(), connect_deadline, connect_timeout)?;
+    // --since: the server replays the room from there before going live, in one step.
+    let url = match args.since {
+        Some(seq) => format!("{}{}resume={}:{seq}", args.url, if args.url.contains('?') { '&' } else { '?' }, args.room),
+        None => args.url.clone(),
+    };
+    let mut ws = connect(&url, args.token.as_deref(), connect_deadline, connect_timeout)?;
     let my_id = wait_welcome(&mut ws, connect_deadline, connect_timeout)?;
+    if args.since.is_none() {
+        join(&mut ws, &args.room, connect_deadline, connect_timeout)?;
+    }
     // On stderr, so scripts can wait for it without mixing it into the events.
     eprintln!("connected as client {my_id}");
     let mut printed = 0;
@@ -127,11 +139,35 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
         if args.kind.as_deref().is_some_and(|want| want != kind) {
             continue;
         }
+        // Events of another room (`lobby`, which every client starts in) are not ours.
+        if event.get("room").and_then(Value::as_str).is_some_and(|room| room != args.room) {
+            continue;
+        }
         print_line(&raw)?;
         printed += 1;
         if Some(printed) == args.count {
             close(&mut ws);
             return Ok(());
+        }
+    }
+}
+
+/// Enters `room` (every client starts in `lobby`): sends `join` and waits for the room's
+/// `presence`; an error reply (a bad name, the room budget) fails the command.
+fn join(ws: &mut Ws, room: &str, deadline: Instant, timeout: Duration) -> Result<(), CliError> {
+    if room == "lobby" {
+        return Ok(());
+    }
+    write(ws, serde_json::json!({"type": "join", "room": room}))?;
+    loop {
+        let (_, event) = next_event(ws, deadline, timeout)?;
+        match event.get("type").and_then(Value::as_str) {
+            Some("presence") if event.get("room").and_then(Value::as_str) == Some(room) => return Ok(()),
+            Some("error") => {
+                let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                return Err(CliError::Rejected(error.to_string()));
+            }
+            _ => {}
         }
     }
 }
@@ -228,10 +264,15 @@ fn read_one(ws: &mut Ws) -> Result<Option<(String, Value)>, CliError> {
             let value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
             Ok(Some((text.to_string(), value)))
         }
-        Ok(Message::Close(frame)) => Err(CliError::Closed(match frame {
-            Some(f) => format!("code {} {}", u16::from(f.code), f.reason),
-            None => "no close code".into(),
-        })),
+        Ok(Message::Close(frame)) => {
+            // tungstenite has queued the Close reply (RFC 6455 §5.5.1); send it now, as we
+            // are about to exit, so the server sees a clean close rather than just a FIN.
+            let _ = ws.flush();
+            Err(CliError::Closed(match frame {
+                Some(f) => format!("code {} {}", u16::from(f.code), f.reason),
+                None => "no close code".into(),
+            }))
+        }
         Ok(_) => Ok(None),
         // A timed-out read surfaces as WouldBlock (SO_RCVTIMEO); the caller's deadline check
         // turns it into a Timeout on the next turn.
