@@ -295,7 +295,9 @@ impl Config {
 
 /// The error for a flag whose backend this build left out (see `[features]` in Cargo.toml).
 pub fn missing_feature(flag: &str, feature: &str) -> String {
-    format!("{flag} needs the `{feature}` feature, which this build leaves out: `cargo run --features {feature} -- …` (or --all-features)")
+    format!(
+        "{flag} needs the `{feature}` feature, which this build leaves out: `cargo run --features {feature} -- …` (or --all-features)"
+    )
 }
 
 #[cfg(test)]
@@ -347,4 +349,3 @@ mod tests {
         assert!(parse(&["--redis", "http://x"]).unwrap_err().contains("redis:// URL"));
     }
 }
-

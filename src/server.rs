@@ -122,7 +122,9 @@ impl ServerHandle {
                     .ok_or_else(|| StartError::Redis("cannot read /dev/urandom".into()))?;
                 hub.set_id_base((base % (1 << 20)) << 32);
                 let instance = format!("{:016x}", crate::net::access::random_u64().unwrap_or(base));
-                Some(Box::new(crate::chat::backplane::Backplane::new(url, instance, &config.hooks).map_err(StartError::Redis)?))
+                Some(Box::new(
+                    crate::chat::backplane::Backplane::new(url, instance, &config.hooks).map_err(StartError::Redis)?,
+                ))
             }
         };
         let chat = Arc::new(Chat {

@@ -63,7 +63,8 @@ fn send_and_tail_take_a_room_and_tail_replays_since_a_seq() {
         assert_eq!((sent["room"].as_str(), sent["text"].as_str()), (Some(room), Some(text)));
     }
     // --since 1: the stored ops message after seq 1, and nothing of lobby.
-    let args = ["tail", &url, "--room", "ops", "--since", "1", "--type", "message", "--count", "1", "--timeout-secs", "10"];
+    let args =
+        ["tail", &url, "--room", "ops", "--since", "1", "--type", "message", "--count", "1", "--timeout-secs", "10"];
     let (code, out, err) = run_cli(&args, CLI_WAIT);
     assert_eq!(code, 0, "stderr: {err}");
     let replayed: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");

@@ -418,8 +418,11 @@ impl<'a> Reader<'a> {
         if pending.is_empty() {
             return;
         }
-        let expired: Vec<String> =
-            pending.iter().filter(|(_, (_, at))| at.elapsed() > self.bp.confirm_timeout).map(|(t, _)| t.clone()).collect();
+        let expired: Vec<String> = pending
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() > self.bp.confirm_timeout)
+            .map(|(t, _)| t.clone())
+            .collect();
         for token in expired {
             if let Some((reply, _)) = pending.remove(&token) {
                 reply_err(

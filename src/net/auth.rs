@@ -257,7 +257,10 @@ mod tests {
         let payload = serde_json::json!({"name": "Ada", "exp": exp}).to_string();
         assert_eq!(authenticate(&sign(r#"{"alg":"HS512"}"#, &payload, secret), None, Some(secret)), None);
         assert_eq!(authenticate(&sign(r#"{"alg":"hs256"}"#, &payload, secret), None, Some(secret)), None);
-        assert_eq!(authenticate(&sign(r#"{"alg":"HS256"}"#, &payload, secret), None, Some(secret)), named("Ada", "Ada"));
+        assert_eq!(
+            authenticate(&sign(r#"{"alg":"HS256"}"#, &payload, secret), None, Some(secret)),
+            named("Ada", "Ada")
+        );
         let (head_body, sig) = ok.rsplit_once('.').unwrap();
         assert_eq!(authenticate(head_body, None, Some(secret)), None);
         assert_eq!(authenticate(&format!("{ok}.x"), None, Some(secret)), None);

@@ -109,7 +109,9 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
     let connect_deadline = Instant::now() + connect_timeout;
     // --since: the server replays the room from there before going live, in one step.
     let url = match args.since {
-        Some(seq) => format!("{}{}resume={}:{seq}", args.url, if args.url.contains('?') { '&' } else { '?' }, args.room),
+        Some(seq) => {
+            format!("{}{}resume={}:{seq}", args.url, if args.url.contains('?') { '&' } else { '?' }, args.room)
+        }
         None => args.url.clone(),
     };
     let mut ws = connect(&url, args.token.as_deref(), connect_deadline, connect_timeout)?;
