@@ -609,3 +609,6 @@ impl std::fmt::Debug for Conn {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests;
