@@ -60,7 +60,9 @@ fn shedding_keeps_only_the_first_frame_and_gives_the_rest_back() {
     assert_eq!(c.push(bytes(100)), Push::Queued);
     assert_eq!(c.shed(), 0, "the first frame may be half-sent: it stays");
     assert_eq!(c.push(bytes(200)), Push::Queued);
+    assert_eq!(c.shed(), 200, "two frames: the second goes");
     assert_eq!(c.push(bytes(300)), Push::Queued);
-    assert_eq!(c.shed(), 500);
+    assert_eq!(c.push(bytes(400)), Push::Queued);
+    assert_eq!(c.shed(), 700);
     assert_eq!((c.queued_bytes(), budget.total()), (100, 100));
 }
