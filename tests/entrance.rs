@@ -180,7 +180,14 @@ fn silent_sockets_from_one_address_take_few_threads_and_another_address_chats_on
     }
     assert!(started.elapsed() < Duration::from_secs(5), "all closed by the 2 s deadline: {:?}", started.elapsed());
     assert!((1..=16).contains(&timeouts_408), "those that had a thread were told 408: {timeouts_408}");
-    assert_eq!(http_get(server.http, "/healthz").status, 200);
+    // The address is served again. Polled: each thread gives its slot back just after
+    // closing its socket, so on a loaded machine the first try can still find the
+    // address at its cap (failed once beside two CPU hogs).
+    wait_until("127.0.0.1 is served again", || {
+        let mut s = tcp(server.http);
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        read_until_closed(&mut s).starts_with(b"HTTP/1.1 200")
+    });
 }
 
 #[test]
