@@ -1,25 +1,45 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: threadchat against the Node `ws` reference server written the
-# tutorials' way (scripts/reference/server.js), driven by the same load generator
-# (`threadchat bench`), the two servers alternating within each scenario.
+# Side-by-side benchmark: threadchat against three reference chat servers, each written the
+# way its stack's own chat example is written, driven by the same load generator
+# (`threadchat bench`), the servers taking turns within each scenario:
+#   node     Node `ws` + http, as the tutorials teach it     scripts/reference/server.js
+#   gorilla  Go, gorilla/websocket's chat example             scripts/reference/gorilla/
+#   axum     Rust, axum + tokio's chat example                scripts/reference/axum/
 #
-#   scripts/bench.sh              all scenarios, one round (about 4 minutes)
+#   scripts/bench.sh              all scenarios, one round (about 12 minutes)
 #   ROUNDS=3 scripts/bench.sh     median of three rounds
 #   SCENARIOS="1 2" scripts/bench.sh
-#   SCENARIOS=rooms scripts/bench.sh   what a room costs (threadchat only: the reference has none)
+#   SERVERS="threadchat gorilla" scripts/bench.sh
+#   SCENARIOS=rooms scripts/bench.sh   what a room costs (threadchat only: the references have none)
+#   scripts/bench.sh cluster      three instances on one Redis (see the end of this file)
 #
-# Prints a table of ratios (threadchat / node) and writes every raw report (JSON) and the
-# table to target/bench/.
+# Prints a table (threadchat, each reference, and threadchat's ratio to each) and writes
+# every raw report (JSON) and the table to target/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ROUNDS=${ROUNDS:-1}
 SCENARIOS=${SCENARIOS:-"1 2 3 4 5 rooms"}
+SERVERS=${SERVERS:-"threadchat node gorilla axum"}
 
-command -v node >/dev/null || ensure_apt nodejs npm
 cargo build --release --quiet
 BIN=target/release/threadchat
-(cd scripts/reference && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# The references: each built here, from Debian's packages, npm and crates.io only.
+case " $SERVERS " in *" node "*)
+  command -v node >/dev/null || ensure_apt nodejs npm
+  (cd scripts/reference && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ;;
+esac
+case " $SERVERS " in *" gorilla "*)
+  # GOPATH mode: the library comes from the Debian package's source tree, no module download.
+  ensure_apt golang-go golang-github-gorilla-websocket-dev
+  mkdir -p target/reference-gorilla
+  (cd scripts/reference/gorilla && GOPATH=/usr/share/gocode GO111MODULE=off \
+    go build -o ../../../target/reference-gorilla/server server.go) ;;
+esac
+case " $SERVERS " in *" axum "*)
+  CARGO_TARGET_DIR=target/reference-axum cargo build --release --quiet \
+    --manifest-path scripts/reference/axum/Cargo.toml ;;
+esac
 # 10,000 clients need 10,000 fds in the server and in the load generator.
 ulimit -n "$(ulimit -Hn)"
 
@@ -53,6 +73,12 @@ start_once() {
     node)
       node scripts/reference/server.js 0 >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
+    gorilla)
+      target/reference-gorilla/server 0 >"$work/server.out" 2>"$work/server.err" &
+      PID=$! ;;
+    axum)
+      target/reference-axum/release/axum-chat-reference 0 >"$work/server.out" 2>"$work/server.err" &
+      PID=$! ;;
   esac
   for _ in $(seq 1 400); do
     grep -q "^ws listening on" "$work/server.out" && break
@@ -79,8 +105,10 @@ run() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  # Alternate which server goes first, so neither always runs on a warmer machine.
-  if [ $((round % 2)) = 1 ]; then order="threadchat node"; else order="node threadchat"; fi
+  # Rotate which server goes first, so none always runs on a warmer machine.
+  read -ra list <<<"$SERVERS"
+  k=$(( (round - 1) % ${#list[@]} ))
+  order="${list[*]:k} ${list[*]:0:k}"
   for s in $SCENARIOS; do
     for server in $order; do
       case $s in

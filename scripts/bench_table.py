@@ -2,10 +2,13 @@
 """Turns the JSON reports of scripts/bench.sh into a Markdown table of ratios.
 
 Usage: bench_table.py DIR   (files named SCENARIO-SERVER-ROUND.json)
-Medians are taken over rounds. Ratio = threadchat / node.
+Medians are taken over rounds. Each ratio is threadchat / that reference. A target names
+the reference it is measured against; "best" is whichever reference did best.
 """
 import json
 import statistics
+
+REFERENCES = ("node", "gorilla", "axum")
 import sys
 from pathlib import Path
 
@@ -35,22 +38,34 @@ def main():
     runs = load(sys.argv[1])
     rows = []
 
-    def row(label, scenario, key, target=None, lower_is_better=True, scenario_node=None):
+    present = [r for r in REFERENCES if any(s == r for (_, s) in runs)]
+
+    def row(label, scenario, key, target=None, lower_is_better=True, scenario_node=None, against="node"):
+        """target: the ratio to meet against `against` (a reference, or "best")."""
         tc = median(runs, scenario, "threadchat", key)
-        node = median(runs, scenario_node or scenario, "node", key)
-        ratio = tc / node if tc is not None and node not in (None, 0) else None
+        refs = {r: median(runs, scenario_node or scenario, r, key) for r in present}
+        ratios = {r: tc / v if tc is not None and v not in (None, 0) else None for r, v in refs.items()}
         verdict = ""
+        if against == "best":
+            known = {r: v for r, v in refs.items() if v is not None}
+            best = (min if lower_is_better else max)(known, key=known.get) if known else None
+            ratio, name = (ratios[best], f"best: {best}") if best else (None, "best")
+        else:
+            ratio, name = ratios.get(against), against
         if target is not None and ratio is not None:
             ok = ratio <= target if lower_is_better else ratio >= target
-            verdict = ("met" if ok else "MISSED") + f" (target {'≤' if lower_is_better else '≥'} {target}×)"
-        rows.append((label, fmt(tc), fmt(node), fmt(ratio, 2) + "×" if ratio is not None else "n/a", verdict))
+            verdict = ("met" if ok else "MISSED") + f" ({'≤' if lower_is_better else '≥'} {target}× {name}: {ratio:.2f}×)"
+        cells = [fmt(tc)] + [fmt(refs[r]) for r in present]
+        cells += [fmt(ratios[r], 2) + "×" if ratios[r] is not None else "n/a" for r in present]
+        rows.append((label, *cells, verdict))
 
     if ("1-fanout", "threadchat") in runs:
-        row("1 fan-out: server CPU ms per 1k deliveries", "1-fanout", "server_cpu_ms_per_1k_deliveries", 0.5)
+        row("1 fan-out: server CPU ms per 1k deliveries", "1-fanout", "server_cpu_ms_per_1k_deliveries", 0.75,
+            against="gorilla")
         row("1 fan-out: deliveries/s", "1-fanout", "deliveries_per_sec", None, False)
     if ("2-latency", "threadchat") in runs:
         row("2 latency: p50 ms", "2-latency", "latency_p50_ms")
-        row("2 latency: p99 ms", "2-latency", "latency_p99_ms", 0.5)
+        row("2 latency: p99 ms", "2-latency", "latency_p99_ms", 0.5, against="best")
         row("2 latency: server CPU % of a core", "2-latency", "server_cpu_percent")
     if ("3-idle", "threadchat") in runs:
         row("3 idle: clients connected", "3-idle", "connected", 1.0, False)
@@ -62,7 +77,7 @@ def main():
         row("3 quiet: RSS per client KiB", "3-quiet", "server_rss_per_client_kib")
         row("3 quiet: kernel stack per client KiB", "3-quiet", "kernel_stack_per_client_kib")
         row("3 quiet: kernel slab per client KiB (both ends)", "3-quiet", "kernel_slab_per_client_kib")
-        for r in runs.get(("3-quiet", "threadchat"), []) + runs.get(("3-quiet", "node"), []):
+        for r in [r for s in ("threadchat", *REFERENCES) for r in runs.get(("3-quiet", s), [])]:
             parts = [r.get(k) for k in ("server_rss_per_client_kib", "kernel_stack_per_client_kib",
                                          "kernel_slab_per_client_kib")]
             r["total_per_client_kib"] = sum(parts) if None not in parts else None
@@ -80,15 +95,16 @@ def main():
         row("5 handshakes/s (threadchat /ws: + join/leave to 63 others)", "5-handshakes_ws", "handshakes_per_sec",
             None, False, scenario_node="5-handshakes")
 
-    print("| metric | threadchat | node ws | ratio | target |")
-    print("|---|---:|---:|---:|---|")
+    print("| metric | threadchat | " + " | ".join(present) + " | " + " | ".join(f"÷ {r}" for r in present) + " | target |")
+    print("|---|" + "---:|" * (1 + 2 * len(present)) + "---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    for server in ("threadchat", "node"):
+    for server in ("threadchat", *present):
         for (scenario, s), reports in sorted(runs.items()):
             if s == server and any(r.get("errors") for r in reports):
                 print(f"\nnote: {server} {scenario}: {reports[0]['errors']} client errors")
-
+            if s == server and any(r.get("closed_by_server") for r in reports) and scenario != "4-stalled":
+                print(f"\nnote: {server} {scenario}: {reports[0]['closed_by_server']} clients closed by the server")
 
 if __name__ == "__main__":
     main()

@@ -549,8 +549,10 @@ fn parse_frames(sim: &mut Sim, clock: &Clock, stats: &mut ThreadStats) -> io::Re
         }
         let payload = &buf[hlen..hlen + plen];
         match opcode {
+            // A frame may carry several messages: the gorilla reference joins what is
+            // queued for a client with newlines, as gorilla's chat example does.
             0x1 | 0x2 => {
-                if let Some((sender, sent_ns)) = find_marker(payload) {
+                for (sender, sent_ns) in markers(payload) {
                     if measuring {
                         stats.deliveries += 1;
                         clock.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -575,9 +577,22 @@ fn parse_frames(sim: &mut Sim, clock: &Clock, stats: &mut ThreadStats) -> io::Re
     Ok(())
 }
 
-fn find_marker(payload: &[u8]) -> Option<(u32, u64)> {
-    let start = find(payload, b"tcb:")? + 4;
-    let mut fields = payload[start..].split(|&b| b == b':' || b == b'"' || b == b' ');
+/// Every bench message in a frame: `tcb:SENDER:NANOS` markers, one per message.
+fn markers(payload: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    let mut rest = payload;
+    std::iter::from_fn(move || {
+        loop {
+            let start = find(rest, b"tcb:")? + 4;
+            rest = &rest[start..];
+            if let Some(m) = parse_marker(rest) {
+                return Some(m);
+            }
+        }
+    })
+}
+
+fn parse_marker(after_tag: &[u8]) -> Option<(u32, u64)> {
+    let mut fields = after_tag.split(|&b| b == b':' || b == b'"' || b == b' ');
     let sender = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     let ns = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     Some((sender, ns))
@@ -742,10 +757,15 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_marker_in_json_and_raw_text() {
-        assert_eq!(find_marker(br#"{"type":"message","text":"tcb:3:12345: fox"}"#), Some((3, 12345)));
-        assert_eq!(find_marker(b"tcb:0:99"), Some((0, 99)));
-        assert_eq!(find_marker(b"no marker"), None);
+    fn finds_every_marker_in_json_raw_text_and_joined_frames() {
+        let all = |p: &[u8]| markers(p).collect::<Vec<_>>();
+        assert_eq!(all(br#"{"type":"message","text":"tcb:3:12345: fox"}"#), [(3, 12345)]);
+        assert_eq!(all(b"tcb:0:99"), [(0, 99)]);
+        assert_eq!(all(b"no marker"), []);
+        // gorilla's chat example joins queued messages with newlines; a broken marker in
+        // between is skipped, not the end of the frame.
+        let joined = b"{\"text\":\"tcb:1:5: a\"}\ntcb:x:1\n{\"text\":\"tcb:2:7: b\"}";
+        assert_eq!(all(joined), [(1, 5), (2, 7)]);
     }
 
     #[test]
