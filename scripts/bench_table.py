@@ -34,7 +34,43 @@ def fmt(v, digits=3):
     return f"{v:.{digits}g}" if isinstance(v, float) else f"{v:,}"
 
 
+def cluster(directory):
+    """scripts/bench.sh cluster: the latency table and the rate sweep."""
+    lat = {}
+    for f in sorted(Path(directory).glob("cluster-latency-*.json")):
+        instances = f.stem.split("-")[2]
+        lat.setdefault(instances, []).append(json.loads(f.read_text()))
+    med = lambda reports, key: statistics.median([r[key] for r in reports if r.get(key) is not None] or [None]) \
+        if any(r.get(key) is not None for r in reports) else None
+    print("1,000 clients x 100 msg/s (median over rounds)\n")
+    print("| | p50 ms | p99 ms | cross-instance p99 ms | same-instance p99 ms | servers' CPU % | Redis CPU % |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for instances, label in (("1", "one instance, no Redis"), ("3", "three instances on Redis")):
+        r = lat.get(instances, [])
+        print(f"| {label} | " + " | ".join(fmt(med(r, k)) for k in (
+            "latency_p50_ms", "latency_p99_ms", "cross_latency_p99_ms", "local_latency_p99_ms",
+            "server_cpu_percent", "redis_cpu_percent")) + " |")
+    rates = []
+    for f in Path(directory).glob("cluster-rate-*.json"):
+        rates.append((int(f.stem.rsplit("-", 1)[1]), json.loads(f.read_text())))
+    rates.sort(key=lambda x: x[0])
+    print("\nThe log's rate: 9 clients (3 per instance), all sending\n")
+    print("| asked msg/s | sent msg/s | delivered | p99 ms | cross p99 ms | servers' CPU % | Redis CPU % | sustained |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    best = None
+    for rate, r in rates:
+        ok = r["latency_p99_ms"] < 50 and r["delivered_fraction"] >= 0.99 and r["sent_per_sec"] >= 0.95 * rate
+        if ok:
+            best = r["sent_per_sec"]
+        print(f"| {rate:,} | {fmt(r['sent_per_sec'])} | {r['delivered_fraction'] * 100:.1f} % | {fmt(r['latency_p99_ms'])} "
+              f"| {fmt(r.get('cross_latency_p99_ms'))} | {fmt(r.get('server_cpu_percent'))} "
+              f"| {fmt(r.get('redis_cpu_percent'))} | {'yes' if ok else 'no'} |")
+    print(f"\nhighest rate sustained (p99 < 50 ms, ≥ 99 % delivered): {fmt(best) if best else 'none'} msg/s")
+
+
 def main():
+    if sys.argv[1] == "--cluster":
+        return cluster(sys.argv[2])
     runs = load(sys.argv[1])
     rows = []
 

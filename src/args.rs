@@ -42,8 +42,11 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// WebSocket URL that broadcasts every text message, e.g. ws://127.0.0.1:3001/ws
-    pub url: String,
+    /// WebSocket URL that broadcasts every text message, e.g. ws://127.0.0.1:3001/ws.
+    /// Several URLs (instances of one cluster): client i connects to URL i mod N, and
+    /// deliveries between instances are reported apart.
+    #[arg(required = true, num_args = 1..)]
+    pub urls: Vec<String>,
     /// Simulated clients.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -84,9 +87,13 @@ pub struct BenchArgs {
     /// Load generator threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Server process to measure CPU time and RSS of (from /proc).
+    /// Server process to measure CPU time and RSS of (from /proc); repeat it for a
+    /// cluster's instances (their CPU and RSS are summed).
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
+    /// A Redis server's process, to report its CPU beside the servers'.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

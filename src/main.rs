@@ -86,8 +86,8 @@ fn tune_allocator() {
 
 fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
     if args.rooms > 0 {
-        let pid = args.server_pid.ok_or(("--rooms needs --server-pid".to_string(), 2))?;
-        let report = threadchat::tools::bench_rooms::run(&args.url, args.rooms, pid, args.http.as_deref())
+        let pid = args.server_pid.first().copied().ok_or(("--rooms needs --server-pid".to_string(), 2))?;
+        let report = threadchat::tools::bench_rooms::run(&args.urls[0], args.rooms, pid, args.http.as_deref())
             .map_err(|e| (e, 1))?;
         println!("{}", serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?);
         return Ok(());

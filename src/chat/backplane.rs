@@ -66,16 +66,22 @@ const MAX_LAG: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Numbers and logs one message atomically. KEYS: the room's counter, the log. ARGV: the
-/// lowest acceptable previous number (the sender's last seen seq), the payload, MAXLEN.
+/// Numbers and logs a whole batch atomically, in one call (a call per message cost Redis a
+/// SHA1 of the script text and a round of argument parsing each). KEYS: the log, then each
+/// message's room counter. ARGV: MAXLEN, then per message the lowest acceptable previous
+/// number (the sender's last seen seq) and the payload. Returns each message's seq.
 const PUBLISH_SCRIPT: &str = r"
-local floor = tonumber(ARGV[1])
-if tonumber(redis.call('GET', KEYS[1]) or '0') < floor then
-  redis.call('SET', KEYS[1], floor)
+local seqs = {}
+for i = 2, #KEYS do
+  local floor = tonumber(ARGV[2 * i - 2])
+  if tonumber(redis.call('GET', KEYS[i]) or '0') < floor then
+    redis.call('SET', KEYS[i], floor)
+  end
+  local seq = redis.call('INCR', KEYS[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', seq, 'm', ARGV[2 * i - 1])
+  seqs[#seqs + 1] = seq
 end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 's', seq, 'm', ARGV[2])
-return seq
+return seqs
 ";
 
 /// What travels in a log entry besides its `seq`.
@@ -167,16 +173,17 @@ pub struct Publisher {
     con_epoch: u64,
     /// After a failed connection attempt, no new one is tried before this.
     retry_at: Instant,
+    script: redis::Script,
 }
 
 impl Default for Publisher {
     fn default() -> Self {
-        Publisher { con: None, con_epoch: 0, retry_at: Instant::now() }
+        Publisher { con: None, con_epoch: 0, retry_at: Instant::now(), script: redis::Script::new(PUBLISH_SCRIPT) }
     }
 }
 
 impl Publisher {
-    /// Publishes a batch (one pipelined round trip). Acknowledgements come later, from the
+    /// Publishes a batch (one script call, one round trip). Acknowledgements come later, from the
     /// reader; on failure every message of the batch gets an error now.
     pub fn publish(&mut self, hub: &Hub, bp: &Backplane, batch: Vec<Submit>) {
         let refuse = |batch: Vec<Submit>, why: &str| {
@@ -204,7 +211,8 @@ impl Publisher {
             return refuse(batch, "message not sent: the server is reconnecting to Redis; try again shortly");
         };
         let ts = crate::clock::now_ms();
-        let mut pipe = redis::pipe();
+        let mut call = self.script.prepare_invoke();
+        call.key(LOG_KEY).arg(LOG_MAXLEN);
         let mut tokens = Vec::with_capacity(batch.len());
         {
             let mut pending = bp.pending.lock();
@@ -213,21 +221,15 @@ impl Publisher {
                 let payload = Payload { room: s.room, id: s.id, name: s.name.to_string(), text: s.text, ts, token };
                 let floor = hub.last_seq(&payload.room);
                 let json = serde_json::to_string(&payload).unwrap_or_default();
-                pipe.cmd("EVAL")
-                    .arg(PUBLISH_SCRIPT)
-                    .arg(2)
-                    .arg(format!("threadchat:seq:{}", payload.room))
-                    .arg(LOG_KEY)
-                    .arg(floor)
-                    .arg(json)
-                    .arg(LOG_MAXLEN);
+                call.key(format!("threadchat:seq:{}", payload.room)).arg(floor).arg(json);
                 // Registered before the round trip: the reader may see the entry before
                 // this thread sees the reply.
                 pending.insert(payload.token.clone(), (s.reply, Instant::now()));
                 tokens.push(payload.token);
             }
         }
-        if let Err(e) = pipe.query::<Vec<u64>>(con) {
+        // EVALSHA, and EVAL once when Redis does not have the script (after a restart).
+        if let Err(e) = call.invoke::<Vec<u64>>(con) {
             log::warn!("backplane: publishing {} message(s) failed: {e}", tokens.len());
             self.con = None;
             let mut pending = bp.pending.lock();

@@ -25,6 +25,8 @@ use crate::store::{Retention, StoredMessage};
 
 /// Rows deleted per pruning statement, so the pruner holds the write lock only briefly.
 const PRUNE_CHUNK: usize = 500;
+/// How often the pruner runs (when rooms got messages).
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the sequencer and the pruner.
 pub fn spawn(chat: Arc<Chat>) -> std::io::Result<Vec<JoinHandle<()>>> {
@@ -155,16 +157,23 @@ fn prune_loop(chat: &Chat, rx: &Receiver<(String, u64)>) {
     let mut dirty: HashMap<String, u64> = HashMap::new();
     let mut known: HashMap<String, u64> = HashMap::new();
     let mut last_age_pass = Instant::now();
+    let mut last_pass = Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok((room, seq)) => {
-                let e = dirty.entry(room).or_insert(0);
-                *e = (*e).max(seq);
-                continue_collecting(rx, &mut dirty);
+        // At most one pass a second, however busy the rooms: under a steady stream of
+        // commits, a pass per commit (a checkpoint and a DELETE each) once took more CPU
+        // than everything else the server did.
+        let next_pass = last_pass + PRUNE_EVERY;
+        loop {
+            match rx.recv_deadline(next_pass) {
+                Ok((room, seq)) => {
+                    let e = dirty.entry(room).or_insert(0);
+                    *e = (*e).max(seq);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
+        last_pass = Instant::now();
         if let Err(e) = chat.store.maintain() {
             log::warn!("history store upkeep failed: {e}");
         }
@@ -182,20 +191,19 @@ fn prune_loop(chat: &Chat, rx: &Receiver<(String, u64)>) {
     }
 }
 
-fn continue_collecting(rx: &Receiver<(String, u64)>, dirty: &mut HashMap<String, u64>) {
-    while let Ok((room, seq)) = rx.try_recv() {
-        let e = dirty.entry(room).or_insert(0);
-        *e = (*e).max(seq);
-    }
-}
-
 fn prune_room(chat: &Chat, room: &str, last_seq: u64, retention: Retention) {
     if last_seq <= retention.max_messages && retention.max_age_ms.is_none() {
         return;
     }
     loop {
+        let started = Instant::now();
         match chat.store.prune(room, last_seq, retention, PRUNE_CHUNK) {
-            Ok(n) if n == PRUNE_CHUNK => continue,
+            Ok(n) if n == PRUNE_CHUNK => {
+                // Rest as long as the chunk took: a pass spread over its second instead of
+                // a burst of them, so the message path never finds a core taken for long.
+                std::thread::sleep(started.elapsed().min(Duration::from_millis(20)));
+                continue;
+            }
             Ok(_) => return,
             Err(e) => {
                 log::warn!("pruning room {room:?} failed: {e}");

@@ -49,6 +49,8 @@ struct Sim {
     stalled: bool,
     in_flight: u32,
     next_send: Instant,
+    /// Which URL it connects to (with several: client i takes URL i mod N).
+    instance: usize,
 }
 
 /// Shared between the bench threads: start/stop of the measurement window.
@@ -58,6 +60,8 @@ struct Clock {
     stop: AtomicBool,
     connected: AtomicU64,
     deliveries: AtomicU64,
+    /// How many URLs: a sender's instance is its index mod this.
+    instances: usize,
 }
 
 impl Clock {
@@ -71,6 +75,8 @@ struct ThreadStats {
     deliveries: u64,
     sent: u64,
     latencies_us: Vec<u32>,
+    /// With several URLs: the latencies of deliveries from a sender on another instance.
+    cross_us: Vec<u32>,
     connect_us: Vec<u32>,
     errors: u64,
     closed_by_server: u64,
@@ -94,6 +100,16 @@ pub struct Report {
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
+    /// Messages sent per second over all senders.
+    pub sent_per_sec: f64,
+    /// Deliveries over what full delivery would be (sent × connected clients); below ~0.99
+    /// the servers did not keep up.
+    pub delivered_fraction: f64,
+    /// With several URLs: deliveries that crossed instances (sender on one, reader on
+    /// another) and those that did not.
+    pub cross_latency_p50_ms: Option<f64>,
+    pub cross_latency_p99_ms: Option<f64>,
+    pub local_latency_p99_ms: Option<f64>,
     pub connect_p50_ms: f64,
     pub connect_p99_ms: f64,
     pub connect_max_ms: f64,
@@ -104,6 +120,8 @@ pub struct Report {
     pub refused: std::collections::BTreeMap<String, u64>,
     /// Which server flags lift those refusals.
     pub hints: Vec<String>,
+    /// `--redis-pid`'s CPU over the measurement, in % of one core.
+    pub redis_cpu_percent: Option<f64>,
     pub server_cpu_secs: Option<f64>,
     pub server_cpu_ms_per_1k_deliveries: Option<f64>,
     pub server_cpu_percent: Option<f64>,
@@ -123,7 +141,11 @@ pub struct Report {
 }
 
 pub fn run(args: &BenchArgs) -> Result<Report, String> {
-    let target = parse_url(&args.url)?;
+    let targets = args.urls.iter().map(|u| parse_url(u)).collect::<Result<Vec<_>, _>>()?;
+    let pids = &args.server_pid;
+    // Summed over the server processes; None without any, or if one cannot be read.
+    let rss = || pids.iter().map(|&p| read_rss_kib(p)).sum::<Option<u64>>().filter(|_| !pids.is_empty());
+    let cpu_now = || pids.iter().map(|&p| read_cpu_secs(p)).sum::<Option<f64>>().filter(|_| !pids.is_empty());
     let threads = args.threads.clamp(1, 64);
     let clock = Arc::new(Clock {
         origin: Instant::now(),
@@ -131,8 +153,9 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         stop: AtomicBool::new(false),
         connected: AtomicU64::new(0),
         deliveries: AtomicU64::new(0),
+        instances: targets.len(),
     });
-    let rss_before = args.server_pid.and_then(read_rss_kib);
+    let rss_before = rss();
     let kernel_before = read_kernel_kib();
 
     let mut handles = vec![];
@@ -140,11 +163,11 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         let indices: Vec<usize> = (0..args.clients).filter(|i| i % threads == t).collect();
         let args = args.clone();
         let clock = Arc::clone(&clock);
-        let target = target.clone();
+        let targets = targets.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bench-{t}"))
-                .spawn(move || run_thread(&args, &target, indices, &clock))
+                .spawn(move || run_thread(&args, &targets, indices, &clock))
                 .map_err(|e| e.to_string())?,
         );
     }
@@ -166,9 +189,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     std::thread::sleep(Duration::from_secs_f64(args.warmup_secs));
 
-    let rss_connected = args.server_pid.and_then(read_rss_kib);
+    let rss_connected = rss();
     let kernel_connected = read_kernel_kib();
-    let cpu_start = args.server_pid.and_then(read_cpu_secs);
+    let cpu_start = cpu_now();
+    let redis_start = args.redis_pid.and_then(read_cpu_secs);
     clock.measuring.store(true, Ordering::Release);
     let start = Instant::now();
     let duration = Duration::from_secs_f64(args.duration_secs);
@@ -183,8 +207,9 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     clock.measuring.store(false, Ordering::Release);
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_end = args.server_pid.and_then(read_cpu_secs);
-    let rss_end = args.server_pid.and_then(read_rss_kib);
+    let cpu_end = cpu_now();
+    let redis_end = args.redis_pid.and_then(read_cpu_secs);
+    let rss_end = rss();
     clock.stop.store(true, Ordering::Release);
 
     let mut total = ThreadStats::default();
@@ -193,6 +218,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         total.deliveries += s.deliveries;
         total.sent += s.sent;
         total.latencies_us.extend(s.latencies_us);
+        total.cross_us.extend(s.cross_us);
         total.connect_us.extend(s.connect_us);
         total.errors += s.errors;
         total.closed_by_server += s.closed_by_server;
@@ -209,13 +235,18 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     }
     let hints = refusal_hints(&refused);
     total.latencies_us.sort_unstable();
+    total.cross_us.sort_unstable();
+    let clustered = targets.len() > 1;
+    // Local deliveries, from the difference of the sorted lists (the cross ones are a
+    // subset of all).
+    let local_us = clustered.then(|| sorted_difference(&total.latencies_us, &total.cross_us));
     total.connect_us.sort_unstable();
     let cpu = match (cpu_start, cpu_end) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
     Ok(Report {
-        url: args.url.clone(),
+        url: args.urls.join(" "),
         clients: args.clients,
         connected,
         senders: args.senders,
@@ -227,6 +258,15 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         latency_p50_ms: percentile_ms(&total.latencies_us, 0.50),
         latency_p99_ms: percentile_ms(&total.latencies_us, 0.99),
         latency_max_ms: total.latencies_us.last().map_or(0.0, |&us| us as f64 / 1000.0),
+        sent_per_sec: total.sent as f64 / elapsed,
+        delivered_fraction: if total.sent > 0 && connected > 0 {
+            total.deliveries as f64 / (total.sent as f64 * connected as f64)
+        } else {
+            0.0
+        },
+        cross_latency_p50_ms: clustered.then(|| percentile_ms(&total.cross_us, 0.50)),
+        cross_latency_p99_ms: clustered.then(|| percentile_ms(&total.cross_us, 0.99)),
+        local_latency_p99_ms: local_us.as_deref().map(|l| percentile_ms(l, 0.99)),
         connect_p50_ms: percentile_ms(&total.connect_us, 0.50),
         connect_p99_ms: percentile_ms(&total.connect_us, 0.99),
         connect_max_ms: total.connect_us.last().map_or(0.0, |&us| us as f64 / 1000.0),
@@ -235,6 +275,10 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
         closed_by_server: total.closed_by_server,
         refused,
         hints,
+        redis_cpu_percent: match (redis_start, redis_end) {
+            (Some(a), Some(b)) => Some((b - a) * 100.0 / elapsed),
+            _ => None,
+        },
         server_cpu_secs: cpu,
         server_cpu_ms_per_1k_deliveries: cpu
             .filter(|_| total.deliveries > 0)
@@ -260,6 +304,20 @@ fn per_client(before: Option<u64>, after: Option<u64>, clients: u64) -> Option<f
         (Some(a), Some(b)) if clients > 0 => Some((b as f64 - a as f64) / clients as f64),
         _ => None,
     }
+}
+
+/// The elements of sorted `all` minus those of sorted `some` (a sub-multiset of it).
+fn sorted_difference(all: &[u32], some: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(all.len().saturating_sub(some.len()));
+    let mut j = 0;
+    for &x in all {
+        if j < some.len() && some[j] == x {
+            j += 1;
+        } else {
+            out.push(x);
+        }
+    }
+    out
 }
 
 /// The kernel's `KernelStack` and `Slab` from /proc/meminfo, in KiB.
@@ -293,7 +351,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
     Ok(Target { addr, host: hostport.to_string(), path: path.to_string() })
 }
 
-fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Clock) -> Result<ThreadStats, String> {
+fn run_thread(args: &BenchArgs, targets: &[Target], indices: Vec<usize>, clock: &Clock) -> Result<ThreadStats, String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(1024);
     let mut stats = ThreadStats::default();
@@ -320,6 +378,7 @@ fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Cl
                 started: now,
                 sender,
                 stalled: i >= args.clients.saturating_sub(args.stalled),
+                instance: i % targets.len(),
                 in_flight: 0,
                 next_send: now + offset,
             }
@@ -327,10 +386,15 @@ fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Cl
         .collect();
     let mut to_connect: VecDeque<usize> = (0..sims.len()).collect();
     let mut pending = 0usize;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.path, target.host
-    );
+    let requests: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                t.path, t.host
+            )
+        })
+        .collect();
     let mut scratch = vec![0u8; 64 * 1024];
 
     while !clock.stop.load(Ordering::Acquire) {
@@ -339,7 +403,7 @@ fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Cl
                 break;
             };
             let global = indices[slot];
-            match start_connect(target.addr, global) {
+            match start_connect(targets[global % targets.len()].addr, global) {
                 Ok(mut stream) => {
                     poll.registry()
                         .register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
@@ -379,7 +443,8 @@ fn run_thread(args: &BenchArgs, target: &Target, indices: Vec<usize>, clock: &Cl
                 continue; // closed earlier in this batch
             }
             let before = sim.state;
-            if let Err(_e) = drive(sim, &request, &mut scratch, clock, &mut stats, args) {
+            let request = &requests[sim.instance];
+            if let Err(_e) = drive(sim, request, &mut scratch, clock, &mut stats, args) {
                 if sim.state == State::Open || before == State::Open {
                     stats.closed_by_server += 1;
                 } else {
@@ -556,8 +621,11 @@ fn parse_frames(sim: &mut Sim, clock: &Clock, stats: &mut ThreadStats) -> io::Re
                     if measuring {
                         stats.deliveries += 1;
                         clock.deliveries.fetch_add(1, Ordering::Relaxed);
-                        let lat = clock.nanos().saturating_sub(sent_ns) / 1000;
-                        stats.latencies_us.push(lat.min(u32::MAX as u64) as u32);
+                        let lat = (clock.nanos().saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32;
+                        stats.latencies_us.push(lat);
+                        if sender as usize % clock.instances != sim.instance {
+                            stats.cross_us.push(lat);
+                        }
                     }
                     if Some(sender) == sim.sender {
                         sim.in_flight = sim.in_flight.saturating_sub(1);
@@ -695,6 +763,13 @@ pub fn print_table(r: &Report) {
     println!("measured               {:.1} s", r.duration_secs);
     println!("sent / deliveries      {} / {} ({:.0} deliveries/s)", r.sent, r.deliveries, r.deliveries_per_sec);
     println!("latency p50/p99/max    {:.3} / {:.3} / {:.3} ms", r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
+    println!("sent/s, delivered      {:.0} msg/s, {:.1} % of sent × connected", r.sent_per_sec, r.delivered_fraction * 100.0);
+    if let (Some(p50), Some(p99), Some(local)) = (r.cross_latency_p50_ms, r.cross_latency_p99_ms, r.local_latency_p99_ms) {
+        println!("across instances       p50 {p50:.3} ms, p99 {p99:.3} ms (within one: p99 {local:.3} ms)");
+    }
+    if r.redis_cpu_percent.is_some() {
+        println!("redis CPU              {}", opt(r.redis_cpu_percent, "% of a core"));
+    }
     println!("connect p50/p99/max    {:.3} / {:.3} / {:.3} ms", r.connect_p50_ms, r.connect_p99_ms, r.connect_max_ms);
     if r.handshakes_per_sec > 0.0 {
         println!("handshakes/s           {:.0}", r.handshakes_per_sec);
