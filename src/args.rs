@@ -25,6 +25,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+const CLIENT_EXIT_CODES: &str = "Exit status:\n  0  done (for tail: --count reached, or the server closed the connection)\n  1  could not connect, the upgrade was refused (HTTP status printed), the TLS certificate was not trusted, the server closed early, or it rejected the request\n  2  bad arguments\n  3  timed out (--timeout-secs)";
+
 // Parsed once at start-up: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
@@ -33,8 +35,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Connect to a chat URL, send one message, print its broadcast as JSON and exit.
     /// Against an /echo URL: send TEXT verbatim and print the echo.
+    #[command(after_help = CLIENT_EXIT_CODES)]
     Send(SendArgs),
     /// Connect to a chat URL and print every event received, one JSON object per line.
+    #[command(after_help = CLIENT_EXIT_CODES)]
     Tail(TailArgs),
     /// Load generator: many simulated clients against any server that broadcasts text.
     Bench(BenchArgs),
@@ -251,7 +255,7 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
-    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws
+    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws or wss://chat.example.org/ws
     pub url: String,
     /// Text of the message.
     pub text: String,
@@ -265,13 +269,17 @@ pub struct SendArgs {
     #[arg(long, default_value = "lobby")]
     pub room: String,
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
-    #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
+    #[arg(long, visible_alias = "jwt", env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With wss://: trust the certificates in this PEM file (a self-signed server's)
+    /// instead of the system's certificate authorities.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct TailArgs {
-    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws
+    /// Chat WebSocket URL, e.g. ws://127.0.0.1:3001/ws or wss://chat.example.org/ws
     pub url: String,
     /// Exit 0 after printing this many events (default: run until closed).
     #[arg(long)]
@@ -291,6 +299,10 @@ pub struct TailArgs {
     #[arg(long)]
     pub since: Option<u64>,
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
-    #[arg(long, env = "THREADCHAT_TOKEN", hide_env_values = true)]
+    #[arg(long, visible_alias = "jwt", env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// With wss://: trust the certificates in this PEM file (a self-signed server's)
+    /// instead of the system's certificate authorities.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }

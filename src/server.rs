@@ -58,6 +58,8 @@ pub enum StartError {
     Store(store::StoreError),
     Tls(String),
     Redis(String),
+    /// No randomness from the OS (`/dev/urandom`).
+    Random,
 }
 
 impl std::fmt::Display for StartError {
@@ -70,6 +72,7 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "cannot open the history store: {e}"),
             StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             StartError::Redis(e) => write!(f, "cannot set up the Redis backplane: {e}"),
+            StartError::Random => write!(f, "cannot read random bytes from /dev/urandom"),
         }
     }
 }
@@ -110,17 +113,18 @@ impl ServerHandle {
         let limits =
             crate::chat::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
+        // Client ids must not repeat across restarts (a page would take an earlier client's
+        // messages in the history for its own) nor across a cluster's instances: each
+        // process numbers from its own random base (below 2^52, so JavaScript numbers stay
+        // exact; the low 32 bits count, and name guests).
+        let base = crate::net::access::random_u64().ok_or(StartError::Random)?;
+        hub.set_id_base((base % (1 << 20)) << 32);
         let backplane = match &config.redis {
             None => None,
             #[cfg(not(feature = "redis"))]
             Some(_) => return Err(StartError::Redis(crate::config::missing_feature("--redis", "redis"))),
             #[cfg(feature = "redis")]
             Some(url) => {
-                // Client ids must not collide across instances: each instance numbers from
-                // its own random base (below 2^52, so JavaScript numbers stay exact).
-                let base = crate::net::access::random_u64()
-                    .ok_or_else(|| StartError::Redis("cannot read /dev/urandom".into()))?;
-                hub.set_id_base((base % (1 << 20)) << 32);
                 let instance = format!("{:016x}", crate::net::access::random_u64().unwrap_or(base));
                 Some(Box::new(
                     crate::chat::backplane::Backplane::new(url, instance, &config.hooks).map_err(StartError::Redis)?,
@@ -278,7 +282,7 @@ fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> st
                 shared.ips.rotate();
             }
             let chat =
-                shared.chat.hub.snapshot().iter().filter(|c| c.kind() == crate::conn::outbox::Kind::Chat).count();
+                shared.chat.hub.snapshot().iter().filter(|c| c.kind().is_chat()).count();
             shared.chat.metrics.sample(chat);
         }
     })

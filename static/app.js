@@ -19,6 +19,9 @@ const els = {
   joinRoom: document.getElementById("join-room"),
   authForm: document.getElementById("auth-form"),
   authToken: document.getElementById("auth-token"),
+  memberCount: document.getElementById("member-count"),
+  memberList: document.getElementById("member-list"),
+  typing: document.getElementById("typing"),
 };
 
 // When the server requires a token, the page never puts it in a WebSocket URL: it keeps it
@@ -37,7 +40,9 @@ let myId = null;
 let attempt = 0;
 let wsUrl = null;
 let nextRef = 1;
-// room -> { lastSeq, unread }; insertion order is tab order.
+// room -> { lastSeq, unread, members: Map(id -> name), count, typing: Map(id -> {name, until}),
+// typingSent, entered (had its presence: resumable), oldest (first seq shown), loading,
+// complete (nothing older to fetch) }; insertion order is tab order.
 const rooms = new Map();
 let current = "lobby";
 
@@ -48,7 +53,12 @@ function setStatus(state, label) {
 }
 
 function roomState(room) {
-  if (!rooms.has(room)) rooms.set(room, { lastSeq: 0, unread: 0 });
+  if (!rooms.has(room)) {
+    rooms.set(room, {
+      lastSeq: 0, unread: 0, members: new Map(), count: 0, typing: new Map(), typingSent: 0,
+      entered: false, oldest: null, loading: false, complete: false,
+    });
+  }
   return rooms.get(room);
 }
 
@@ -77,10 +87,21 @@ function switchTo(room) {
   roomState(room).unread = 0;
   for (const li of els.messages.children) li.hidden = li.dataset.room !== undefined && li.dataset.room !== room;
   renderTabs();
+  renderMembers();
+  renderTyping();
 }
 
 // Adds a line; `room` undefined means it shows in every room (connection notices).
 function addLine(kind, parts, room) {
+  const li = makeLine(kind, parts, room);
+  const box = els.messages.parentElement;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  els.messages.appendChild(li);
+  if (atBottom && !li.hidden) li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function makeLine(kind, parts, room) {
   const li = document.createElement("li");
   li.className = kind;
   if (room !== undefined) {
@@ -93,10 +114,14 @@ function addLine(kind, parts, room) {
     span.textContent = text;
     li.appendChild(span);
   }
-  const box = els.messages.parentElement;
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  els.messages.appendChild(li);
-  if (atBottom && !li.hidden) li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function messageLine(m) {
+  const li = makeLine(m.id === myId ? "message mine" : "message", [
+    ["time", timeOf(m.ts)], ["who", m.name + ":"], ["text", m.text],
+  ], m.room);
+  li.dataset.seq = m.seq;
   return li;
 }
 
@@ -124,19 +149,29 @@ function handle(event) {
       // Resume point for a room we just entered: its messages so far are history.
       const st = roomState(event.room);
       st.lastSeq = Math.max(st.lastSeq, event.seq);
+      if (!st.entered) {
+        st.entered = true;
+        loadOlder(event.room);
+      }
       const names = event.members.map((m) => m.name).join(", ");
       notice(`In #${event.room}: ${names}.`, event.room);
+      st.members = new Map(event.members.map((m) => [m.id, m.name]));
+      st.count = event.count;
       renderTabs();
+      if (event.room === current) renderMembers();
       break;
     }
     case "message": {
       const st = roomState(event.room);
       if (event.seq <= st.lastSeq) break; // already shown (defensive: the server never repeats)
       st.lastSeq = event.seq;
-      const li = addLine(event.id === myId ? "message mine" : "message", [
-        ["time", timeOf(event.ts)], ["who", event.name + ":"], ["text", event.text],
-      ], event.room);
-      li.dataset.seq = event.seq;
+      if (st.oldest === null) st.oldest = event.seq;
+      const box = els.messages.parentElement;
+      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+      const li = messageLine(event);
+      els.messages.appendChild(li);
+      if (atBottom && !li.hidden) li.scrollIntoView({ block: "end" });
+      if (st.typing.delete(event.id) && event.room === current) renderTyping();
       if (event.room !== current) {
         st.unread += 1;
         renderTabs();
@@ -146,9 +181,21 @@ function handle(event) {
     case "gap":
       notice(`Messages ${event.from}–${event.to} are no longer kept.`, event.room);
       break;
-    case "join":
+    case "join": {
       notice(`${event.name} joined.`, event.room);
+      const st = roomState(event.room);
+      if (!st.members.has(event.id)) st.count += 1;
+      st.members.set(event.id, event.name);
+      if (event.room === current) renderMembers();
       break;
+    }
+    case "typing": {
+      const st = roomState(event.room);
+      st.typing.set(event.id, { name: event.name, until: Date.now() + event.expires_ms });
+      if (event.room === current) renderTyping();
+      setTimeout(() => { if (event.room === current) renderTyping(); }, event.expires_ms + 50);
+      break;
+    }
     case "leave":
       if (event.id === myId) {
         rooms.delete(event.room);
@@ -156,11 +203,17 @@ function handle(event) {
         renderTabs();
       } else {
         notice(`${event.name} left.`, event.room);
+        const st = roomState(event.room);
+        if (st.members.delete(event.id) || st.count > st.members.size) st.count = Math.max(0, st.count - 1);
+        st.typing.delete(event.id);
+        if (event.room === current) { renderMembers(); renderTyping(); }
       }
       break;
     case "name":
       notice(`${event.old} is now ${event.name}.`);
       if (event.id === myId) els.name.value = event.name;
+      for (const st of rooms.values()) if (st.members.has(event.id)) st.members.set(event.id, event.name);
+      renderMembers();
       break;
     case "ack":
       break; // stored; nothing to show
@@ -186,11 +239,14 @@ async function fetchConfig() {
   return resp.json();
 }
 
-// After the first connection, every (re)connect resumes every room we were in.
+// After the first connection, every (re)connect resumes every room we were in (a room not
+// entered yet is not resumed from 0: that would replay its whole history; it gets its last
+// page instead).
 function connectUrl(ticket) {
   const params = [];
-  if (rooms.size > 0) {
-    params.push("resume=" + [...rooms].map(([room, st]) => `${room}:${st.lastSeq}`).join(","));
+  const entered = [...rooms].filter(([, st]) => st.entered);
+  if (entered.length > 0) {
+    params.push("resume=" + entered.map(([room, st]) => `${room}:${st.lastSeq}`).join(","));
   }
   if (ticket) params.push("ticket=" + encodeURIComponent(ticket));
   if (params.length === 0) return wsUrl;
@@ -255,6 +311,14 @@ async function connect() {
   sock.onclose = (ev) => {
     if (ws !== sock) return;
     ws = null;
+    if (ev.code === 4001) {
+      // The sign-in (JWT) expired: get a fresh ticket now (or the sign-in form, if the
+      // token itself is no longer accepted) and resume where we were.
+      notice("Your sign-in expired; reconnecting.");
+      attempt = 0;
+      connect();
+      return;
+    }
     const why = ev.code === 1000 || ev.code === 1005 ? "" : ` (code ${ev.code}${ev.reason ? ": " + ev.reason : ""})`;
     notice("Disconnected" + why + ".");
     scheduleReconnect();
@@ -274,6 +338,14 @@ els.sendForm.addEventListener("submit", (e) => {
   const text = els.text.value;
   if (!text.trim()) return;
   if (sendJson({ type: "message", room: current, text, ref: nextRef++ })) els.text.value = "";
+});
+
+// Typing: one event per pause in typing, at most every 2 s per room.
+els.text.addEventListener("input", () => {
+  const st = roomState(current);
+  if (els.text.value && Date.now() - st.typingSent >= TYPING_EVERY_MS && sendJson({ type: "typing", room: current })) {
+    st.typingSent = Date.now();
+  }
 });
 
 els.nameForm.addEventListener("submit", (e) => {
@@ -303,6 +375,10 @@ els.authForm.addEventListener("submit", (e) => {
   els.authToken.value = "";
   els.authForm.hidden = true;
   connect();
+});
+
+els.messages.parentElement.addEventListener("scroll", () => {
+  if (els.messages.parentElement.scrollTop < 40) loadOlder(current);
 });
 
 switchTo("lobby");

@@ -13,7 +13,7 @@ fn welcome_gives_an_id_and_a_name() {
     let a = server.chat();
     let b = server.chat();
     assert_ne!(a.id, b.id);
-    assert_eq!(a.name, format!("guest-{}", a.id));
+    assert_eq!(a.name, format!("guest-{}", a.id & 0xFFFF_FFFF));
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn message_reaches_everyone_including_the_sender() {
         let m = client.recv_type("message");
         assert_eq!(m["text"], "hello there");
         assert_eq!(m["id"], sender);
-        assert_eq!(m["name"], format!("guest-{sender}"));
+        assert_eq!(m["name"], format!("guest-{}", sender & 0xFFFF_FFFF));
         assert!(m["seq"].as_u64().unwrap() >= 1);
         assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
     }
@@ -182,4 +182,62 @@ fn deeply_nested_json_is_an_error_not_a_crash() {
     assert_eq!(c.recv()["error"], "invalid JSON");
     c.say("still here");
     assert_eq!(c.recv_type("message")["text"], "still here");
+}
+
+#[test]
+fn client_ids_do_not_repeat_across_a_restart() {
+    // A page marks messages whose `id` is its own as "mine": after a restart, an id that
+    // counted from 1 again would claim someone else's old messages in the history.
+    let dir = TempDir::new();
+    let first = {
+        let server = TestServer::in_dir(&dir.0, |_| {});
+        let mut a = server.chat();
+        a.say("before the restart");
+        a.recv_type("message");
+        a.id
+    };
+    let server = TestServer::in_dir(&dir.0, |_| {});
+    let b = server.chat();
+    assert_ne!(b.id >> 32, first >> 32, "each run numbers from its own random base");
+    assert_ne!(b.id, first);
+    assert!(b.id < 1 << 53, "ids stay exact as JavaScript numbers");
+    // Guests are still numbered from 1 in each run.
+    assert_eq!(b.name, format!("guest-{}", b.id & 0xFFFF_FFFF));
+}
+
+#[test]
+fn typing_reaches_the_others_in_the_room_once_per_two_seconds_and_is_never_stored() {
+    let server = TestServer::start();
+    let mut alice = server.chat();
+    let mut bob = server.chat();
+    alice.recv_type("join");
+    alice.send_json(json!({"type": "typing"}));
+    let t = bob.recv_type("typing");
+    assert_eq!((t["room"].as_str(), t["id"].as_u64()), (Some("lobby"), Some(alice.id)));
+    assert_eq!(t["name"], alice.name.as_str());
+    assert!(t["expires_ms"].as_u64().unwrap() >= 2000, "{t}");
+    // A burst within the throttle is relayed no further: the next event bob sees is the
+    // message after it. The sender never gets its own typing back.
+    for _ in 0..10 {
+        alice.send_json(json!({"type": "typing", "room": "lobby"}));
+    }
+    alice.say("done typing");
+    assert_eq!(bob.recv()["type"], "message");
+    assert_eq!(alice.recv()["type"], "message");
+    // Not stored, not replayed: the history holds the message only.
+    let r = http_get(server.http, "/api/rooms/lobby/messages");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["messages"].as_array().unwrap().len(), 1, "{v}");
+    // Typing where one is not a member is an error, and reaches nobody.
+    alice.send_json(json!({"type": "typing", "room": "elsewhere"}));
+    assert!(alice.recv_type("error")["error"].as_str().unwrap().contains("not in room"));
+    // After the throttle, a new pause is relayed again.
+    wait_until("the throttle let a second typing through", || {
+        alice.send_json(json!({"type": "typing"}));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        bob.ws.get_mut().set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+        let got = matches!(bob.ws.read(), Ok(Message::Text(t)) if t.as_str().contains("\"typing\""));
+        bob.ws.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+        got
+    });
 }

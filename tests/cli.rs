@@ -222,3 +222,26 @@ fn send_and_tail_authenticate_with_a_token() {
     );
     assert_eq!(code, 3, "authenticated, then timed out waiting: {err}");
 }
+
+#[test]
+fn help_documents_the_exit_codes_and_jwt_is_an_alias_of_token() {
+    for command in ["send", "tail"] {
+        let (code, out, _) = run_cli(&[command, "--help"], CLI_WAIT);
+        assert_eq!(code, 0);
+        for line in ["Exit status:", "0  done", "1  could not connect", "2  bad arguments", "3  timed out"] {
+            assert!(out.contains(line), "{command} --help lacks {line:?}:\n{out}");
+        }
+        assert!(out.contains("--jwt") && out.contains("--ca-file"), "{out}");
+    }
+    let secret = "a-jwt-secret-of-decent-length-0123456789";
+    let server = TestServer::with(|c| c.jwt_secret = Some(secret.into()));
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
+    let token = jwt(secret, serde_json::json!({"sub": "ada", "exp": exp}));
+    let (code, out, err) = run_cli(&["send", &server.chat_url(), "signed", "--jwt", &token], CLI_WAIT);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("\"name\":\"ada\""), "{out}");
+    // Without it: refused with the status, exit 1.
+    let (code, _, err) = run_cli(&["send", &server.chat_url(), "unsigned"], CLI_WAIT);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+}

@@ -423,3 +423,24 @@ fn a_failed_commit_is_refused_to_its_sender_seen_by_nobody_and_numbering_continu
     let failures = metric(server.http, "threadchat_store_errors_total");
     assert_eq!(failures, 2);
 }
+
+#[test]
+fn history_pages_back_with_before() {
+    let server = TestServer::start();
+    for i in 1..=10 {
+        assert_eq!(post(&server, "dev", json!({"text": format!("m{i}"), "name": "ann"})).status, 201);
+    }
+    let seqs = |q: &str| history(&server, "dev", q).iter().map(|m| m["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    // The page before 8: the latest three before it, oldest first.
+    assert_eq!(seqs("?before=8&limit=3"), [5, 6, 7]);
+    // Past the end: the newest page; at the start: nothing more.
+    assert_eq!(seqs("?before=1000&limit=4"), [7, 8, 9, 10]);
+    assert_eq!(seqs("?before=3&limit=50"), [1, 2]);
+    assert_eq!(seqs("?before=1"), Vec::<u64>::new());
+    // after= still pages forward.
+    assert_eq!(seqs("?after=8"), [9, 10]);
+    for bad in ["?before=x", "?before=-1", "?before=9223372036854775808", "?before=5&after=2"] {
+        let r = http_get(server.http, &format!("/api/rooms/dev/messages{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+}

@@ -245,3 +245,71 @@ fn jwts_name_the_user_who_cannot_rename() {
     let presence = read_json(&mut tab2);
     assert_eq!((presence["count"].as_u64(), presence["members"].as_array().unwrap().len()), (Some(1), 1), "{presence}");
 }
+
+#[test]
+fn a_connection_is_closed_when_its_jwt_expires_and_resumes_with_a_new_one_without_loss() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let server = TestServer::with(|c| c.jwt_secret = Some(SECRET.into()));
+    let now = threadchat::clock::now_ms() / 1000;
+    // `exp` 57 s ago: still valid for the 60 s leeway, so about 3 s to live.
+    let short = jwt(SECRET, json!({"name": "Ada", "exp": now - 57}));
+    let fresh = jwt(SECRET, json!({"name": "Ada", "exp": now + 600}));
+    let bob = jwt(SECRET, json!({"name": "bob", "exp": now + 600}));
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    let mut ada = connect_with(&server.chat_url(), &[("Authorization", &bearer(&short))]).unwrap();
+    assert_eq!(read_json(&mut ada)["name"], "Ada");
+    let presence = read_json(&mut ada);
+    let mut last_seq = presence["seq"].as_u64().unwrap();
+    let mut seen: Vec<String> = vec![];
+    let mut other = connect_with(&server.chat_url(), &[("Authorization", &bearer(&bob))]).unwrap();
+    read_json(&mut other);
+    read_json(&mut other);
+
+    // bob talks while Ada's token runs out; Ada reads until her connection is closed.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    let close = loop {
+        if sent < 3 {
+            sent += 1;
+            other.send(Message::text(json!({"type": "message", "text": format!("m{sent}")}).to_string())).unwrap();
+        }
+        match ada.read() {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "message" {
+                    last_seq = v["seq"].as_u64().unwrap();
+                    seen.push(v["text"].as_str().unwrap().to_string());
+                }
+            }
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(e) => panic!("expected the 4001 close, got {e}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 4001, "{close:?}");
+    assert!(close.reason.contains("token expired"), "{close:?}");
+    assert!(started.elapsed() < Duration::from_secs(8), "closed at the expiry, not later: {:?}", started.elapsed());
+    // More is said while Ada is away.
+    other.send(Message::text(json!({"type": "message", "text": "while away"}).to_string())).unwrap();
+
+    // The expired token no longer opens anything; a fresh one resumes where she was.
+    assert_eq!(
+        refused_status(connect_with(&server.chat_url(), &[("Authorization", &bearer(&short))])),
+        401,
+        "the short token is past its leeway now"
+    );
+    let url = format!("{}?resume=lobby:{last_seq}", server.chat_url());
+    let mut again = connect_with(&url, &[("Authorization", &bearer(&fresh))]).unwrap();
+    let mut texts = vec![];
+    while !texts.iter().any(|t| t == "while away") {
+        let v = read_json(&mut again);
+        if v["type"] == "message" {
+            texts.push(v["text"].as_str().unwrap().to_string());
+        }
+    }
+    // What she saw before the close, then the replay: every message once, in order.
+    seen.extend(texts);
+    assert_eq!(seen, ["m1", "m2", "m3", "while away"]);
+}

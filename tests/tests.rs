@@ -5,6 +5,8 @@ mod support;
 
 // Chat protocol on /ws: welcome, broadcast order, names, join/leave, error replies.
 mod chat;
+// `/`: the tutorials' plain-text clients, chatting with JSON clients through the lobby.
+mod plain;
 // /echo: text and binary echoed verbatim.
 mod echo;
 // HTTP side: static files, traversal, /healthz, /api/config, 426.

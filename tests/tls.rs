@@ -18,7 +18,7 @@ type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 struct TlsServer {
     server: TestServer,
     client: Arc<rustls::ClientConfig>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TlsServer {
@@ -44,7 +44,7 @@ impl TlsServer {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        TlsServer { server, client: Arc::new(client), _dir: dir }
+        TlsServer { server, client: Arc::new(client), dir }
     }
 
     fn connect(&self, addr: SocketAddr) -> TlsStream {
@@ -262,4 +262,34 @@ fn upgrade_with_origin(
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     let tcp = tcp(tls.server.ws);
     tungstenite::client::client(req, tls.connect_tcp(tcp))
+}
+
+#[test]
+fn the_cli_speaks_wss_with_a_ca_file_and_refuses_an_untrusted_certificate() {
+    let tls = TlsServer::start();
+    let cert = tls.dir.0.join("cert.pem");
+    let cert = cert.to_str().unwrap();
+    let wait = std::time::Duration::from_secs(15);
+    for addr in [tls.server.ws, tls.server.http] {
+        let url = format!("wss://localhost:{}/ws", addr.port());
+        let (code, out, err) = run_cli(&["send", &url, "over TLS", "--ca-file", cert, "--room", "ops"], wait);
+        assert_eq!(code, 0, "stderr: {err}");
+        let line: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!((line["text"].as_str(), line["room"].as_str()), (Some("over TLS"), Some("ops")));
+        // tail over TLS too, replaying what send stored.
+        let args = ["tail", &url, "--room", "ops", "--since", "0", "--type", "message", "--count", "1"];
+        let (code, out, err) = run_cli(&[&args[..], &["--timeout-secs", "10", "--ca-file", cert]].concat(), wait);
+        assert_eq!(code, 0, "stderr: {err}");
+        assert!(out.contains("over TLS"), "{out}");
+    }
+    // Without --ca-file the system's authorities do not know this certificate: exit 1
+    // with the reason, and nothing sent.
+    let url = format!("wss://localhost:{}/ws", tls.server.ws.port());
+    let (code, out, err) = run_cli(&["send", &url, "should not arrive"], wait);
+    assert_eq!(code, 1, "stdout: {out}");
+    assert!(err.contains("certificate"), "the reason names the certificate: {err}");
+    // A ws:// client on a TLS port fails, and so does a missing CA file (exit 1, not a hang).
+    let (code, _, err) = run_cli(&["send", &url, "x", "--ca-file", "/nonexistent.pem"], wait);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent.pem"), "{err}");
 }

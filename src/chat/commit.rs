@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::chat::hub::Hub;
 use crate::chat::protocol::ServerMsg;
 use crate::conn::fanout::Fanout;
-use crate::conn::outbox::Conn;
+use crate::conn::outbox::{Conn, Kind};
 use crate::store::StoredMessage;
 
 /// Most messages in one transaction.
@@ -120,10 +121,20 @@ pub fn reply_ok(hub: &Hub, reply: Reply, m: &StoredMessage) {
     }
 }
 
+/// An error as the client reads them: `{"type":"error",…}` for a JSON client, the line
+/// `error: …` for a plain-text one.
+pub fn error_frame_for(conn: &Conn, error: &str, r#ref: Option<u64>) -> Bytes {
+    if conn.kind() == Kind::Plain {
+        crate::conn::frames::text_frame(format!("error: {error}").as_bytes())
+    } else {
+        ServerMsg::Error { error, r#ref }.to_frame()
+    }
+}
+
 /// Tells the sender its message was not stored.
 pub fn reply_err(hub: &Hub, reply: Reply, error: &str) {
     match reply {
-        Reply::Ws { conn, r#ref } => hub.send_or_close(&conn, ServerMsg::Error { error, r#ref }.to_frame()),
+        Reply::Ws { conn, r#ref } => hub.send_or_close(&conn, error_frame_for(&conn, error, r#ref)),
         Reply::Http(tx) => {
             let _ = tx.send(Err(error.to_string()));
         }

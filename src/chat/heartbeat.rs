@@ -13,7 +13,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::Chat;
-use crate::chat::hub::{CloseCode, PendingClose};
+use crate::chat::hub::{CloseCode, Deadline, PendingClose, TOKEN_EXPIRED, TOKEN_EXPIRED_CODE};
 use crate::conn::outbox::Kind;
 
 pub struct Heartbeat {
@@ -42,11 +42,21 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
     // Pending closes, in deadline order (every deadline is now + the same timeout, so the
     // channel already delivers them sorted).
     let mut pending: std::collections::VecDeque<PendingClose> = Default::default();
+    // Credential expiries, latest first (each arrives at its own time: kept sorted).
+    let mut expiries: Vec<PendingClose> = Vec::new();
     loop {
-        let wake_at = pending.front().map_or(next_round, |p| p.deadline.min(next_round));
+        let wake_at = [pending.front(), expiries.last()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.deadline)
+            .fold(next_round, Instant::min);
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(closing) -> msg => match msg {
+                Ok(p) if p.why == Deadline::TokenExpiry => {
+                    let at = expiries.partition_point(|e| e.deadline > p.deadline);
+                    expiries.insert(at, p);
+                }
                 Ok(p) => pending.push_back(p),
                 Err(_) => return,
             },
@@ -62,6 +72,16 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
             {
                 log::info!("client {}: no answer to our Close in time; cutting", conn.id);
                 conn.terminate();
+            }
+        }
+
+        while expiries.last().is_some_and(|p| p.deadline <= now) {
+            let Some(p) = expiries.pop() else { break };
+            if let Some(conn) = p.conn.upgrade()
+                && !conn.finished.load(Ordering::Acquire)
+            {
+                log::info!("client {}: its token expired; closing {TOKEN_EXPIRED_CODE}", conn.id);
+                chat.hub.close_client(&conn, CloseCode::from(TOKEN_EXPIRED_CODE), TOKEN_EXPIRED);
             }
         }
 

@@ -29,6 +29,8 @@ pub enum ClientMsg {
     Leave { room: String },
     /// Replay `room` from `seq > after`, then continue live.
     Resume { room: String, after: u64 },
+    /// The sender is typing in `room`: relayed to the others there, never stored.
+    Typing { room: String },
 }
 
 /// Parses and validates one text frame from a chat client. The error string is sent back to
@@ -73,6 +75,7 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
             let name = normalize_name(&take_string(&mut obj, "name")?)?;
             Ok(ClientMsg::Name { name })
         }
+        "typing" => Ok(ClientMsg::Typing { room: optional_room(&mut obj)? }),
         other => Err(format!("unknown type {:?}", truncate(other, 40))),
     }
 }
@@ -107,7 +110,7 @@ pub fn validate_room(room: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_text(text: &str) -> Result<(), String> {
+pub fn validate_text(text: &str) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("\"text\" must not be empty".into());
     }
@@ -224,6 +227,13 @@ pub enum ServerMsg<'a> {
         room: &'a str,
         from: u64,
         to: u64,
+    },
+    /// `name` is typing in `room`; show it for `expires_ms` unless another comes.
+    Typing {
+        room: &'a str,
+        id: u64,
+        name: &'a str,
+        expires_ms: u64,
     },
     Error {
         error: &'a str,

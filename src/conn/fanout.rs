@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::outbox::Conn;
 
 /// Members flushed per job: large enough that the hand-off (~10 µs) is noise next to the
 /// writes (~3–6 µs each), small enough to spread a big room over every core.
@@ -39,7 +39,7 @@ impl Fanout {
             handles.push(crate::conn::threads::spawn_named(&format!("fanout-{i}"), 256 * 1024, move || {
                 while let Ok(Job::Flush(members, range)) = rx.recv() {
                     for conn in &members[range] {
-                        if conn.kind() == Kind::Chat {
+                        if conn.kind().is_chat() {
                             conn.flush();
                         }
                     }

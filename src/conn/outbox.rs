@@ -67,6 +67,16 @@ pub enum Kind {
     Chat = 1,
     /// `/echo`: receives only its own messages back.
     Echo = 2,
+    /// `/`: a plain-text chat client (the tutorials' own page): in the lobby only, sends
+    /// and receives bare message text, never JSON.
+    Plain = 3,
+}
+
+impl Kind {
+    /// A chat member (JSON or plain text): receives its rooms' messages.
+    pub fn is_chat(self) -> bool {
+        matches!(self, Kind::Chat | Kind::Plain)
+    }
 }
 
 /// Result of queueing a frame.
@@ -200,7 +210,8 @@ impl Conn {
             finished: AtomicBool::new(false),
             name_locked: AtomicBool::new(false),
             rooms: Mutex::new(Vec::new()),
-            name: Mutex::new(Arc::from(format!("guest-{id}"))),
+            // The id's low 32 bits count this process's clients (see `Hub::set_id_base`).
+            name: Mutex::new(Arc::from(format!("guest-{}", id & 0xFFFF_FFFF))),
         }
     }
 
@@ -230,6 +241,7 @@ impl Conn {
         match self.kind.load(Ordering::Acquire) {
             1 => Kind::Chat,
             2 => Kind::Echo,
+            3 => Kind::Plain,
             _ => Kind::Handshaking,
         }
     }

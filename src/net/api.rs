@@ -20,6 +20,7 @@ use crate::net::auth::Identity;
 use crate::net::respond::{HttpResponse, header, json, peer_ip, request_header, text};
 use crate::net::state::Shared;
 use crate::net::tickets::NoTicket;
+use crate::store::StoredMessage;
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
 const MAX_HISTORY_PAGE: usize = 1000;
@@ -207,14 +208,18 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
 }
 
 /// `GET /api/rooms/{room}/messages?after=SEQ&limit=N`: stored messages, oldest first; at
-/// most `limit` (1–1000, default 100) and about 1 MiB.
+/// most `limit` (1–1000, default 100) and about 1 MiB. `before=SEQ` instead: the latest
+/// `limit` messages before that one (a page of a room's past, for scrolling up; without
+/// `after` or `before`, the first messages kept).
 fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
     let mut after = 0u64;
+    let mut before: Option<u64> = None;
     let mut limit = 100usize;
     for (key, value) in crate::net::query::pairs(query) {
         let parsed = match key {
             // Sequence numbers are stored as SQL BIGINT: past i64::MAX is not a position.
             "after" => value.parse::<u64>().ok().filter(|&v| v <= i64::MAX as u64).map(|v| after = v).is_some(),
+            "before" => value.parse::<u64>().ok().filter(|&v| v <= i64::MAX as u64).map(|v| before = Some(v)).is_some(),
             "limit" => value.parse().map(|v: usize| limit = v.clamp(1, MAX_HISTORY_PAGE)).is_ok(),
             _ => true,
         };
@@ -222,17 +227,30 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
             return json(400, &serde_json::json!({ "error": format!("{key} must be an integer from 0 to 2^63-1") }));
         }
     }
-    match shared.chat.store.range(room, after, limit) {
+    if before.is_some() && after > 0 {
+        return json(400, &serde_json::json!({ "error": "give after or before, not both" }));
+    }
+    let page = match before {
+        Some(before) => shared.chat.store.before(room, before, limit),
+        None => shared.chat.store.range(room, after, limit),
+    };
+    match page {
         Ok(mut messages) => {
+            // About 1 MiB: a page going back keeps its newest messages (the ones next to
+            // what the reader has), a page going forward its oldest.
             let mut bytes = 0;
-            let fits = messages
-                .iter()
-                .position(|m| {
-                    bytes += m.text.len() + m.name.len() + 96;
-                    bytes > MAX_HISTORY_PAGE_BYTES
-                })
-                .unwrap_or(messages.len());
-            messages.truncate(fits.max(1));
+            let mut fits = |m: &StoredMessage| {
+                bytes += m.text.len() + m.name.len() + 96;
+                bytes > MAX_HISTORY_PAGE_BYTES
+            };
+            if before.is_some() {
+                let over = messages.iter().rev().position(&mut fits).unwrap_or(messages.len());
+                let keep = over.max(1).min(messages.len());
+                messages.drain(..messages.len() - keep);
+            } else {
+                let over = messages.iter().position(&mut fits).unwrap_or(messages.len());
+                messages.truncate(over.max(1));
+            }
             json(200, &serde_json::json!({ "room": room, "messages": messages }))
         }
         Err(e) => {

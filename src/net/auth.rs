@@ -40,7 +40,9 @@ pub enum Identity {
     Anonymous,
     /// A JWT: this display name, which the client cannot change, of this user (the `sub`
     /// claim, else the name), whose connections are counted together.
-    Named { name: String, user: String },
+    /// `expires`: the first Unix second at which the token is no longer accepted (`exp`
+    /// + leeway + 1); a connection it opened is closed then.
+    Named { name: String, user: String, expires: u64 },
 }
 
 /// Checks a credential against `--token` and `--jwt-secret`. `None`: refused.
@@ -79,7 +81,7 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
     let name = crate::chat::protocol::normalize_name(claims.name.as_ref().or(claims.sub.as_ref())?).ok()?;
     let user = claims.sub.unwrap_or_else(|| name.clone());
-    Some(Identity::Named { name, user })
+    Some(Identity::Named { name, user, expires: claims.exp.saturating_add(JWT_LEEWAY_SECS + 1) })
 }
 
 /// RFC 7519 with one algorithm: `header.payload.signature`, each base64url without padding;
@@ -184,8 +186,9 @@ mod tests {
         format!("{signed}.{}", b64(ring::hmac::sign(&key, signed.as_bytes()).as_ref()))
     }
 
-    fn named(name: &str, user: &str) -> Option<Identity> {
-        Some(Identity::Named { name: name.into(), user: user.into() })
+    /// A JWT identity valid until `exp` plus the leeway.
+    fn named(name: &str, user: &str, exp: u64) -> Option<Identity> {
+        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1 })
     }
 
     #[test]
@@ -226,20 +229,20 @@ mod tests {
         let secret = "0123456789abcdef0123456789abcdef";
         let exp = crate::clock::now_ms() / 1000 + 600;
         let ok = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
-        assert_eq!(authenticate(&ok, None, Some(secret)), named("Ada", "Ada"));
+        assert_eq!(authenticate(&ok, None, Some(secret)), named("Ada", "Ada", exp));
         let sub = jwt(secret, serde_json::json!({"sub": "bob", "exp": exp}));
-        assert_eq!(authenticate(&sub, None, Some(secret)), named("bob", "bob"));
+        assert_eq!(authenticate(&sub, None, Some(secret)), named("bob", "bob", exp));
         let both = jwt(secret, serde_json::json!({"sub": "u-17", "name": "Ada", "exp": exp}));
-        assert_eq!(authenticate(&both, None, Some(secret)), named("Ada", "u-17"));
+        assert_eq!(authenticate(&both, None, Some(secret)), named("Ada", "u-17", exp));
         let expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 1200}));
         assert_eq!(authenticate(&expired, None, Some(secret)), None);
         let not_yet = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 60}));
         assert_eq!(authenticate(&not_yet, None, Some(secret)), None);
         let nbf_in_leeway = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 600 + 30}));
-        assert_eq!(authenticate(&nbf_in_leeway, None, Some(secret)), named("Ada", "Ada"));
+        assert_eq!(authenticate(&nbf_in_leeway, None, Some(secret)), named("Ada", "Ada", exp));
         // `exp` 30 s ago is inside the 60 s leeway for clock skew; 120 s ago is not.
         let just_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 30}));
-        assert_eq!(authenticate(&just_expired, None, Some(secret)), named("Ada", "Ada"));
+        assert_eq!(authenticate(&just_expired, None, Some(secret)), named("Ada", "Ada", exp - 600 - 30));
         let long_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 120}));
         assert_eq!(authenticate(&long_expired, None, Some(secret)), None);
         let no_exp = jwt(secret, serde_json::json!({"name": "Ada"}));
@@ -259,7 +262,7 @@ mod tests {
         assert_eq!(authenticate(&sign(r#"{"alg":"hs256"}"#, &payload, secret), None, Some(secret)), None);
         assert_eq!(
             authenticate(&sign(r#"{"alg":"HS256"}"#, &payload, secret), None, Some(secret)),
-            named("Ada", "Ada")
+            named("Ada", "Ada", exp)
         );
         let (head_body, sig) = ok.rsplit_once('.').unwrap();
         assert_eq!(authenticate(head_body, None, Some(secret)), None);

@@ -20,4 +20,5 @@ pub mod stream;
 pub mod tickets;
 pub mod tiny;
 pub mod tls;
+pub mod ws_chat;
 pub mod ws_session;

@@ -85,7 +85,7 @@ impl Shared {
         };
         for conn in chat.hub.snapshot().iter() {
             match conn.kind() {
-                crate::conn::outbox::Kind::Chat => g.chat_clients += 1,
+                crate::conn::outbox::Kind::Chat | crate::conn::outbox::Kind::Plain => g.chat_clients += 1,
                 crate::conn::outbox::Kind::Echo => g.echo_clients += 1,
                 crate::conn::outbox::Kind::Handshaking => {}
             }

@@ -15,9 +15,7 @@ use bytes::Bytes;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
-use crate::chat::commit::{Reply, Submit};
 use crate::chat::hub::CloseCode;
-use crate::chat::protocol::{self, ClientMsg, ServerMsg};
 use crate::conn::frames;
 use crate::conn::outbox::{Conn, Kind};
 use crate::metrics::{Disconnect, Refusal};
@@ -26,6 +24,7 @@ use crate::net::auth::{self, Identity, UserSlot};
 use crate::net::http1::{self, Head};
 use crate::net::state::Shared;
 use crate::net::stream::ConnStream;
+use crate::net::ws_chat::{self, TypingThrottle, error_frame, handle_chat, handle_plain};
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
 /// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
@@ -102,7 +101,12 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
     let kind = conn.kind();
-    log::info!("client {id} ({peer}): connected to {}", if kind == Kind::Chat { "/ws" } else { "/echo" });
+    let endpoint = match kind {
+        Kind::Chat => "/ws",
+        Kind::Plain => "/ (plain text)",
+        _ => "/echo",
+    };
+    log::info!("client {id} ({peer}): connected to {endpoint}");
     shared.chat.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
     let end = read_loop(&mut ws, &conn, &mut bucket, shared);
@@ -148,7 +152,9 @@ fn upgrade<'a>(
     let kind = match head.path() {
         "/ws" => Kind::Chat,
         "/echo" => Kind::Echo,
-        _ => return Err((404, "no WebSocket endpoint here; use /ws or /echo".into())),
+        // The tutorials' clients connect to the bare address and speak plain text.
+        "/" => Kind::Plain,
+        _ => return Err((404, "no WebSocket endpoint here; use /ws (JSON chat), / (plain-text chat) or /echo".into())),
     };
     let request = head.to_ws_request().map_err(|e| (400, format!("bad request: {e}")))?;
     let response = tungstenite::handshake::server::create_response(&request)
@@ -182,15 +188,23 @@ fn start_chat(
     bucket: &mut access::Bucket,
     shared: &Shared,
 ) {
-    if let Identity::Named { name, .. } = identity {
+    if let Identity::Named { name, expires, .. } = identity {
         // From a JWT: the client is this name, and cannot rename itself.
         shared.login_names.note(&name);
         conn.set_name(&name);
         conn.name_locked.store(true, Ordering::Release);
+        // The token's lifetime holds on the connection too: closed (4001) when it ends.
+        let left_ms = expires.saturating_mul(1000).saturating_sub(crate::clock::now_ms());
+        let at = Instant::now() + std::time::Duration::from_millis(left_ms.min(10 * 365 * 86_400_000));
+        shared.chat.hub.close_when_expired(conn, at);
     }
-    if kind == Kind::Chat {
-        shared.chat.hub.welcome(conn);
-        enter_initial_rooms(conn, shared, query, bucket);
+    match kind {
+        Kind::Chat => {
+            shared.chat.hub.welcome(conn);
+            ws_chat::enter_initial_rooms(conn, shared, query, bucket);
+        }
+        Kind::Plain => ws_chat::enter_plain(conn, shared, query),
+        Kind::Echo | Kind::Handshaking => {}
     }
 }
 
@@ -280,11 +294,13 @@ fn admit(
 }
 
 fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut access::Bucket, shared: &Shared) -> End {
-    let chat = conn.kind() == Kind::Chat;
+    let chat = conn.kind().is_chat();
+    let plain = conn.kind() == Kind::Plain;
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
     // connection with 1008.
     let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
     let mut refused_in_a_row = 0.0;
+    let mut typing = TypingThrottle::default();
     loop {
         let msg = match ws.read() {
             Ok(msg) => msg,
@@ -307,7 +323,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
                     return End::Failed(CloseCode::Policy, "message flood: over the rate limit for too long".into());
                 }
                 let error = format!("rate limit: at most {rate} messages per second; message dropped");
-                shared.chat.hub.send_or_close(conn, error_frame(shared, &error));
+                shared.chat.hub.send_or_close(conn, error_frame(shared, conn, &error));
                 continue;
             }
             refused_in_a_row = 0.0;
@@ -318,18 +334,20 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
             count_frame(shared, b.len());
         }
         let reply = match msg {
+            Message::Text(text) if plain => handle_plain(conn, shared, text.as_str()),
+            Message::Binary(_) if plain => Some(error_frame(shared, conn, "binary frames are not supported; send text")),
             // A bug in handling one request ends this client with 1011 (its thread unwinds
             // no further than here; parking_lot locks do not poison), never anyone else.
             Message::Text(text) if chat => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_chat(conn, shared, text.as_str())
+                    handle_chat(conn, shared, text.as_str(), &mut typing)
                 })) {
                     Ok(reply) => reply,
                     Err(_) => return End::Failed(CloseCode::Error, "internal error".into()),
                 }
             }
             Message::Text(text) => Some(frames::text_frame(text.as_bytes())),
-            Message::Binary(_) if chat => Some(error_frame(shared, "binary frames are not supported; send JSON text")),
+            Message::Binary(_) if chat => Some(error_frame(shared, conn, "binary frames are not supported; send JSON text")),
             Message::Binary(data) => Some(frames::binary_frame(&data)),
             Message::Close(frame) => {
                 return End::ClientClosed(match frame {
@@ -345,94 +363,9 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
     }
 }
 
-/// Handles one chat request; returns a frame to send back to this client only.
-#[inline(never)]
-fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
-    let result = match protocol::parse_client(text) {
-        Ok(ClientMsg::Message { room, text, r#ref }) => {
-            if shared.chat.config.hooks.panic_on_text.as_deref() == Some(text.as_str()) {
-                panic!("client {}: injected panic (test hook)", conn.id);
-            }
-            if !shared.chat.hub.is_member(conn, &room) {
-                return Some(error_frame_ref(shared, &format!("not in room {room:?}; join it first"), r#ref));
-            }
-            let submit = Submit {
-                room,
-                id: conn.id,
-                name: conn.name(),
-                text,
-                reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
-            };
-            shared.chat.sequencer.submit(submit)
-        }
-        Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
-            Err("your name comes from your login and cannot be changed".to_string())
-        }
-        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => {
-            Err("that name belongs to a signed-in user".to_string())
-        }
-        Ok(ClientMsg::Name { name }) => {
-            let new: Arc<str> = Arc::from(name.as_str());
-            let old = conn.set_name(&name);
-            shared.chat.hub.announce_rename(conn, &old, &new);
-            Ok(())
-        }
-        Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
-        Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
-        Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
-        Err(error) => Err(error),
-    };
-    result.err().map(|error| error_frame(shared, &error))
-}
-
-/// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL
-/// resumes those rooms instead (the lobby too, if listed), exactly like `resume` requests:
-/// each one spends the message-rate budget and counts against `--max-rooms-per-client`, so
-/// a URL cannot join thousands of rooms at once.
-fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut access::Bucket) {
-    let mut resumes: Vec<(String, u64)> = vec![];
-    for pair in crate::net::query::all(query, "resume") {
-        for item in pair.split(',').filter(|s| !s.is_empty()) {
-            match item.rsplit_once(':').map(|(r, s)| (r, s.parse::<u64>())) {
-                Some((room, Ok(seq))) if protocol::validate_room(room).is_ok() => resumes.push((room.to_string(), seq)),
-                _ => {
-                    conn.send(error_frame(shared, &format!("bad resume parameter {item:?}; expected ROOM:SEQ")));
-                }
-            }
-        }
-    }
-    if !resumes.iter().any(|(r, _)| r == protocol::LOBBY)
-        && let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY)
-    {
-        conn.send(error_frame(shared, &e));
-    }
-    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
-    let mut left = resumes.len();
-    for (room, after) in resumes {
-        if !bucket.take(rate, burst, Instant::now()) {
-            let error = format!("rate limit: {left} resume(s) in the URL not done; send them as resume requests");
-            conn.send(error_frame(shared, &error));
-            break;
-        }
-        left -= 1;
-        if let Err(e) = shared.chat.hub.resume(conn, &room, after, &*shared.chat.store) {
-            conn.send(error_frame(shared, &e));
-        }
-    }
-}
-
 fn count_frame(shared: &Shared, len: usize) {
     shared.chat.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
     shared.chat.metrics.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-}
-
-fn error_frame(shared: &Shared, error: &str) -> Bytes {
-    error_frame_ref(shared, error, None)
-}
-
-fn error_frame_ref(shared: &Shared, error: &str, r#ref: Option<u64>) -> Bytes {
-    shared.chat.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
-    ServerMsg::Error { error, r#ref }.to_frame()
 }
 
 /// Maps a read error to how the connection ends (and which close code the client gets).

@@ -84,6 +84,9 @@ pub trait Store: Send + Sync {
     fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Messages of `room` with `seq > after`, oldest first, at most `limit`.
     fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The latest `limit` messages of `room` with `seq < before`, oldest first (scrolling
+    /// back through a room's history, a page at a time).
+    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
     /// The lowest `seq` still kept for `room`.
     fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
     /// Deletes up to `chunk` messages of `room` that retention no longer covers, given the

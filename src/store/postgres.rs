@@ -130,6 +130,22 @@ impl Store for PgStore {
         })
     }
 
+    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            let mut messages: Vec<StoredMessage> = c
+                .query(
+                    "SELECT room, seq, client_id, name, text, ts FROM messages
+                     WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+                    &[&room, &(before.min(i64::MAX as u64) as i64), &(limit as i64)],
+                )?
+                .iter()
+                .map(row_to_message)
+                .collect();
+            messages.reverse();
+            Ok(messages)
+        })
+    }
+
     fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
         self.with_reader(|c| {
             let v: Option<i64> = c.query_one("SELECT MIN(seq) FROM messages WHERE room = $1", &[&room])?.get(0);

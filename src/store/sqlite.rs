@@ -130,6 +130,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room, seq, client_id, name, text, ts FROM messages
+                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room, before.min(i64::MAX as u64) as i64, limit as i64], row_to_message)?;
+            let mut messages = rows.collect::<Result<Vec<_>, _>>()?;
+            messages.reverse();
+            Ok(messages)
+        })
+    }
+
     fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
         self.with_reader(|c| {
             let v: Option<i64> = c

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,7 +56,91 @@ impl std::fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Stream>;
+
+/// The connection under the WebSocket: plain TCP for `ws://`, rustls for `wss://` (the
+/// same TLS stack as the server's).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(t)
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Where a `wss://` client's trusted certificates come from: `--ca-file`, else the
+/// system's bundle (`SSL_CERT_FILE`, or Debian's /etc/ssl/certs/ca-certificates.crt).
+fn trusted_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, CliError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let env_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let path = match (ca_file, &env_file) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p.as_path(),
+        (None, None) => Path::new("/etc/ssl/certs/ca-certificates.crt"),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| CliError::Connect(format!("cannot read certificates from {}: {e}", path.display())))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| CliError::Connect(format!("{}: {e}", path.display())))?;
+        // A bundle may hold a certificate rustls cannot use; the others still count.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(CliError::Connect(format!("no usable certificate in {}", path.display())));
+    }
+    Ok(roots)
+}
+
+fn tls_stream(tcp: TcpStream, host: &str, ca_file: Option<&Path>) -> Result<Stream, CliError> {
+    let roots = trusted_roots(ca_file)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Connect(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| CliError::Connect(format!("TLS: {e}")))?;
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+}
 
 /// `threadchat send URL TEXT`: prints the broadcast of our own message (matched by our
 /// client id) as one JSON line.
@@ -65,7 +150,7 @@ type Ws = WebSocket<TcpStream>;
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let deadline = Instant::now() + timeout;
-    let mut ws = connect(&args.url, args.token.as_deref(), deadline, timeout)?;
+    let mut ws = connect(&args.url, args.token.as_deref(), args.ca_file.as_deref(), deadline, timeout)?;
     if is_echo_url(&args.url) {
         ws.send(Message::text(args.text.as_str())).map_err(|e| CliError::Closed(e.to_string()))?;
         let (raw, _) = next_event(&mut ws, deadline, timeout)?;
@@ -114,7 +199,7 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
         }
         None => args.url.clone(),
     };
-    let mut ws = connect(&url, args.token.as_deref(), connect_deadline, connect_timeout)?;
+    let mut ws = connect(&url, args.token.as_deref(), args.ca_file.as_deref(), connect_deadline, connect_timeout)?;
     let my_id = wait_welcome(&mut ws, connect_deadline, connect_timeout)?;
     if args.since.is_none() {
         join(&mut ws, &args.room, connect_deadline, connect_timeout)?;
@@ -178,7 +263,13 @@ fn is_echo_url(url: &str) -> bool {
     url.split(['?', '#']).next().is_some_and(|u| u.ends_with("/echo"))
 }
 
-fn connect(url: &str, token: Option<&str>, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
+fn connect(
+    url: &str,
+    token: Option<&str>,
+    ca_file: Option<&Path>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Ws, CliError> {
     let mut request = url.into_client_request().map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
     if let Some(token) = token {
         // A header, not `?token=`: secrets in URLs end up in logs.
@@ -188,19 +279,15 @@ fn connect(url: &str, token: Option<&str>, deadline: Instant, timeout: Duration)
         request.headers_mut().insert("Authorization", value);
     }
     let uri = request.uri();
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => {
-            return Err(CliError::Connect("wss:// is not supported by this client yet".into()));
-        }
-        _ => {
-            return Err(CliError::Connect(format!("{url}: the URL must start with ws://")));
-        }
-    }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(CliError::Connect(format!("{url}: the URL must start with ws:// or wss://"))),
+    };
     let host = uri.host().ok_or_else(|| CliError::Connect(format!("{url}: no host")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    let addrs = (host, port).to_socket_addrs().map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
     let mut last_error = io::Error::other("no address");
     let mut stream = None;
     for addr in addrs {
@@ -217,6 +304,9 @@ fn connect(url: &str, token: Option<&str>, deadline: Instant, timeout: Duration)
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(remaining(deadline, timeout)?)).map_err(|e| CliError::Connect(e.to_string()))?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| CliError::Connect(e.to_string()))?;
+    // The TLS handshake happens inside the upgrade's first write and read, under the same
+    // deadline; an untrusted certificate fails it with rustls's reason.
+    let stream = if tls { tls_stream(stream, &host, ca_file)? } else { Stream::Plain(stream) };
     match tungstenite::client::client(request, stream) {
         Ok((ws, _response)) => Ok(ws),
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {

@@ -3,7 +3,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import path from "node:path";
@@ -312,6 +314,122 @@ test("with a token required, the page signs in and connects with one-time ticket
     }
     await page.screenshot({ path: path.join(SHOTS, "browser-signed-in.png") });
     await page.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});
+
+// The tutorials' own page (examples/tutorial), served from a port of its own as the
+// tutorial's Express serves it; unchanged but for the WebSocket port when 3002 is taken here.
+function serveTutorial(wsPort) {
+  const dir = path.join(ROOT, "examples/tutorial");
+  const types = { ".html": "text/html", ".css": "text/css", ".js": "text/javascript" };
+  const server = createServer((req, res) => {
+    const name = req.url === "/" ? "index.html" : req.url.slice(1);
+    if (!["index.html", "style.css", "script.js"].includes(name)) {
+      res.writeHead(404).end();
+      return;
+    }
+    let body = readFileSync(path.join(dir, name), "utf8");
+    if (name === "script.js") body = body.replace("ws://localhost:3002", `ws://localhost:${wsPort()}`);
+    res.writeHead(200, { "Content-Type": types[path.extname(name)] }).end(body);
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+function portFree(port) {
+  return new Promise((resolve) => {
+    const probe = createNetServer().once("error", () => resolve(false));
+    probe.listen(port, "127.0.0.1", () => probe.close(() => resolve(true)));
+  });
+}
+
+test("the tutorial's unchanged plain-text page chats with the threadchat page through the lobby", async () => {
+  let wsPort = 3002;
+  const pages = await serveTutorial(() => wsPort);
+  const origin = `http://localhost:${pages.address().port}`;
+  // The page comes from another origin than threadchat's, as in the tutorial: allow it.
+  const server = await startServer(undefined, `127.0.0.1:${(await portFree(3002)) ? 3002 : 0}`, null,
+    ["--allow-origin", origin]);
+  wsPort = Number(server.ws.split(":").pop());
+  try {
+    const tutorial = await browser.newPage();
+    tutorial.on("pageerror", (e) => { throw e; });
+    await tutorial.goto(`${origin}/`);
+    // Its socket is the script's top-level `ws`.
+    await tutorial.waitForFunction(() => ws.readyState === WebSocket.OPEN, null, { timeout: WAIT });
+    const chat = await openChat(`http://${server.http}/`);
+
+    // Plain text from the tutorial page: a chat message in the threadchat page, and the
+    // bare text back in the tutorial page (the tutorial's broadcast reaches its sender).
+    await tutorial.fill("#input", "hello from the tutorial");
+    await tutorial.press("#input", "Enter");
+    await chat.locator("#messages li.message", { hasText: "hello from the tutorial" }).waitFor({ timeout: WAIT });
+    await tutorial.locator("#messages li", { hasText: "hello from the tutorial" }).waitFor({ timeout: WAIT });
+
+    await send(chat, "hello from threadchat");
+    await tutorial.locator("#messages li", { hasText: "hello from threadchat" }).waitFor({ timeout: WAIT });
+    // The tutorial page shows each message's bare text: no JSON, no notices, no presence.
+    assert.deepEqual(await tutorial.locator("#messages li").allTextContents(),
+      ["hello from the tutorial", "hello from threadchat"]);
+    await tutorial.screenshot({ path: path.join(SHOTS, "browser-tutorial.png") });
+    await tutorial.close();
+    await chat.close();
+  } finally {
+    pages.close();
+    assert.equal(await stopServer(server), 0);
+  }
+});
+
+test("the member list, typing and history paging", async () => {
+  // Posting the history fast from one address needs the per-address rate lifted.
+  const server = await startServer(undefined, undefined, null, ["--message-rate", "1000"]);
+  try {
+    // 120 messages before anyone opens the page (over HTTP, as a script would post them).
+    for (let i = 1; i <= 120; i++) {
+      const resp = await fetch(`http://${server.http}/api/rooms/lobby/messages`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ text: `old ${i}`, name: "archivist" }),
+      });
+      assert.equal(resp.status, 201);
+    }
+    const url = `http://${server.http}/`;
+    const alice = await openChat(url);
+    // Entering shows the last 50, in order, from one request.
+    await alice.locator("#messages li.message", { hasText: "old 120" }).waitFor({ timeout: WAIT });
+    let texts = await messageTexts(alice);
+    assert.equal(texts.length, 50);
+    assert.equal(texts[0], "old 71");
+    // Scrolling to the top fetches the page before, until the start.
+    for (const first of ["old 21", "old 1"]) {
+      await alice.evaluate(() => { document.querySelector("main").scrollTop = 0; });
+      await alice.waitForFunction((want) =>
+        document.querySelector("#messages li.message .text")?.textContent === want, first, { timeout: WAIT });
+    }
+    texts = await messageTexts(alice);
+    assert.deepEqual(texts, Array.from({ length: 120 }, (_, i) => `old ${i + 1}`), "every message once, in order");
+
+    // Who is online: both pages list both names, with the count.
+    const bob = await openChat(url);
+    await alice.fill("#name", "Alice");
+    await alice.click("#name-form button");
+    for (const page of [alice, bob]) {
+      await page.locator("#member-list li", { hasText: "Alice" }).waitFor({ timeout: WAIT });
+      await page.waitForFunction(() => document.querySelector("#member-count").textContent === "2", null, { timeout: WAIT });
+    }
+    // Typing shows in the other page and clears by itself.
+    await alice.fill("#text", "I am typ");
+    await bob.locator("#typing", { hasText: "Alice is typing…" }).waitFor({ timeout: WAIT });
+    assert.equal(await alice.locator("#typing").textContent(), "", "not shown to the typist");
+    await bob.waitForFunction(() => document.querySelector("#typing").textContent === "", null, { timeout: WAIT });
+    // A phone-width screen still shows who is online.
+    await bob.setViewportSize({ width: 375, height: 667 });
+    assert.ok(await bob.locator("#members").isVisible());
+    await bob.screenshot({ path: path.join(SHOTS, "browser-phone.png") });
+    // Leaving updates the list.
+    await bob.close();
+    await alice.waitForFunction(() => document.querySelector("#member-count").textContent === "1", null, { timeout: WAIT });
+    await alice.close();
   } finally {
     assert.equal(await stopServer(server), 0);
   }

@@ -73,11 +73,26 @@ pub fn disconnect_reason(code: CloseCode, reason: &str) -> Disconnect {
     }
 }
 
-/// A server-initiated close whose deadline the heartbeat thread enforces.
+/// A deadline the heartbeat thread enforces on a connection.
 pub struct PendingClose {
     pub conn: Weak<Conn>,
     pub deadline: Instant,
+    pub why: Deadline,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// We sent a Close: cut the connection if the client has not answered by then.
+    CloseReply,
+    /// The connection's credential (a JWT) stops being valid then: close it with
+    /// [`TOKEN_EXPIRED_CODE`].
+    TokenExpiry,
+}
+
+/// Close code (private range, RFC 6455 §7.4.2) for a connection whose JWT expired: log in
+/// again, or get a fresh ticket, and reconnect (resuming loses nothing).
+pub const TOKEN_EXPIRED_CODE: u16 = 4001;
+pub const TOKEN_EXPIRED: &str = "token expired: reconnect with a fresh token or ticket";
 
 #[derive(Default)]
 struct Room {
@@ -256,6 +271,11 @@ impl Hub {
         conn.flush();
     }
 
+    /// Closes `conn` with [`TOKEN_EXPIRED_CODE`] at `at`, when its credential expires.
+    pub fn close_when_expired(&self, conn: &Arc<Conn>, at: Instant) {
+        let _ = self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
+    }
+
     /// Whether `conn` is a member of `room`.
     pub fn is_member(&self, conn: &Conn, room: &str) -> bool {
         conn.rooms.lock().iter().any(|r| r == room)
@@ -279,7 +299,7 @@ impl Hub {
                 room.last_seq = m.seq;
                 room.stats.last_seq.store(m.seq, Ordering::Relaxed);
                 room.remember(m.seq, &frame);
-                overflowed.extend(self.push_to(&room.members, &frame, None));
+                overflowed.extend(self.push_message_to(&room.members, &frame, &m.text));
                 if !to_flush.iter().any(|f| Arc::ptr_eq(f, &room.members)) {
                     to_flush.push(room.members.clone());
                 }
@@ -379,7 +399,11 @@ impl Hub {
             conn.flush();
             let _ = self
                 .closing
-                .send(PendingClose { conn: Arc::downgrade(conn), deadline: Instant::now() + CLOSE_TIMEOUT });
+                .send(PendingClose {
+                    conn: Arc::downgrade(conn),
+                    deadline: Instant::now() + CLOSE_TIMEOUT,
+                    why: Deadline::CloseReply,
+                });
         }
     }
 
@@ -399,8 +423,33 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` for every chat client in `clients` but `skip` (memory only: called
-    /// under the lock); returns those over their cap.
+    /// Queues a chat message for `clients`: `frame` (JSON) to chat clients, the bare `text`
+    /// to plain-text ones (framed once, and only if one is there). Memory only: called under
+    /// the lock; returns those over their cap.
+    fn push_message_to(&self, clients: &[Arc<Conn>], frame: &Bytes, text: &str) -> Vec<Arc<Conn>> {
+        let mut overflowed = Vec::new();
+        let mut delivered = 0;
+        let mut plain: Option<Bytes> = None;
+        for conn in clients {
+            let frame = match conn.kind() {
+                Kind::Chat => frame,
+                Kind::Plain => plain.get_or_insert_with(|| crate::conn::frames::text_frame(text.as_bytes())),
+                _ => continue,
+            };
+            match conn.push(frame.clone()) {
+                Push::Queued => delivered += 1,
+                Push::Overflow => overflowed.push(Arc::clone(conn)),
+                Push::Closed => {}
+            }
+        }
+        self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        overflowed
+    }
+
+    /// Queues a JSON frame (a notice) for every JSON chat client in `clients` but `skip`
+    /// (memory only: called under the lock); returns those over their cap. Plain-text
+    /// clients get chat messages only.
     fn push_to(&self, clients: &[Arc<Conn>], frame: &Bytes, skip: Option<u64>) -> Vec<Arc<Conn>> {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
@@ -453,7 +502,7 @@ pub fn message_frame(m: &StoredMessage) -> Bytes {
 
 fn flush_all(clients: &[Arc<Conn>], skip: Option<u64>) {
     for conn in clients {
-        if conn.kind() == Kind::Chat && Some(conn.id) != skip {
+        if conn.kind().is_chat() && Some(conn.id) != skip {
             conn.flush();
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::chat::protocol::{Member, ServerMsg};
-use crate::conn::outbox::Conn;
+use crate::conn::outbox::{Conn, Kind};
 
 use super::{Hub, HubState, PRESENCE_LIST_MAX, Room};
 
@@ -99,7 +99,9 @@ impl Hub {
             .collect();
         let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
         let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();
-        conn.push(presence);
+        if conn.kind() == Kind::Chat {
+            conn.push(presence);
+        }
         if first_of_name && room.members.len() < self.join_notice_limit {
             let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();
             overflowed.extend(self.push_to(&room.members, &join, None));
@@ -109,6 +111,26 @@ impl Hub {
         room.publish_names();
         conn.rooms.lock().push(room_name.to_string());
         room.members.clone()
+    }
+
+    /// Relays `conn`'s `typing` to the other members of `room`. Not in rooms above the
+    /// join-notice limit: there every keystroke pause would cost a delivery per member.
+    pub fn relay_typing(&self, conn: &Arc<Conn>, room: &str, expires_ms: u64) -> Result<(), String> {
+        let mut overflowed = vec![];
+        let members = {
+            let st = self.state.lock();
+            let Some(r) = st.rooms.get(room).filter(|r| r.is_member(conn.id)) else {
+                return Err(format!("not in room {room:?}; join it first"));
+            };
+            if r.members.len() > self.join_notice_limit {
+                return Ok(());
+            }
+            let frame = ServerMsg::Typing { room, id: conn.id, name: &conn.name(), expires_ms }.to_frame();
+            overflowed.extend(self.push_to(&r.members, &frame, Some(conn.id)));
+            r.members.clone()
+        };
+        self.finish_fan_out(&members, Some(conn.id), overflowed);
+        Ok(())
     }
 
     /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.

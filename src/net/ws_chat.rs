@@ -1,0 +1,166 @@
+//! What a chat session does with what its client says: each JSON request on `/ws`, each
+//! line of a plain-text client on `/`, and the rooms a session starts in. Called from the
+//! session's read loop (`ws_session.rs`), on the connection's own thread.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::chat::commit::{Reply, Submit, error_frame_for};
+use crate::chat::protocol::{self, ClientMsg};
+use crate::conn::outbox::Conn;
+use crate::net::access;
+use crate::net::state::Shared;
+
+/// A plain-text client: named by `?name=` (or `guest-ID`), in the lobby, nothing else.
+pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str) {
+    if !conn.name_locked.load(Ordering::Acquire)
+        && let Some(wanted) = crate::net::query::get(query, "name")
+    {
+        match protocol::normalize_name(&wanted) {
+            Ok(name) if shared.login_names.is_taken(&name) => {
+                conn.send(error_frame(shared, conn, "that name belongs to a signed-in user"));
+            }
+            Ok(name) => {
+                conn.set_name(&name);
+            }
+            Err(e) => {
+                conn.send(error_frame(shared, conn, &e));
+            }
+        }
+    }
+    if let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY) {
+        conn.send(error_frame(shared, conn, &e));
+    }
+}
+
+/// One text frame from a plain-text client: a chat message in the lobby, checked like any
+/// other (size, content, the rate limit already spent) and acknowledged by its broadcast.
+#[inline(never)]
+pub(crate) fn handle_plain(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Option<Bytes> {
+    if let Err(e) = protocol::validate_text(text) {
+        return Some(error_frame(shared, conn, &e));
+    }
+    if !shared.chat.hub.is_member(conn, protocol::LOBBY) {
+        return Some(error_frame(shared, conn, "not in the lobby (the server refused the join)"));
+    }
+    let reply = Reply::Ws { conn: Arc::clone(conn), r#ref: None };
+    let submit = Submit { room: protocol::LOBBY.to_string(), id: conn.id, name: conn.name(), text: text.to_string(), reply };
+    shared.chat.sequencer.submit(submit).err().map(|e| error_frame(shared, conn, &e))
+}
+
+/// Handles one chat request; returns a frame to send back to this client only.
+#[inline(never)]
+pub(crate) fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str, typing: &mut TypingThrottle) -> Option<Bytes> {
+    let result = match protocol::parse_client(text) {
+        Ok(ClientMsg::Message { room, text, r#ref }) => {
+            if shared.chat.config.hooks.panic_on_text.as_deref() == Some(text.as_str()) {
+                panic!("client {}: injected panic (test hook)", conn.id);
+            }
+            if !shared.chat.hub.is_member(conn, &room) {
+                return Some(error_frame_ref(shared, conn, &format!("not in room {room:?}; join it first"), r#ref));
+            }
+            let submit = Submit {
+                room,
+                id: conn.id,
+                name: conn.name(),
+                text,
+                reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
+            };
+            shared.chat.sequencer.submit(submit)
+        }
+        Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
+            Err("your name comes from your login and cannot be changed".to_string())
+        }
+        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => {
+            Err("that name belongs to a signed-in user".to_string())
+        }
+        Ok(ClientMsg::Name { name }) => {
+            let new: Arc<str> = Arc::from(name.as_str());
+            let old = conn.set_name(&name);
+            shared.chat.hub.announce_rename(conn, &old, &new);
+            Ok(())
+        }
+        Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
+        Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
+        Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
+        Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
+            true => shared.chat.hub.relay_typing(conn, &room, TYPING_SHOWN.as_millis() as u64),
+            false => Ok(()), // throttled: the last one relayed is still showing
+        },
+        Err(error) => Err(error),
+    };
+    result.err().map(|error| error_frame(shared, conn, &error))
+}
+
+/// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL
+/// resumes those rooms instead (the lobby too, if listed), exactly like `resume` requests:
+/// each one spends the message-rate budget and counts against `--max-rooms-per-client`, so
+/// a URL cannot join thousands of rooms at once.
+pub(crate) fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut access::Bucket) {
+    let mut resumes: Vec<(String, u64)> = vec![];
+    for pair in crate::net::query::all(query, "resume") {
+        for item in pair.split(',').filter(|s| !s.is_empty()) {
+            match item.rsplit_once(':').map(|(r, s)| (r, s.parse::<u64>())) {
+                Some((room, Ok(seq))) if protocol::validate_room(room).is_ok() => resumes.push((room.to_string(), seq)),
+                _ => {
+                    conn.send(error_frame(shared, conn, &format!("bad resume parameter {item:?}; expected ROOM:SEQ")));
+                }
+            }
+        }
+    }
+    if !resumes.iter().any(|(r, _)| r == protocol::LOBBY)
+        && let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY)
+    {
+        conn.send(error_frame(shared, conn, &e));
+    }
+    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
+    let mut left = resumes.len();
+    for (room, after) in resumes {
+        if !bucket.take(rate, burst, Instant::now()) {
+            let error = format!("rate limit: {left} resume(s) in the URL not done; send them as resume requests");
+            conn.send(error_frame(shared, conn, &error));
+            break;
+        }
+        left -= 1;
+        if let Err(e) = shared.chat.hub.resume(conn, &room, after, &*shared.chat.store) {
+            conn.send(error_frame(shared, conn, &e));
+        }
+    }
+}
+
+/// How long a `typing` event shows; also how often one is relayed per client and room
+/// (more often, they are ignored: a client sends one per keystroke pause, and relaying each
+/// would cost a delivery per member every time).
+const TYPING_EVERY: Duration = Duration::from_secs(2);
+const TYPING_SHOWN: Duration = Duration::from_secs(4);
+
+/// When this connection's last `typing` was relayed, per room. Lives on the session's
+/// thread (no lock); holds at most the rooms a client may be in.
+#[derive(Default)]
+pub(crate) struct TypingThrottle {
+    last: Vec<(String, Instant)>,
+}
+
+impl TypingThrottle {
+    pub(crate) fn allow(&mut self, room: &str, now: Instant) -> bool {
+        self.last.retain(|(_, at)| now.duration_since(*at) < TYPING_EVERY);
+        if self.last.iter().any(|(r, _)| r == room) {
+            return false;
+        }
+        self.last.push((room.to_string(), now));
+        true
+    }
+}
+
+pub(crate) fn error_frame(shared: &Shared, conn: &Conn, error: &str) -> Bytes {
+    error_frame_ref(shared, conn, error, None)
+}
+
+fn error_frame_ref(shared: &Shared, conn: &Conn, error: &str, r#ref: Option<u64>) -> Bytes {
+    shared.chat.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
+    error_frame_for(conn, error, r#ref)
+}
+
