@@ -189,6 +189,11 @@ pub struct ServeArgs {
     #[arg(long = "allow-origin", env = "THREADCHAT_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
 
+    /// A private room: only users whose JWT `rooms` claim names it may enter, read or post
+    /// there (repeatable). A name, or a prefix ending in `*` (`team-*`).
+    #[arg(long = "private-room", env = "THREADCHAT_PRIVATE_ROOMS", value_delimiter = ',')]
+    pub private_rooms: Vec<String>,
+
     /// Address of a reverse proxy (nginx…) in front of threadchat (repeatable). From it, the
     /// client's address is taken from `X-Forwarded-For` for per-IP limits and tickets.
     #[arg(long = "trusted-proxy", env = "THREADCHAT_TRUSTED_PROXIES", value_delimiter = ',')]

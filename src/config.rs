@@ -55,6 +55,8 @@ pub struct Config {
     pub token: Option<String>,
     pub jwt_secret: Option<String>,
     pub allow_origins: Vec<String>,
+    /// `--private-room`: rooms (or `prefix*`) only a JWT `rooms` claim opens.
+    pub private_rooms: Vec<String>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub max_clients_per_ip: usize,
@@ -135,6 +137,7 @@ impl Default for Config {
             token: None,
             jwt_secret: None,
             allow_origins: vec![],
+            private_rooms: vec![],
             trusted_proxies: vec![],
             max_clients_per_ip: 64,
             max_connections_per_user: 8,
@@ -177,6 +180,7 @@ impl TryFrom<ServeArgs> for Config {
             token: a.token,
             jwt_secret: a.jwt_secret,
             allow_origins: a.allow_origins,
+            private_rooms: a.private_rooms,
             trusted_proxies: a.trusted_proxies,
             max_clients_per_ip: a.max_clients_per_ip,
             max_connections_per_user: a.max_connections_per_user,

@@ -106,6 +106,7 @@ fn serve(args: ServeArgs) -> Result<(), (String, i32)> {
     let config = Config::try_from(args).map_err(|e| (e, 2))?;
     // The certificate and key are read and checked now, so a bad one is a flag error too.
     threadchat::server::check_tls(&config).map_err(|e| (e, 2))?;
+    threadchat::server::check_private_rooms(&config).map_err(|e| (e, 2))?;
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = signal_tx.try_send(());

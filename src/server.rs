@@ -32,6 +32,14 @@ use crate::store;
 /// flush, before it cuts the remaining sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// `--private-room` patterns are room names or `prefix*`: checked at start, a flag error.
+pub fn check_private_rooms(config: &Config) -> Result<(), String> {
+    for pattern in &config.private_rooms {
+        crate::net::auth::validate_room_pattern(pattern).map_err(|e| format!("--private-room: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Reads and checks `--tls-cert`/`--tls-key` (if given), so that `main` can report a bad
 /// certificate as the flag error it is, before anything starts.
 pub fn check_tls(config: &Config) -> Result<(), String> {

@@ -313,3 +313,94 @@ fn a_connection_is_closed_when_its_jwt_expires_and_resumes_with_a_new_one_withou
     seen.extend(texts);
     assert_eq!(seen, ["m1", "m2", "m3", "while away"]);
 }
+
+#[test]
+fn a_rooms_claim_and_private_rooms_decide_who_enters_reads_and_posts() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let server = TestServer::with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.private_rooms = vec!["team-*".into(), "secret".into()];
+    });
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
+    let alice = jwt(SECRET, json!({"name": "alice", "exp": exp, "rooms": ["lobby", "team-a"]}));
+    let bob = jwt(SECRET, json!({"name": "bob", "exp": exp}));
+    let carol = jwt(SECRET, json!({"name": "carol", "exp": exp, "rooms": ["team-*"]}));
+    let open = |token: &str, query: &str| {
+        let url = format!("{}{query}", server.chat_url());
+        let mut ws = connect_with(&url, &[("Authorization", &format!("Bearer {token}"))]).unwrap();
+        assert_eq!(read_json(&mut ws)["type"], "welcome");
+        ws
+    };
+    let send = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>, v: serde_json::Value| {
+        ws.send(Message::text(v.to_string())).unwrap()
+    };
+    const CLOSED: &str = "that room is not open to you";
+
+    // alice: her claim opens the lobby and team-a, and nothing else — not even a public room.
+    let mut a = open(&alice, "");
+    assert_eq!(read_json(&mut a)["room"], "lobby");
+    send(&mut a, json!({"type": "join", "room": "team-a"}));
+    assert_eq!(read_json(&mut a)["type"], "presence");
+    for room in ["team-b", "secret", "dev"] {
+        send(&mut a, json!({"type": "join", "room": room}));
+        assert_eq!(read_json(&mut a), json!({"type": "error", "error": CLOSED}), "{room}");
+    }
+    send(&mut a, json!({"type": "message", "room": "team-a", "text": "for the team"}));
+    assert_eq!(read_json(&mut a)["text"], "for the team");
+
+    // bob, without a claim: public rooms only. A refusal says nothing more (no presence,
+    // no count), whether by join, resume or the URL.
+    let mut b = open(&bob, "?resume=team-a:0");
+    assert_eq!(read_json(&mut b)["room"], "lobby");
+    assert_eq!(read_json(&mut b), json!({"type": "error", "error": CLOSED}));
+    send(&mut b, json!({"type": "join", "room": "team-a"}));
+    assert_eq!(read_json(&mut b), json!({"type": "error", "error": CLOSED}));
+    send(&mut b, json!({"type": "resume", "room": "team-a", "after": 0}));
+    assert_eq!(read_json(&mut b), json!({"type": "error", "error": CLOSED}));
+    send(&mut b, json!({"type": "typing", "room": "team-a"}));
+    assert!(read_json(&mut b)["error"].as_str().unwrap().contains("not in room"));
+    send(&mut b, json!({"type": "join", "room": "dev"}));
+    assert_eq!(read_json(&mut b)["room"], "dev");
+
+    // carol's claim leaves out the lobby: she starts in no room and enters her team's.
+    let mut c = open(&carol, "");
+    send(&mut c, json!({"type": "join", "room": "team-z"}));
+    let first = read_json(&mut c);
+    assert_eq!((first["type"].as_str(), first["room"].as_str()), (Some("presence"), Some("team-z")), "no lobby first");
+
+    // The HTTP API applies the same rule: history, posts, and the room listing.
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let get = |path: &str, t: &str| http_request(server.http, "GET", path, &[&bearer(t)]);
+    assert_eq!(get("/api/rooms/team-a/messages", &alice).status, 200);
+    for path in ["/api/rooms/team-a/messages", "/api/rooms/secret/messages", "/api/rooms/team-nobody/messages"] {
+        let r = get(path, &bob);
+        assert_eq!((r.status, r.text().contains(CLOSED)), (403, true), "{path}: {}", r.text());
+    }
+    let body = r#"{"text":"sneaking in"}"#;
+    let post = |t: &str| {
+        let headers = [bearer(t), "Content-Type: application/json".to_string()];
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        http_request_from(None, server.http, "POST", "/api/rooms/team-a/messages", &headers, body)
+    };
+    let refused = post(&bob);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(post(&alice).status, 201);
+    // Nothing of bob's reached the room.
+    let history: serde_json::Value = serde_json::from_slice(&get("/api/rooms/team-a/messages", &alice).body).unwrap();
+    let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["for the team", "sneaking in"], "alice's post, not bob's");
+    let listed = |t: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&get("/api/rooms", t).body).unwrap();
+        v["rooms"].as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(listed(&alice).contains(&"team-a".to_string()));
+    assert!(!listed(&bob).iter().any(|r| r.starts_with("team-")), "{:?}", listed(&bob));
+    assert!(listed(&bob).contains(&"dev".to_string()));
+
+    // A claim the server cannot read refuses the token outright.
+    for rooms in [json!(["Bad Room"]), json!("team-a"), json!([1])] {
+        let bad = jwt(SECRET, json!({"name": "mallory", "exp": exp, "rooms": rooms}));
+        let status = refused_status(connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {bad}"))]));
+        assert_eq!(status, 401, "{rooms}");
+    }
+}

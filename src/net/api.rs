@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request, Response};
 
-use crate::net::auth::Identity;
+use crate::net::auth::{Identity, RoomAccess};
 use crate::net::respond::{HttpResponse, header, json, peer_ip, request_header, text};
 use crate::net::state::Shared;
 use crate::net::tickets::NoTicket;
@@ -77,12 +77,18 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         "/api/rooms" if get => match caller(request, shared, &query) {
             // Serialized straight from the listing: a `Value` tree of 10,000 rooms first
             // would double the work.
-            Ok(_) => {
+            Ok(identity) => {
                 #[derive(serde::Serialize)]
                 struct Rooms {
                     rooms: Vec<crate::chat::room_index::RoomSummary>,
                 }
-                let body = serde_json::to_vec(&Rooms { rooms: shared.chat.hub.rooms() }).unwrap_or_default();
+                // Only the rooms the caller may enter: a private room's name and counts
+                // are not for everyone.
+                let access = RoomAccess::of(&identity);
+                let private = &shared.chat.config.private_rooms;
+                let mut rooms = shared.chat.hub.rooms();
+                rooms.retain(|r| access.may_enter(&r.room, private));
+                let body = serde_json::to_vec(&Rooms { rooms }).unwrap_or_default();
                 Response::from_data(body).with_status_code(200).with_header(header("Content-Type", "application/json"))
             }
             Err(refusal) => refusal,
@@ -94,11 +100,13 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
             }
             match method {
                 Method::Get | Method::Head => match caller(request, shared, &query) {
+                    Ok(identity) if !may_enter(&identity, room, shared) => room_closed(),
                     Ok(_) => room_history(room, &query, shared),
                     Err(refusal) => refusal,
                 },
                 Method::Post => match guarded_post(request, shared, &query) {
                     Ok(refusal) => refusal,
+                    Err(identity) if !may_enter(&identity, room, shared) => room_closed(),
                     Err(identity) => post_message(room, request, shared, identity),
                 },
                 _ => text(405, "method not allowed\n").with_header(header("Allow", "GET, HEAD, POST")),
@@ -172,6 +180,15 @@ fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpR
         return Ok(too_many(&format!("at most {rate} requests per second from one address")));
     }
     Err(identity)
+}
+
+fn may_enter(identity: &Identity, room: &str, shared: &Shared) -> bool {
+    RoomAccess::of(identity).may_enter(room, &shared.chat.config.private_rooms)
+}
+
+/// `403`, the same for every room the caller may not enter (see `auth::ROOM_CLOSED`).
+fn room_closed() -> HttpResponse {
+    json(403, &serde_json::json!({ "error": crate::net::auth::ROOM_CLOSED }))
 }
 
 fn too_many(error: &str) -> HttpResponse {

@@ -42,7 +42,9 @@ pub enum Identity {
     /// claim, else the name), whose connections are counted together.
     /// `expires`: the first Unix second at which the token is no longer accepted (`exp`
     /// + leeway + 1); a connection it opened is closed then.
-    Named { name: String, user: String, expires: u64 },
+    /// `rooms`: the JWT's `rooms` claim, if it had one: the only rooms this user may
+    /// enter (see [`RoomAccess`]).
+    Named { name: String, user: String, expires: u64, rooms: Option<Vec<String>> },
 }
 
 /// Checks a credential against `--token` and `--jwt-secret`. `None`: refused.
@@ -68,6 +70,8 @@ struct JwtHeader {
 
 #[derive(serde::Deserialize)]
 struct Claims {
+    /// Room names, or prefixes ending in `*` (`team-*`).
+    rooms: Option<Vec<String>>,
     name: Option<String>,
     sub: Option<String>,
     exp: u64,
@@ -81,7 +85,14 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
     let name = crate::chat::protocol::normalize_name(claims.name.as_ref().or(claims.sub.as_ref())?).ok()?;
     let user = claims.sub.unwrap_or_else(|| name.clone());
-    Some(Identity::Named { name, user, expires: claims.exp.saturating_add(JWT_LEEWAY_SECS + 1) })
+    // A claim this server cannot read refuses the token: guessing what it meant could open
+    // a room it was meant to keep shut.
+    if let Some(rooms) = &claims.rooms
+        && (rooms.len() > MAX_ROOM_PATTERNS || rooms.iter().any(|p| validate_room_pattern(p).is_err()))
+    {
+        return None;
+    }
+    Some(Identity::Named { name, user, expires: claims.exp.saturating_add(JWT_LEEWAY_SECS + 1), rooms: claims.rooms })
 }
 
 /// RFC 7519 with one algorithm: `header.payload.signature`, each base64url without padding;
@@ -106,6 +117,54 @@ fn verify_hs256(jwt: &str, secret: &[u8], now: u64) -> Option<Claims> {
     let expired = claims.exp.saturating_add(JWT_LEEWAY_SECS) < now;
     let not_yet = claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(JWT_LEEWAY_SECS));
     (!expired && !not_yet).then_some(claims)
+}
+
+/// Patterns a `rooms` claim may hold.
+const MAX_ROOM_PATTERNS: usize = 100;
+
+/// A room name, or a prefix of one followed by `*` (`team-*`; `*` alone is every room).
+pub fn validate_room_pattern(pattern: &str) -> Result<(), String> {
+    match pattern.strip_suffix('*') {
+        Some("") => Ok(()),
+        Some(prefix) => crate::chat::protocol::validate_room(prefix),
+        None => crate::chat::protocol::validate_room(pattern),
+    }
+    .map_err(|e| format!("room pattern {pattern:?}: {e}"))
+}
+
+fn pattern_matches(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
+}
+
+/// Which rooms a client may enter, read and post in: with a JWT `rooms` claim, exactly
+/// those; otherwise every room but the private ones (`--private-room`), which only a claim
+/// opens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomAccess {
+    claim: Option<Vec<String>>,
+}
+
+/// What a client hears when a room is not open to it — the same whether the room exists,
+/// is private or is outside its claim, so a refusal tells nothing about the room.
+pub const ROOM_CLOSED: &str = "that room is not open to you";
+
+impl RoomAccess {
+    pub fn of(identity: &Identity) -> RoomAccess {
+        match identity {
+            Identity::Named { rooms, .. } => RoomAccess { claim: rooms.clone() },
+            Identity::Anonymous => RoomAccess::default(),
+        }
+    }
+
+    pub fn may_enter(&self, room: &str, private: &[String]) -> bool {
+        match &self.claim {
+            Some(patterns) => patterns.iter().any(|p| pattern_matches(p, room)),
+            None => !private.iter().any(|p| pattern_matches(p, room)),
+        }
+    }
 }
 
 /// Names that JWT logins have used since the server started: a shared-token or anonymous
@@ -188,7 +247,7 @@ mod tests {
 
     /// A JWT identity valid until `exp` plus the leeway.
     fn named(name: &str, user: &str, exp: u64) -> Option<Identity> {
-        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1 })
+        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1, rooms: None })
     }
 
     #[test]

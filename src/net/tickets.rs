@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn ada() -> Identity {
-        Identity::Named { name: "ada".into(), user: "ada".into(), expires: u64::MAX }
+        Identity::Named { name: "ada".into(), user: "ada".into(), expires: u64::MAX, rooms: None }
     }
 
     #[test]

@@ -12,10 +12,11 @@ use crate::chat::commit::{Reply, Submit, error_frame_for};
 use crate::chat::protocol::{self, ClientMsg};
 use crate::conn::outbox::Conn;
 use crate::net::access;
+use crate::net::auth::{ROOM_CLOSED, RoomAccess};
 use crate::net::state::Shared;
 
 /// A plain-text client: named by `?name=` (or `guest-ID`), in the lobby, nothing else.
-pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str) {
+pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str, rooms: &RoomAccess) {
     if !conn.name_locked.load(Ordering::Acquire)
         && let Some(wanted) = crate::net::query::get(query, "name")
     {
@@ -31,7 +32,9 @@ pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str) {
             }
         }
     }
-    if let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY) {
+    if !rooms.may_enter(protocol::LOBBY, &shared.chat.config.private_rooms) {
+        conn.send(error_frame(shared, conn, ROOM_CLOSED));
+    } else if let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY) {
         conn.send(error_frame(shared, conn, &e));
     }
 }
@@ -53,8 +56,20 @@ pub(crate) fn handle_plain(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Opt
 
 /// Handles one chat request; returns a frame to send back to this client only.
 #[inline(never)]
-pub(crate) fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str, typing: &mut TypingThrottle) -> Option<Bytes> {
+pub(crate) fn handle_chat(
+    conn: &Arc<Conn>,
+    shared: &Shared,
+    text: &str,
+    typing: &mut TypingThrottle,
+    rooms: &RoomAccess,
+) -> Option<Bytes> {
+    let private = &shared.chat.config.private_rooms;
     let result = match protocol::parse_client(text) {
+        // A room this client may not enter: the same answer whatever the room is, before
+        // anything about it (members, seq, existence) could show.
+        Ok(ClientMsg::Join { room } | ClientMsg::Resume { room, .. }) if !rooms.may_enter(&room, private) => {
+            Err(ROOM_CLOSED.to_string())
+        }
         Ok(ClientMsg::Message { room, text, r#ref }) => {
             if shared.chat.config.hooks.panic_on_text.as_deref() == Some(text.as_str()) {
                 panic!("client {}: injected panic (test hook)", conn.id);
@@ -99,7 +114,14 @@ pub(crate) fn handle_chat(conn: &Arc<Conn>, shared: &Shared, text: &str, typing:
 /// resumes those rooms instead (the lobby too, if listed), exactly like `resume` requests:
 /// each one spends the message-rate budget and counts against `--max-rooms-per-client`, so
 /// a URL cannot join thousands of rooms at once.
-pub(crate) fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str, bucket: &mut access::Bucket) {
+pub(crate) fn enter_initial_rooms(
+    conn: &Arc<Conn>,
+    shared: &Shared,
+    query: &str,
+    bucket: &mut access::Bucket,
+    rooms: &RoomAccess,
+) {
+    let private = &shared.chat.config.private_rooms;
     let mut resumes: Vec<(String, u64)> = vec![];
     for pair in crate::net::query::all(query, "resume") {
         for item in pair.split(',').filter(|s| !s.is_empty()) {
@@ -111,7 +133,10 @@ pub(crate) fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str
             }
         }
     }
+    // Not the lobby for a token whose `rooms` claim leaves it out (or with a private
+    // lobby): such a client starts in no room, and joins its own.
     if !resumes.iter().any(|(r, _)| r == protocol::LOBBY)
+        && rooms.may_enter(protocol::LOBBY, private)
         && let Err(e) = shared.chat.hub.join_room(conn, protocol::LOBBY)
     {
         conn.send(error_frame(shared, conn, &e));
@@ -125,6 +150,10 @@ pub(crate) fn enter_initial_rooms(conn: &Arc<Conn>, shared: &Shared, query: &str
             break;
         }
         left -= 1;
+        if !rooms.may_enter(&room, private) {
+            conn.send(error_frame(shared, conn, ROOM_CLOSED));
+            continue;
+        }
         if let Err(e) = shared.chat.hub.resume(conn, &room, after, &*shared.chat.store) {
             conn.send(error_frame(shared, conn, &e));
         }

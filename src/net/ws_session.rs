@@ -96,7 +96,8 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     // Per-client message rate (chat only: /echo is the conformance target and stays raw).
     // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
     let mut bucket = access::Bucket::new(shared.chat.config.message_rate * 2.0);
-    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, shared);
+    let access = auth::RoomAccess::of(&admitted.identity);
+    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, &access, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
@@ -109,7 +110,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     log::info!("client {id} ({peer}): connected to {endpoint}");
     shared.chat.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
-    let end = read_loop(&mut ws, &conn, &mut bucket, shared);
+    let end = read_loop(&mut ws, &conn, &mut bucket, &access, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.chat.hub.remove(&conn);
     conn.set_close_reason(match &end {
@@ -186,6 +187,7 @@ fn start_chat(
     identity: Identity,
     query: &str,
     bucket: &mut access::Bucket,
+    rooms: &auth::RoomAccess,
     shared: &Shared,
 ) {
     if let Identity::Named { name, expires, .. } = identity {
@@ -201,9 +203,9 @@ fn start_chat(
     match kind {
         Kind::Chat => {
             shared.chat.hub.welcome(conn);
-            ws_chat::enter_initial_rooms(conn, shared, query, bucket);
+            ws_chat::enter_initial_rooms(conn, shared, query, bucket, rooms);
         }
-        Kind::Plain => ws_chat::enter_plain(conn, shared, query),
+        Kind::Plain => ws_chat::enter_plain(conn, shared, query, rooms),
         Kind::Echo | Kind::Handshaking => {}
     }
 }
@@ -293,7 +295,13 @@ fn admit(
     Ok(identity)
 }
 
-fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut access::Bucket, shared: &Shared) -> End {
+fn read_loop(
+    ws: &mut WebSocket<ConnStream>,
+    conn: &Arc<Conn>,
+    bucket: &mut access::Bucket,
+    rooms: &auth::RoomAccess,
+    shared: &Shared,
+) -> End {
     let chat = conn.kind().is_chat();
     let plain = conn.kind() == Kind::Plain;
     // Over the rate a message is refused with an error; `burst` refusals in a row close the
@@ -340,7 +348,7 @@ fn read_loop(ws: &mut WebSocket<ConnStream>, conn: &Arc<Conn>, bucket: &mut acce
             // no further than here; parking_lot locks do not poison), never anyone else.
             Message::Text(text) if chat => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_chat(conn, shared, text.as_str(), &mut typing)
+                    handle_chat(conn, shared, text.as_str(), &mut typing, rooms)
                 })) {
                     Ok(reply) => reply,
                     Err(_) => return End::Failed(CloseCode::Error, "internal error".into()),
