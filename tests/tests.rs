@@ -15,6 +15,8 @@ mod http;
 mod limits;
 // Heartbeat reaping and graceful shutdown (in-process and the binary with SIGTERM).
 mod lifecycle;
+// Direct messages: both parties' tabs only, stored, resumable; JWT-only with auth.
+mod dm;
 // Rooms, presence, acks, history API, resume, gaps, restart, kill -9.
 mod rooms;
 // /metrics, /api/stats, join-notice limit.

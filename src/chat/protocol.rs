@@ -31,6 +31,27 @@ pub enum ClientMsg {
     Resume { room: String, after: u64 },
     /// The sender is typing in `room`: relayed to the others there, never stored.
     Typing { room: String },
+    /// A direct message to every connection named `to` (and the sender's own), stored in
+    /// their conversation.
+    Dm { to: String, text: String, r#ref: Option<u64> },
+    /// Replay the conversation with `with` from `seq > after`.
+    ResumeDm { with: String, after: u64 },
+}
+
+/// The history key of the conversation between two names: both, sorted, the first
+/// length-prefixed (names may contain `:`). Never a valid room name, so never joinable.
+pub fn dm_key(a: &str, b: &str) -> String {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    format!("dm:{}:{x}:{y}", x.len())
+}
+
+/// The two names of a conversation key (see [`dm_key`]); `None` for a room.
+pub fn dm_parties(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("dm:")?;
+    let (len, rest) = rest.split_once(':')?;
+    let x = rest.get(..len.parse().ok()?)?;
+    let y = rest.get(x.len()..)?.strip_prefix(':')?;
+    Some((x, y))
 }
 
 /// Parses and validates one text frame from a chat client. The error string is sent back to
@@ -63,13 +84,28 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
             Ok(if kind == "join" { ClientMsg::Join { room } } else { ClientMsg::Leave { room } })
         }
         "resume" => {
-            let room = optional_room(&mut obj)?;
             let after = match obj.remove("after") {
                 Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(0),
                 Some(_) => return Err("\"after\" must be a non-negative integer".into()),
                 None => return Err("missing \"after\"".into()),
             };
+            if obj.contains_key("with") {
+                let with = normalize_name(&take_string(&mut obj, "with")?)?;
+                return Ok(ClientMsg::ResumeDm { with, after });
+            }
+            let room = optional_room(&mut obj)?;
             Ok(ClientMsg::Resume { room, after })
+        }
+        "dm" => {
+            let to = normalize_name(&take_string(&mut obj, "to")?)?;
+            let text = take_string(&mut obj, "text")?;
+            validate_text(&text)?;
+            let r#ref = match obj.remove("ref") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+                Some(_) => return Err("\"ref\" must be a non-negative integer".into()),
+            };
+            Ok(ClientMsg::Dm { to, text, r#ref })
         }
         "name" => {
             let name = normalize_name(&take_string(&mut obj, "name")?)?;
@@ -227,6 +263,17 @@ pub enum ServerMsg<'a> {
         room: &'a str,
         from: u64,
         to: u64,
+    },
+    /// A direct message from `name` to `to`, `seq` numbering their conversation `room`
+    /// (its key, see [`dm_key`]).
+    Dm {
+        room: &'a str,
+        seq: u64,
+        id: u64,
+        name: &'a str,
+        to: &'a str,
+        text: &'a str,
+        ts: u64,
     },
     /// `name` is typing in `room`; show it for `expires_ms` unless another comes.
     Typing {

@@ -101,6 +101,25 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
         Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
         Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
+        Ok(ClientMsg::Dm { to, text, r#ref }) => match may_dm(conn, shared, &to) {
+            Ok(()) => {
+                let room = protocol::dm_key(&conn.name(), &to);
+                let reply = Reply::Ws { conn: Arc::clone(conn), r#ref };
+                shared.chat.sequencer.submit(Submit { room, id: conn.id, name: conn.name(), text, reply })
+            }
+            Err(e) => return Some(error_frame_ref(shared, conn, &e, r#ref)),
+        },
+        // With authentication, a conversation is read only under a name from a JWT: a
+        // shared-token client could otherwise rename itself to a party and read it.
+        Ok(ClientMsg::ResumeDm { .. })
+            if shared.chat.config.auth_required() && !conn.name_locked.load(Ordering::Acquire) =>
+        {
+            Err("direct messages need a name from a JWT login".into())
+        }
+        Ok(ClientMsg::ResumeDm { with, after }) => {
+            let key = protocol::dm_key(&conn.name(), &with);
+            shared.chat.hub.resume_dm(conn, &key, after, &*shared.chat.store)
+        }
         Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
             true => shared.chat.hub.relay_typing(conn, &room, TYPING_SHOWN.as_millis() as u64),
             false => Ok(()), // throttled: the last one relayed is still showing
@@ -108,6 +127,25 @@ pub(crate) fn handle_chat(
         Err(error) => Err(error),
     };
     result.err().map(|error| error_frame(shared, conn, &error))
+}
+
+/// Who may write to whom. With authentication on, only names that come from a JWT: the
+/// sender's own (a shared-token client could otherwise write as anyone), and a recipient
+/// who has signed in with one since the server started. Without authentication names are
+/// first come, first served: the recipient must be connected now, and whoever holds a
+/// name can read that name's conversations (docs/protocol.md).
+fn may_dm(conn: &Conn, shared: &Shared, to: &str) -> Result<(), String> {
+    if shared.chat.config.auth_required() {
+        if !conn.name_locked.load(Ordering::Acquire) {
+            return Err("direct messages need a name from a JWT login".into());
+        }
+        if !shared.login_names.is_taken(to) {
+            return Err(format!("no signed-in user named {to:?}"));
+        }
+    } else if !shared.chat.hub.is_online(to) {
+        return Err(format!("nobody named {to:?} is connected"));
+    }
+    Ok(())
 }
 
 /// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL

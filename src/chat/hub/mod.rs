@@ -253,7 +253,8 @@ impl Hub {
     /// listed and resumes know where live numbering continues.
     pub fn seed_rooms(&self, last: &HashMap<String, u64>) {
         let mut st = self.state.lock();
-        for (room, seq) in last {
+        // Conversations are not rooms: nobody joins them, and no listing shows them.
+        for (room, seq) in last.iter().filter(|(room, _)| crate::chat::protocol::dm_parties(room).is_none()) {
             if let Ok(r) = self.room(&mut st, room, true) {
                 r.last_seq = r.last_seq.max(*seq);
                 r.stats.last_seq.store(r.last_seq, Ordering::Relaxed);
@@ -276,6 +277,11 @@ impl Hub {
         let _ = self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
     }
 
+    /// Whether a JSON chat client named `name` is connected here.
+    pub fn is_online(&self, name: &str) -> bool {
+        self.state.lock().clients.iter().any(|c| c.kind() == Kind::Chat && *c.name() == *name)
+    }
+
     /// Whether `conn` is a member of `room`.
     pub fn is_member(&self, conn: &Conn, room: &str) -> bool {
         conn.rooms.lock().iter().any(|r| r == room)
@@ -294,6 +300,13 @@ impl Hub {
         {
             let mut st = self.state.lock();
             for (m, frame) in batch.iter().zip(frames) {
+                if let Some(parties) = crate::chat::protocol::dm_parties(&m.room) {
+                    let to: Vec<Arc<Conn>> =
+                        st.clients.iter().filter(|c| dm_party(c, parties)).map(Arc::clone).collect();
+                    overflowed.extend(self.push_to(&to, &frame, None));
+                    to_flush.push(Arc::new(to));
+                    continue;
+                }
                 // Stored already: it is broadcast whatever the room budget says.
                 let Ok(room) = self.room(&mut st, &m.room, true) else { continue };
                 room.last_seq = m.seq;
@@ -495,9 +508,25 @@ impl Hub {
     }
 }
 
-/// The frame every member of a room receives for a stored message.
+/// The frame every member of a room receives for a stored message (a `dm` for a
+/// conversation's).
 pub fn message_frame(m: &StoredMessage) -> Bytes {
+    if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
+        let to = if m.name == a { b } else { a };
+        return ServerMsg::Dm { room: &m.room, seq: m.seq, id: m.id, name: &m.name, to, text: &m.text, ts: m.ts }
+            .to_frame();
+    }
     ServerMsg::Message { room: &m.room, seq: m.seq, id: m.id, name: &m.name, text: &m.text, ts: m.ts }.to_frame()
+}
+
+/// Whether `conn` is a JSON chat client named as one of a conversation's two parties.
+/// (A scan of every client per direct message: they are far rarer than room messages.)
+fn dm_party(conn: &Conn, (a, b): (&str, &str)) -> bool {
+    if conn.kind() != Kind::Chat {
+        return false;
+    }
+    let name = conn.name();
+    *name == *a || *name == *b
 }
 
 fn flush_all(clients: &[Arc<Conn>], skip: Option<u64>) {

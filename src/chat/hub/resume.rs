@@ -126,3 +126,23 @@ impl Drop for Resuming<'_> {
         self.hub.forget_if_empty(&mut st, self.room);
     }
 }
+
+/// Messages one `resume` of a conversation replays at most; the client asks again from
+/// the last `seq` it got.
+pub const DM_REPLAY_MAX: usize = 500;
+
+impl Hub {
+    /// Replays the conversation `key` after `after`, at most [`DM_REPLAY_MAX`] messages.
+    /// Conversations have no members to join: a `dm` sent meanwhile reaches the client live
+    /// too, possibly inside the replay, so a client keeps each `seq` once.
+    pub fn resume_dm(&self, conn: &Arc<Conn>, key: &str, after: u64, store: &dyn Store) -> Result<(), String> {
+        let stored = store.range(key, after, DM_REPLAY_MAX).map_err(|e| format!("history unavailable: {e}"))?;
+        for m in &stored {
+            if conn.push(message_frame(m)) == Push::Overflow {
+                return Err("too much history to replay at once".into());
+            }
+        }
+        conn.flush();
+        Ok(())
+    }
+}
