@@ -37,6 +37,7 @@ const BACKOFF_MAX_MS = 30000;
 
 let ws = null;
 let myId = null;
+let myName = null;
 let attempt = 0;
 let wsUrl = null;
 let nextRef = 1;
@@ -70,7 +71,8 @@ function renderTabs() {
     b.setAttribute("role", "tab");
     b.dataset.room = room;
     b.setAttribute("aria-selected", String(room === current));
-    b.textContent = "#" + room;
+    // Direct-message conversations are tabs too, named "@peer".
+    b.textContent = isDm(room) ? room : "#" + room;
     if (st.unread > 0 && room !== current) {
       const u = document.createElement("span");
       u.className = "unread";
@@ -138,7 +140,12 @@ function handle(event) {
   switch (event.type) {
     case "welcome":
       myId = event.id;
+      myName = event.name;
       notice(`Connected as ${event.name}.`);
+      // Conversations are not rooms (no ?resume=): ask for what each one missed.
+      for (const [key, st] of rooms) {
+        if (isDm(key)) sendJson({ type: "resume", with: key.slice(1), after: st.lastSeq });
+      }
       if (els.name.value.trim() && els.name.value.trim() !== event.name) {
         sendJson({ type: "name", name: els.name.value.trim() });
       } else {
@@ -178,6 +185,25 @@ function handle(event) {
       }
       break;
     }
+    case "dm": {
+      const peer = event.name === myName ? event.to : event.name;
+      const key = "@" + peer;
+      const isNew = !rooms.has(key);
+      const st = roomState(key);
+      st.entered = true;
+      st.complete = true; // the history API does not serve conversations
+      // A replay and a live dm may interleave: keep each seq once.
+      st.seen ??= new Set();
+      if (st.seen.has(event.seq)) break;
+      st.seen.add(event.seq);
+      st.lastSeq = Math.max(st.lastSeq, event.seq);
+      const li = messageLine({ ...event, room: key });
+      els.messages.appendChild(li);
+      if (!li.hidden) li.scrollIntoView({ block: "end" });
+      if (key !== current) st.unread += 1;
+      if (isNew || key !== current) renderTabs();
+      break;
+    }
     case "gap":
       notice(`Messages ${event.from}–${event.to} are no longer kept.`, event.room);
       break;
@@ -211,7 +237,10 @@ function handle(event) {
       break;
     case "name":
       notice(`${event.old} is now ${event.name}.`);
-      if (event.id === myId) els.name.value = event.name;
+      if (event.id === myId) {
+        els.name.value = event.name;
+        myName = event.name;
+      }
       for (const st of rooms.values()) if (st.members.has(event.id)) st.members.set(event.id, event.name);
       renderMembers();
       break;
@@ -337,13 +366,17 @@ els.sendForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = els.text.value;
   if (!text.trim()) return;
-  if (sendJson({ type: "message", room: current, text, ref: nextRef++ })) els.text.value = "";
+  const sent = isDm(current)
+    ? sendJson({ type: "dm", to: current.slice(1), text, ref: nextRef++ })
+    : sendJson({ type: "message", room: current, text, ref: nextRef++ });
+  if (sent) els.text.value = "";
 });
 
 // Typing: one event per pause in typing, at most every 2 s per room.
 els.text.addEventListener("input", () => {
   const st = roomState(current);
-  if (els.text.value && Date.now() - st.typingSent >= TYPING_EVERY_MS && sendJson({ type: "typing", room: current })) {
+  if (!isDm(current) && els.text.value && Date.now() - st.typingSent >= TYPING_EVERY_MS
+    && sendJson({ type: "typing", room: current })) {
     st.typingSent = Date.now();
   }
 });
@@ -358,7 +391,9 @@ els.joinForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const room = els.joinRoom.value.trim();
   if (!room) return;
-  if (rooms.has(room)) {
+  if (isDm(room) && room.length > 1) {
+    openDm(room.slice(1));
+  } else if (rooms.has(room)) {
     switchTo(room);
   } else if (sendJson({ type: "join", room })) {
     roomState(room);

@@ -1,6 +1,7 @@
 // The chat page's side panels and history, loaded before app.js and sharing its globals
 // (`els`, `rooms`, `roomState`, `current`, `myId`, `TOKEN_KEY`, `messageLine`): who is
-// online in the current room, who is typing, and older messages fetched a page at a time.
+// online in the current room, who is typing, older messages fetched a page at a time, and
+// direct-message conversations (tabs named "@peer").
 "use strict";
 
 // A typing event is sent at most this often per room; the server relays at most as often.
@@ -14,7 +15,13 @@ function renderMembers() {
   const items = [...st.members].map(([id, name]) => {
     const li = document.createElement("li");
     li.textContent = name;
-    if (id === myId) li.className = "me";
+    if (id === myId) {
+      li.className = "me";
+    } else {
+      // A name in the list opens a conversation with it.
+      li.title = `Message ${name} directly`;
+      li.addEventListener("click", () => openDm(name));
+    }
     return li;
   });
   els.memberList.replaceChildren(...items);
@@ -63,4 +70,18 @@ async function loadOlder(room) {
   } finally {
     st.loading = false;
   }
+}
+
+// Direct messages: a conversation is a tab keyed "@peer"; the server has no room for it.
+function isDm(key) {
+  return key.startsWith("@");
+}
+
+// Opens (or shows) the conversation with `name`.
+function openDm(name) {
+  const key = "@" + name;
+  const st = roomState(key);
+  st.entered = true;
+  st.complete = true;
+  switchTo(key);
 }

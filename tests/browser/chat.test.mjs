@@ -434,3 +434,37 @@ test("the member list, typing and history paging", async () => {
     assert.equal(await stopServer(server), 0);
   }
 });
+
+test("a direct message reaches only its two parties, each in a conversation tab", async () => {
+  const server = await startServer();
+  try {
+    const url = `http://${server.http}/`;
+    const [alice, bob, carol] = [await openChat(url), await openChat(url), await openChat(url)];
+    for (const [page, name] of [[alice, "alice"], [bob, "bob"], [carol, "carol"]]) {
+      await page.fill("#name", name);
+      await page.click("#name-form button");
+      await page.locator("#messages li.notice", { hasText: `is now ${name}` }).first().waitFor({ timeout: WAIT });
+    }
+    // alice clicks bob's name in the member list: a conversation tab opens.
+    await alice.locator("#member-list li", { hasText: "bob" }).click();
+    await alice.locator('#room-tabs button[aria-selected="true"]', { hasText: "@bob" }).waitFor({ timeout: WAIT });
+    await send(alice, "just between us");
+    await alice.locator('#messages li.message[data-room="@bob"]', { hasText: "just between us" }).waitFor({ timeout: WAIT });
+    // bob gets a tab "@alice" with an unread mark, and the message in it.
+    await bob.locator("#room-tabs button", { hasText: "@alice" }).locator(".unread").waitFor({ timeout: WAIT });
+    await bob.click("#room-tabs button:has-text('@alice')");
+    await bob.locator('#messages li.message:not([hidden])', { hasText: "just between us" }).waitFor({ timeout: WAIT });
+    // He answers from his tab; carol, meanwhile, saw nothing of it.
+    await send(bob, "agreed");
+    await alice.locator('#messages li.message[data-room="@bob"]', { hasText: "agreed" }).waitFor({ timeout: WAIT });
+    await send(carol, "anyone here?");
+    // (alice is in her @bob tab: the lobby line arrives hidden.)
+    await alice.locator("#messages li.message", { hasText: "anyone here?" }).waitFor({ state: "attached", timeout: WAIT });
+    assert.equal(await carol.locator("#room-tabs button", { hasText: "@" }).count(), 0);
+    assert.equal(await carol.locator("#messages li.message", { hasText: /just between us|agreed/ }).count(), 0);
+    await bob.screenshot({ path: path.join(SHOTS, "browser-dm.png") });
+    for (const page of [alice, bob, carol]) await page.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});
