@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { createServer as createNetServer } from "node:net";
+import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import path from "node:path";
@@ -464,6 +465,50 @@ test("a direct message reaches only its two parties, each in a conversation tab"
     assert.equal(await carol.locator("#messages li.message", { hasText: /just between us|agreed/ }).count(), 0);
     await bob.screenshot({ path: path.join(SHOTS, "browser-dm.png") });
     for (const page of [alice, bob, carol]) await page.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});
+
+// An HS256 JWT, as any JWT library makes one.
+function makeJwt(secret, claims) {
+  const b64 = (s) => Buffer.from(s).toString("base64url");
+  const signed = `${b64(JSON.stringify({ alg: "HS256", typ: "JWT" }))}.${b64(JSON.stringify(claims))}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
+test("a private room refuses a signed-in user whose token does not name it", async () => {
+  const SECRET = "a-jwt-secret-of-at-least-32-bytes!!";
+  const server = await startServer(undefined, undefined, null, ["--jwt-secret", SECRET, "--private-room", "team-*"]);
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const signIn = async (claims) => {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => { throw e; });
+    await page.goto(`http://${server.http}/`);
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    await page.fill("#auth-token", makeJwt(SECRET, claims));
+    await page.press("#auth-token", "Enter");
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    return page;
+  };
+  const join = async (page, room) => {
+    await page.fill("#join-room", room);
+    await page.press("#join-room", "Enter");
+  };
+  try {
+    const insider = await signIn({ name: "ines", exp, rooms: ["team-*"] });
+    const outsider = await signIn({ name: "otto", exp });
+    await join(insider, "team-red");
+    await insider.locator("#member-list li", { hasText: "ines" }).waitFor({ timeout: WAIT });
+    await send(insider, "team only");
+    await insider.locator("#messages li.message", { hasText: "team only" }).waitFor({ timeout: WAIT });
+    // otto's join is refused with the one error, and he learns nothing of the room.
+    await join(outsider, "team-red");
+    await outsider.locator("#messages li.error", { hasText: "that room is not open to you" }).waitFor({ timeout: WAIT });
+    assert.equal(await outsider.locator("#messages li", { hasText: /team only|ines/ }).count(), 0);
+    assert.equal(await outsider.locator("#member-list li", { hasText: "ines" }).count(), 0);
+    await insider.close();
+    await outsider.close();
   } finally {
     assert.equal(await stopServer(server), 0);
   }
