@@ -1,0 +1,100 @@
+//! Broadcasting committed messages: to a room's members (JSON, or bare text for plain
+//! clients), or, for a direct message, to every connection of its two names (part of the
+//! hub; see `mod.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::chat::protocol::ServerMsg;
+use crate::conn::outbox::{Conn, Kind, Push};
+use crate::store::StoredMessage;
+
+use super::Hub;
+
+impl Hub {
+    /// Broadcasts a stored chat message to its room (called by the sequencer, in seq order).
+    /// Queues a committed batch for every member of its rooms (called by the sequencer, in
+    /// seq order), all under one lock. Returns the member lists to flush — the caller hands
+    /// them to the fan-out pool, so each member is flushed once per batch and gets the whole
+    /// batch in one `sendmsg`.
+    pub fn broadcast_batch(&self, batch: &[StoredMessage]) -> Vec<Arc<Vec<Arc<Conn>>>> {
+        self.metrics.messages_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let frames: Vec<Bytes> = batch.iter().map(message_frame).collect();
+        let mut overflowed = vec![];
+        let mut to_flush: Vec<Arc<Vec<Arc<Conn>>>> = vec![];
+        {
+            let mut st = self.state.lock();
+            for (m, frame) in batch.iter().zip(frames) {
+                if let Some(parties) = crate::chat::protocol::dm_parties(&m.room) {
+                    let to: Vec<Arc<Conn>> =
+                        st.clients.iter().filter(|c| dm_party(c, parties)).map(Arc::clone).collect();
+                    overflowed.extend(self.push_to(&to, &frame, None));
+                    to_flush.push(Arc::new(to));
+                    continue;
+                }
+                // Stored already: it is broadcast whatever the room budget says.
+                let Ok(room) = self.room(&mut st, &m.room, true) else { continue };
+                room.last_seq = m.seq;
+                room.stats.last_seq.store(m.seq, Ordering::Relaxed);
+                room.remember(m.seq, &frame);
+                overflowed.extend(self.push_message_to(&room.members, &frame, &m.text));
+                if !to_flush.iter().any(|f| Arc::ptr_eq(f, &room.members)) {
+                    to_flush.push(room.members.clone());
+                }
+            }
+        }
+        if !overflowed.is_empty() {
+            overflowed.sort_by_key(|c| c.id);
+            overflowed.dedup_by_key(|c| c.id);
+            self.close_overflowed(overflowed);
+        }
+        to_flush
+    }
+
+    /// Queues a chat message for `clients`: `frame` (JSON) to chat clients, the bare `text`
+    /// to plain-text ones (framed once, and only if one is there). Memory only: called under
+    /// the lock; returns those over their cap.
+    fn push_message_to(&self, clients: &[Arc<Conn>], frame: &Bytes, text: &str) -> Vec<Arc<Conn>> {
+        let mut overflowed = Vec::new();
+        let mut delivered = 0;
+        let mut plain: Option<Bytes> = None;
+        for conn in clients {
+            let frame = match conn.kind() {
+                Kind::Chat => frame,
+                Kind::Plain => plain.get_or_insert_with(|| crate::conn::frames::text_frame(text.as_bytes())),
+                _ => continue,
+            };
+            match conn.push(frame.clone()) {
+                Push::Queued => delivered += 1,
+                Push::Overflow => overflowed.push(Arc::clone(conn)),
+                Push::Closed => {}
+            }
+        }
+        self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        overflowed
+    }
+}
+
+/// The frame every member of a room receives for a stored message (a `dm` for a
+/// conversation's).
+pub fn message_frame(m: &StoredMessage) -> Bytes {
+    if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
+        let to = if m.name == a { b } else { a };
+        return ServerMsg::Dm { room: &m.room, seq: m.seq, id: m.id, name: &m.name, to, text: &m.text, ts: m.ts }
+            .to_frame();
+    }
+    ServerMsg::Message { room: &m.room, seq: m.seq, id: m.id, name: &m.name, text: &m.text, ts: m.ts }.to_frame()
+}
+
+/// Whether `conn` is a JSON chat client named as one of a conversation's two parties.
+/// (A scan of every client per direct message: they are far rarer than room messages.)
+fn dm_party(conn: &Conn, (a, b): (&str, &str)) -> bool {
+    if conn.kind() != Kind::Chat {
+        return false;
+    }
+    let name = conn.name();
+    *name == *a || *name == *b
+}
