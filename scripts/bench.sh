@@ -6,7 +6,7 @@
 #   gorilla  Go, gorilla/websocket's chat example             scripts/reference/gorilla/
 #   axum     Rust, axum + tokio's chat example                scripts/reference/axum/
 #
-#   scripts/bench.sh              all scenarios, one round (about 12 minutes)
+#   scripts/bench.sh              all scenarios, one round (about 15 minutes)
 #   ROUNDS=3 scripts/bench.sh     median of three rounds
 #   SCENARIOS="1 2" scripts/bench.sh
 #   SERVERS="threadchat gorilla" scripts/bench.sh
