@@ -513,3 +513,40 @@ test("a private room refuses a signed-in user whose token does not name it", asy
     assert.equal(await stopServer(server), 0);
   }
 });
+
+test("when its JWT expires the page is closed, signs in again and misses nothing", async () => {
+  const SECRET = "a-jwt-secret-of-at-least-32-bytes!!";
+  const server = await startServer(undefined, undefined, null, ["--jwt-secret", SECRET]);
+  const now = Math.floor(Date.now() / 1000);
+  try {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => { throw e; });
+    await page.goto(`http://${server.http}/`);
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    // `exp` 57 s ago: inside the 60 s leeway, so about 3 s left.
+    await page.fill("#auth-token", makeJwt(SECRET, { name: "ada", exp: now - 57 }));
+    await page.press("#auth-token", "Enter");
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    await send(page, "before expiry");
+    await page.locator("#messages li.message", { hasText: "before expiry" }).waitFor({ timeout: WAIT });
+    // The server closes the socket at expiry (4001); the token no longer buys a ticket, so
+    // the page asks to sign in again.
+    await page.locator("#messages li.notice", { hasText: "sign-in expired" }).waitFor({ timeout: WAIT });
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    // Meanwhile someone else talks.
+    const resp = await fetch(`http://${server.http}/api/rooms/lobby/messages`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${makeJwt(SECRET, { name: "bo", exp: now + 600 })}` },
+      body: JSON.stringify({ text: "while you were away" }),
+    });
+    assert.equal(resp.status, 201);
+    await page.fill("#auth-token", makeJwt(SECRET, { name: "ada", exp: now + 600 }));
+    await page.press("#auth-token", "Enter");
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    await page.locator("#messages li.message", { hasText: "while you were away" }).waitFor({ timeout: WAIT });
+    assert.deepEqual(await messageTexts(page), ["before expiry", "while you were away"], "each message once, in order");
+    await page.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});
