@@ -10,6 +10,8 @@ const TYPING_EVERY_MS = 2000;
 // Who is online in the current room: names as the server listed them (presence, then each
 // join and leave), the count as it said (the list stops at 100 names; the count does not).
 function renderMembers() {
+  // A conversation has no member list: it is between two names, whoever is online.
+  document.getElementById("members").hidden = isDm(current);
   const st = roomState(current);
   els.memberCount.textContent = String(Math.max(st.count, st.members.size));
   const items = [...st.members].map(([id, name]) => {
