@@ -252,6 +252,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MAX_ROOMS_PER_CLIENT", default_value_t = 32)]
     pub max_rooms_per_client: usize,
 
+    /// Most direct-message conversations on this server; one address may start at most
+    /// 1 % of them. Past either, new conversations are refused (known ones go on).
+    #[arg(long, env = "THREADCHAT_MAX_CONVERSATIONS", default_value_t = 100_000)]
+    pub max_conversations: usize,
+
     /// Broadcast join/leave notices only while the chat has at most this many members
     /// (each notice goes to every member; in a crowd they cost N² deliveries and are noise).
     #[arg(long, env = "THREADCHAT_JOIN_NOTICE_LIMIT", default_value_t = 1000)]

@@ -43,6 +43,7 @@ pub struct Config {
     /// Rooms on the server at most, and per connection.
     pub max_rooms: usize,
     pub max_rooms_per_client: usize,
+    pub max_conversations: usize,
     pub data_dir: PathBuf,
     /// `postgres://…`; `None`: SQLite in `data_dir`.
     pub database: Option<String>,
@@ -128,6 +129,7 @@ impl Default for Config {
             join_notice_limit: 1000,
             max_rooms: 1000,
             max_rooms_per_client: 32,
+            max_conversations: 100_000,
             data_dir: PathBuf::from("./data"),
             database: None,
             redis: None,
@@ -171,6 +173,7 @@ impl TryFrom<ServeArgs> for Config {
             join_notice_limit: a.join_notice_limit,
             max_rooms: a.max_rooms,
             max_rooms_per_client: a.max_rooms_per_client,
+            max_conversations: a.max_conversations,
             data_dir: a.data_dir,
             database: a.database,
             redis: a.redis,
@@ -209,6 +212,9 @@ impl Config {
         }
         if self.max_clients_per_ip == 0 {
             return Err("--max-clients-per-ip must be at least 1".into());
+        }
+        if self.max_conversations == 0 {
+            return Err("--max-conversations must be at least 1".into());
         }
         if self.max_rooms == 0 || self.max_rooms_per_client == 0 {
             return Err("--max-rooms and --max-rooms-per-client must be at least 1".into());

@@ -119,7 +119,11 @@ impl ServerHandle {
         let metrics = Arc::new(Metrics::default());
         let outbox_metrics = Arc::clone(&metrics);
         let limits =
-            crate::chat::hub::RoomLimits { max_rooms: config.max_rooms, per_client: config.max_rooms_per_client };
+            crate::chat::hub::RoomLimits {
+                max_rooms: config.max_rooms,
+                per_client: config.max_rooms_per_client,
+                max_conversations: config.max_conversations,
+            };
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         // Client ids must not repeat across restarts (a page would take an earlier client's
         // messages in the history for its own) nor across a cluster's instances: each

@@ -188,6 +188,8 @@ fn help_documents_every_flag_and_default() {
         "--handshake-timeout-secs",
         "--public-ws-url",
         "--http-threads",
+        "--max-conversations",
+        "--private-room",
         "THREADCHAT_WS_ADDR",
         "[default: 65536]",
         "[default: 30]",

@@ -108,3 +108,36 @@ fn with_jwts_only_signed_in_names_send_and_receive_dms() {
     send(&mut ada, json!({"type": "dm", "to": "eve", "text": "?"}));
     assert!(next_of(&mut ada, "error")["error"].as_str().unwrap().contains("no signed-in user"));
 }
+
+#[test]
+fn conversations_are_budgeted_per_server_and_per_address() {
+    // 2 in all; 1 % of that rounds up to 1 per address.
+    let server = TestServer::with(|c| c.max_conversations = 2);
+    let url = server.chat_url();
+    let name = |mut c: Client, n: &str| {
+        c.send_json(json!({"type": "name", "name": n}));
+        c.recv_type("name");
+        c
+    };
+    let _bob = named(&server, "bob");
+    let _carol = named(&server, "carol");
+    let mut alice = named(&server, "alice");
+    let mut other = name(Client::connect_from(Some("127.0.0.2".parse().unwrap()), &url), "otto");
+    let mut third = name(Client::connect_from(Some("127.0.0.3".parse().unwrap()), &url), "tess");
+
+    alice.send_json(json!({"type": "dm", "to": "bob", "text": "one"}));
+    assert_eq!(alice.recv_type("dm")["text"], "one");
+    // A second new conversation from the same address: refused, whatever the name.
+    alice.send_json(json!({"type": "dm", "to": "carol", "text": "two", "ref": 2}));
+    let e = alice.recv_type("error");
+    assert!(e["error"].as_str().unwrap().contains("your address has started 1"), "{e}");
+    // Another address has its own share; past the server's budget, nobody starts one.
+    other.send_json(json!({"type": "dm", "to": "bob", "text": "from otto"}));
+    assert_eq!(other.recv_type("dm")["text"], "from otto");
+    third.send_json(json!({"type": "dm", "to": "bob", "text": "from tess"}));
+    let e = third.recv_type("error");
+    assert!(e["error"].as_str().unwrap().contains("--max-conversations"), "{e}");
+    // Known conversations go on.
+    alice.send_json(json!({"type": "dm", "to": "bob", "text": "still here"}));
+    assert_eq!(alice.recv_type("dm")["text"], "still here");
+}

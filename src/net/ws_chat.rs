@@ -62,6 +62,7 @@ pub(crate) fn handle_chat(
     text: &str,
     typing: &mut TypingThrottle,
     rooms: &RoomAccess,
+    ip: std::net::IpAddr,
 ) -> Option<Bytes> {
     let private = &shared.chat.config.private_rooms;
     let result = match protocol::parse_client(text) {
@@ -101,9 +102,11 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
         Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
         Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
-        Ok(ClientMsg::Dm { to, text, r#ref }) => match may_dm(conn, shared, &to) {
-            Ok(()) => {
-                let room = protocol::dm_key(&conn.name(), &to);
+        Ok(ClientMsg::Dm { to, text, r#ref }) => match may_dm(conn, shared, &to).and_then(|()| {
+            let room = protocol::dm_key(&conn.name(), &to);
+            shared.chat.hub.admit_conversation(&room, ip).map(|()| room)
+        }) {
+            Ok(room) => {
                 let reply = Reply::Ws { conn: Arc::clone(conn), r#ref };
                 shared.chat.sequencer.submit(Submit { room, id: conn.id, name: conn.name(), text, reply })
             }

@@ -110,7 +110,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     log::info!("client {id} ({peer}): connected to {endpoint}");
     shared.chat.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
-    let end = read_loop(&mut ws, &conn, &mut bucket, &access, shared);
+    let end = read_loop(&mut ws, &conn, &mut bucket, &access, ip, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.chat.hub.remove(&conn);
     conn.set_close_reason(match &end {
@@ -300,6 +300,7 @@ fn read_loop(
     conn: &Arc<Conn>,
     bucket: &mut access::Bucket,
     rooms: &auth::RoomAccess,
+    ip: std::net::IpAddr,
     shared: &Shared,
 ) -> End {
     let chat = conn.kind().is_chat();
@@ -348,7 +349,7 @@ fn read_loop(
             // no further than here; parking_lot locks do not poison), never anyone else.
             Message::Text(text) if chat => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_chat(conn, shared, text.as_str(), &mut typing, rooms)
+                    handle_chat(conn, shared, text.as_str(), &mut typing, rooms, ip)
                 })) {
                     Ok(reply) => reply,
                     Err(_) => return End::Failed(CloseCode::Error, "internal error".into()),

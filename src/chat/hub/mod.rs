@@ -29,6 +29,7 @@ use crate::metrics::{Disconnect, Metrics};
 
 mod broadcast;
 mod cluster;
+mod conversations;
 mod resume;
 mod rooms;
 
@@ -154,6 +155,8 @@ pub struct RoomLimits {
     pub max_rooms: usize,
     /// Rooms one connection may be in at once.
     pub per_client: usize,
+    /// Direct-message conversations on this server (`--max-conversations`).
+    pub max_conversations: usize,
 }
 
 struct HubState {
@@ -180,6 +183,9 @@ pub struct Hub {
     /// The room listing, readable without `state`. Lock order: after `state`.
     index: RoomIndex,
     limits: RoomLimits,
+    /// The direct-message conversations this server knows, and who started them. Lock
+    /// order: alone (never held with another lock).
+    conversations: Mutex<conversations::Conversations>,
 }
 
 impl Hub {
@@ -199,6 +205,7 @@ impl Hub {
             remote: Mutex::new(HashMap::new()),
             index: RoomIndex::default(),
             limits,
+            conversations: Mutex::new(conversations::Conversations::default()),
         }
     }
 
@@ -256,6 +263,7 @@ impl Hub {
     pub fn seed_rooms(&self, last: &HashMap<String, u64>) {
         let mut st = self.state.lock();
         // Conversations are not rooms: nobody joins them, and no listing shows them.
+        self.seed_conversations(last.keys().filter(|k| crate::chat::protocol::dm_parties(k).is_some()));
         for (room, seq) in last.iter().filter(|(room, _)| crate::chat::protocol::dm_parties(room).is_none()) {
             if let Ok(r) = self.room(&mut st, room, true) {
                 r.last_seq = r.last_seq.max(*seq);
