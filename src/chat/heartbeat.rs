@@ -42,10 +42,9 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
     // Pending closes, in deadline order (every deadline is now + the same timeout, so the
     // channel already delivers them sorted).
     let mut pending: std::collections::VecDeque<PendingClose> = Default::default();
-    // Credential expiries, latest first (each arrives at its own time: kept sorted).
-    let mut expiries: Vec<PendingClose> = Vec::new();
+    let mut expiries = Expiries::default();
     loop {
-        let wake_at = [pending.front(), expiries.last()]
+        let wake_at = [pending.front(), expiries.list.last()]
             .into_iter()
             .flatten()
             .map(|p| p.deadline)
@@ -53,10 +52,7 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(closing) -> msg => match msg {
-                Ok(p) if p.why == Deadline::TokenExpiry => {
-                    let at = expiries.partition_point(|e| e.deadline > p.deadline);
-                    expiries.insert(at, p);
-                }
+                Ok(p) if p.why == Deadline::TokenExpiry => expiries.add(p),
                 Ok(p) => pending.push_back(p),
                 Err(_) => return,
             },
@@ -75,8 +71,8 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
             }
         }
 
-        while expiries.last().is_some_and(|p| p.deadline <= now) {
-            let Some(p) = expiries.pop() else { break };
+        while expiries.list.last().is_some_and(|p| p.deadline <= now) {
+            let Some(p) = expiries.list.pop() else { break };
             if let Some(conn) = p.conn.upgrade()
                 && !conn.finished.load(Ordering::Acquire)
             {
@@ -89,6 +85,33 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
             next_round = now + interval;
             round(chat, &ping);
         }
+    }
+}
+
+/// Credential expiries, latest first (each arrives at its own time: kept sorted).
+struct Expiries {
+    list: Vec<PendingClose>,
+    /// The length after the last sweep (at least 1,024).
+    swept_at: usize,
+}
+
+impl Default for Expiries {
+    fn default() -> Self {
+        Expiries { list: Vec::new(), swept_at: 1024 }
+    }
+}
+
+impl Expiries {
+    /// Connections that ended before their token did leave a dead entry; with long-lived
+    /// tokens and many reconnections those would pile up until their expiry, so they are
+    /// swept whenever the list has doubled since the last sweep.
+    fn add(&mut self, p: PendingClose) {
+        if self.list.len() >= self.swept_at * 2 {
+            self.list.retain(|e| e.conn.strong_count() > 0);
+            self.swept_at = self.list.len().max(1024);
+        }
+        let at = self.list.partition_point(|e| e.deadline > p.deadline);
+        self.list.insert(at, p);
     }
 }
 
@@ -137,6 +160,31 @@ fn round(chat: &Chat, ping: &bytes::Bytes) {
             conn.set_close_reason(crate::metrics::Disconnect::Heartbeat);
             chat.hub.remove(conn);
             conn.terminate();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    #[test]
+    fn expiries_stay_sorted_and_dead_entries_do_not_pile_up() {
+        let now = Instant::now();
+        let at = |secs| PendingClose { conn: Weak::new(), deadline: now + Duration::from_secs(secs), why: Deadline::TokenExpiry };
+        let mut e = Expiries::default();
+        for secs in [5, 1, 9, 3] {
+            e.add(at(secs));
+        }
+        let order: Vec<u64> = e.list.iter().map(|p| (p.deadline - now).as_secs()).collect();
+        assert_eq!(order, [9, 5, 3, 1], "latest first: the next due is at the end");
+        // Every entry is dead (no connection holds it): however many are added, the list
+        // never grows past twice the sweep threshold.
+        for i in 0..100_000 {
+            e.add(at(1_000_000 + i));
+            assert!(e.list.len() <= 2 * 1024 + 1, "{} entries after {i}", e.list.len());
         }
     }
 }
