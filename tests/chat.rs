@@ -241,3 +241,34 @@ fn typing_reaches_the_others_in_the_room_once_per_two_seconds_and_is_never_store
         got
     });
 }
+
+#[test]
+fn a_bad_room_in_the_resume_url_is_refused_by_name() {
+    let server = TestServer::start();
+    let url = format!("{}?resume=Not%20A%20Room:0,lobby:0", server.chat_url());
+    let mut ws = connect_raw(&url).unwrap();
+    assert_eq!(read_json(&mut ws)["type"], "welcome");
+    let e = read_json(&mut ws);
+    assert_eq!(e["error"], "bad resume parameter \"Not A Room:0\"; expected ROOM:SEQ", "{e}");
+    // The valid one is still done.
+    assert_eq!(read_json(&mut ws)["room"], "lobby");
+}
+
+#[test]
+fn resumes_in_the_url_spend_the_message_rate_and_the_rest_are_counted() {
+    // 1 message a second in bursts of 2: two of the five resumes are done.
+    let server = TestServer::with(|c| c.message_rate = 1.0);
+    let url = format!("{}?resume=ra:0,rb:0,rc:0,rd:0,re:0", server.chat_url());
+    let mut ws = connect_raw(&url).unwrap();
+    let mut rooms = vec![];
+    let error = loop {
+        let v = read_json(&mut ws);
+        match v["type"].as_str() {
+            Some("presence") => rooms.push(v["room"].as_str().unwrap().to_string()),
+            Some("error") => break v,
+            _ => {}
+        }
+    };
+    assert_eq!(error["error"], "rate limit: 3 resume(s) in the URL not done; send them as resume requests");
+    assert_eq!(rooms, ["lobby", "ra", "rb"]);
+}

@@ -141,3 +141,28 @@ fn conversations_are_budgeted_per_server_and_per_address() {
     alice.send_json(json!({"type": "dm", "to": "bob", "text": "still here"}));
     assert_eq!(alice.recv_type("dm")["text"], "still here");
 }
+
+#[test]
+fn the_conversation_budget_counts_the_conversations_in_the_history_after_a_restart() {
+    let dir = TempDir::new();
+    {
+        let server = TestServer::in_dir(&dir.0, |c| c.max_conversations = 1);
+        let _bob = named(&server, "bob");
+        let mut alice = named(&server, "alice");
+        alice.send_json(json!({"type": "dm", "to": "bob", "text": "before"}));
+        assert_eq!(alice.recv_type("dm")["text"], "before");
+    }
+    let server = TestServer::in_dir(&dir.0, |c| c.max_conversations = 1);
+    let _bob = named(&server, "bob");
+    // The one conversation the budget allows exists already: a new one is refused...
+    let url = server.chat_url();
+    let mut otto = Client::connect_from(Some("127.0.0.2".parse().unwrap()), &url);
+    otto.send_json(json!({"type": "name", "name": "otto"}));
+    otto.recv_type("name");
+    otto.send_json(json!({"type": "dm", "to": "bob", "text": "new"}));
+    assert!(otto.recv_type("error")["error"].as_str().unwrap().contains("--max-conversations"));
+    // ...and the old one goes on.
+    let mut alice = named(&server, "alice");
+    alice.send_json(json!({"type": "dm", "to": "bob", "text": "after"}));
+    assert_eq!(alice.recv_type("dm")["seq"], 2);
+}

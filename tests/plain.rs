@@ -112,3 +112,29 @@ fn the_plain_endpoint_answers_on_the_http_port_too_and_other_paths_stay_404() {
     assert_eq!(read_text(&mut on_http), "via the page's port");
     assert_eq!(refused_status(connect_raw(&format!("ws://{}/nope", server.ws))), 404);
 }
+
+#[test]
+fn a_plain_client_cannot_take_a_signed_in_users_name() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const TOKEN: &str = "a-shared-token-for-guests";
+    let server = TestServer::with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.token = Some(TOKEN.into());
+    });
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
+    let ada = jwt(SECRET, serde_json::json!({"name": "ada", "exp": exp}));
+    let mut signed_in = connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {ada}"))]).unwrap();
+    read_json(&mut signed_in); // welcome: "ada" is a login name from now on
+    read_json(&mut signed_in); // presence
+
+    let mut impostor = connect_raw(&format!("ws://{}/?token={TOKEN}&name=ada", server.ws)).unwrap();
+    assert_eq!(read_text(&mut impostor), "error: that name belongs to a signed-in user");
+    impostor.send(Message::text("who am I?")).unwrap();
+    let m = loop {
+        let v = read_json(&mut signed_in);
+        if v["type"] == "message" {
+            break v;
+        }
+    };
+    assert!(m["name"].as_str().unwrap().starts_with("guest-"), "posted as a guest, not as ada: {m}");
+}
