@@ -32,6 +32,8 @@ whole=(
   src/net/admission.rs   # who gets a thread
   src/conn/budget.rs     # the server-wide outgoing budget
   src/net/files.rs       # static paths
+  src/net/ws_chat.rs     # what a session may do: rooms it may enter, DMs, typing, plain text
+  src/chat/hub/conversations.rs  # the conversation budget
 )
 args=()
 for f in "${whole[@]}"; do args+=(--file "$f"); done
