@@ -61,7 +61,11 @@ pub struct ServerHandle {
 /// Why the server could not start (as opposed to a client's connection failing).
 #[derive(Debug)]
 pub enum StartError {
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     Thread(std::io::Error),
     Store(store::StoreError),
     Tls(String),
@@ -118,12 +122,11 @@ impl ServerHandle {
         let queue_budget = Arc::new(crate::conn::budget::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
         let outbox_metrics = Arc::clone(&metrics);
-        let limits =
-            crate::chat::hub::RoomLimits {
-                max_rooms: config.max_rooms,
-                per_client: config.max_rooms_per_client,
-                max_conversations: config.max_conversations,
-            };
+        let limits = crate::chat::hub::RoomLimits {
+            max_rooms: config.max_rooms,
+            per_client: config.max_rooms_per_client,
+            max_conversations: config.max_conversations,
+        };
         let hub = Hub::new(closing_tx, Arc::clone(&metrics), config.join_notice_limit, limits);
         // Client ids must not repeat across restarts (a page would take an earlier client's
         // messages in the history for its own) nor across a cluster's instances: each
@@ -293,8 +296,7 @@ fn spawn_stats(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) -> st
             if ticks.is_multiple_of(IP_GENERATION) {
                 shared.ips.rotate();
             }
-            let chat =
-                shared.chat.hub.snapshot().iter().filter(|c| c.kind().is_chat()).count();
+            let chat = shared.chat.hub.snapshot().iter().filter(|c| c.kind().is_chat()).count();
             shared.chat.metrics.sample(chat);
         }
     })

@@ -251,7 +251,16 @@ fn help_documents_the_exit_codes_and_jwt_is_an_alias_of_token() {
 #[test]
 fn a_bad_private_room_pattern_is_a_flag_error() {
     for bad in ["Team A", "team-*-x", "*team", ""] {
-        let args = ["--private-room", bad, "--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0", "--data-dir", "/nonexistent-threadchat"];
+        let args = [
+            "--private-room",
+            bad,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/nonexistent-threadchat",
+        ];
         let (code, _, err) = run_cli(&args, CLI_WAIT);
         assert_eq!(code, 2, "{bad:?}: {err}");
         assert!(err.contains("--private-room"), "{err}");

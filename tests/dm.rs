@@ -27,7 +27,10 @@ fn a_dm_reaches_both_parties_every_tab_and_nobody_else_and_can_be_resumed() {
     let ack = alice1.recv_type("ack");
     assert_eq!((ack["ref"].as_u64(), ack["seq"].as_u64()), (Some(7), own["seq"].as_u64()));
     for dm in [own, bob.recv_type("dm"), alice2.recv_type("dm")] {
-        assert_eq!((dm["name"].as_str(), dm["to"].as_str(), dm["text"].as_str()), (Some("alice"), Some("bob"), Some("psst")));
+        assert_eq!(
+            (dm["name"].as_str(), dm["to"].as_str(), dm["text"].as_str()),
+            (Some("alice"), Some("bob"), Some("psst"))
+        );
         assert_eq!(dm["seq"], 1, "numbered per conversation");
         assert_eq!(dm["room"], ack["room"]);
     }
@@ -66,7 +69,11 @@ fn a_dm_reaches_both_parties_every_tab_and_nobody_else_and_can_be_resumed() {
     let e = alice1.recv_type("error");
     assert_eq!(e["ref"], 8);
     assert!(e["error"].as_str().unwrap().contains("nobody named"), "{e}");
-    for bad in [json!({"type": "dm", "text": "x"}), json!({"type": "dm", "to": "bob"}), json!({"type": "dm", "to": "", "text": "x"})] {
+    for bad in [
+        json!({"type": "dm", "text": "x"}),
+        json!({"type": "dm", "to": "bob"}),
+        json!({"type": "dm", "to": "", "text": "x"}),
+    ] {
         alice1.send_json(bad.clone());
         assert_eq!(alice1.recv_type("error")["type"], "error", "{bad}");
     }
@@ -89,7 +96,8 @@ fn with_jwts_only_signed_in_names_send_and_receive_dms() {
     let mut ada = open(format!("Bearer {}", jwt(SECRET, json!({"name": "ada", "exp": exp}))));
     let mut bo = open(format!("Bearer {}", jwt(SECRET, json!({"name": "bo", "exp": exp}))));
     let mut guest = open("Bearer a-shared-token-for-guests".into());
-    let send = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>, v: Value| ws.send(Message::text(v.to_string())).unwrap();
+    let send =
+        |ws: &mut tungstenite::WebSocket<std::net::TcpStream>, v: Value| ws.send(Message::text(v.to_string())).unwrap();
     let next_of = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>, kind: &str| loop {
         let v = read_json(ws);
         if v["type"] == kind {

@@ -387,7 +387,8 @@ fn a_rooms_claim_and_private_rooms_decide_who_enters_reads_and_posts() {
     assert_eq!(post(&alice).status, 201);
     // Nothing of bob's reached the room.
     let history: serde_json::Value = serde_json::from_slice(&get("/api/rooms/team-a/messages", &alice).body).unwrap();
-    let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["for the team", "sneaking in"], "alice's post, not bob's");
     let listed = |t: &str| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(&get("/api/rooms", t).body).unwrap();

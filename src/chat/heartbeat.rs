@@ -173,7 +173,11 @@ mod tests {
     #[test]
     fn expiries_stay_sorted_and_dead_entries_do_not_pile_up() {
         let now = Instant::now();
-        let at = |secs| PendingClose { conn: Weak::new(), deadline: now + Duration::from_secs(secs), why: Deadline::TokenExpiry };
+        let at = |secs| PendingClose {
+            conn: Weak::new(),
+            deadline: now + Duration::from_secs(secs),
+            why: Deadline::TokenExpiry,
+        };
         let mut e = Expiries::default();
         for secs in [5, 1, 9, 3] {
             e.add(at(secs));

@@ -50,7 +50,8 @@ pub(crate) fn handle_plain(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Opt
         return Some(error_frame(shared, conn, "not in the lobby (the server refused the join)"));
     }
     let reply = Reply::Ws { conn: Arc::clone(conn), r#ref: None };
-    let submit = Submit { room: protocol::LOBBY.to_string(), id: conn.id, name: conn.name(), text: text.to_string(), reply };
+    let submit =
+        Submit { room: protocol::LOBBY.to_string(), id: conn.id, name: conn.name(), text: text.to_string(), reply };
     shared.chat.sequencer.submit(submit).err().map(|e| error_frame(shared, conn, &e))
 }
 
@@ -233,4 +234,3 @@ fn error_frame_ref(shared: &Shared, conn: &Conn, error: &str, r#ref: Option<u64>
     shared.chat.metrics.error_replies.fetch_add(1, Ordering::Relaxed);
     error_frame_for(conn, error, r#ref)
 }
-

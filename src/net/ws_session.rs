@@ -344,7 +344,9 @@ fn read_loop(
         }
         let reply = match msg {
             Message::Text(text) if plain => handle_plain(conn, shared, text.as_str()),
-            Message::Binary(_) if plain => Some(error_frame(shared, conn, "binary frames are not supported; send text")),
+            Message::Binary(_) if plain => {
+                Some(error_frame(shared, conn, "binary frames are not supported; send text"))
+            }
             // A bug in handling one request ends this client with 1011 (its thread unwinds
             // no further than here; parking_lot locks do not poison), never anyone else.
             Message::Text(text) if chat => {
@@ -356,7 +358,9 @@ fn read_loop(
                 }
             }
             Message::Text(text) => Some(frames::text_frame(text.as_bytes())),
-            Message::Binary(_) if chat => Some(error_frame(shared, conn, "binary frames are not supported; send JSON text")),
+            Message::Binary(_) if chat => {
+                Some(error_frame(shared, conn, "binary frames are not supported; send JSON text"))
+            }
             Message::Binary(data) => Some(frames::binary_frame(&data)),
             Message::Close(frame) => {
                 return End::ClientClosed(match frame {

@@ -136,7 +136,8 @@ impl Store for SqliteStore {
                 "SELECT room, seq, client_id, name, text, ts FROM messages
                  WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![room, before.min(i64::MAX as u64) as i64, limit as i64], row_to_message)?;
+            let rows =
+                stmt.query_map(params![room, before.min(i64::MAX as u64) as i64, limit as i64], row_to_message)?;
             let mut messages = rows.collect::<Result<Vec<_>, _>>()?;
             messages.reverse();
             Ok(messages)
@@ -164,11 +165,12 @@ impl Store for SqliteStore {
         // Not fsynced: a delete lost in a crash is simply done again, and the next message
         // commit's fsync of the WAL covers this one's frames too. Only messages pay an fsync.
         conn.pragma_update(None, "synchronous", "OFF")?;
-        let deleted = conn.prepare_cached(
-            "DELETE FROM messages WHERE room = ?1 AND seq IN (
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM messages WHERE room = ?1 AND seq IN (
                 SELECT seq FROM messages WHERE room = ?1 AND (seq <= ?2 OR ts < ?3) ORDER BY seq LIMIT ?4)",
-        )?
-        .execute(params![room, keep_from, too_old, chunk as i64]);
+            )?
+            .execute(params![room, keep_from, too_old, chunk as i64]);
         let restored = conn.pragma_update(None, "synchronous", self.synchronous);
         parking_lot::MutexGuard::unlock_fair(conn);
         restored?;

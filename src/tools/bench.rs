@@ -763,8 +763,14 @@ pub fn print_table(r: &Report) {
     println!("measured               {:.1} s", r.duration_secs);
     println!("sent / deliveries      {} / {} ({:.0} deliveries/s)", r.sent, r.deliveries, r.deliveries_per_sec);
     println!("latency p50/p99/max    {:.3} / {:.3} / {:.3} ms", r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms);
-    println!("sent/s, delivered      {:.0} msg/s, {:.1} % of sent × connected", r.sent_per_sec, r.delivered_fraction * 100.0);
-    if let (Some(p50), Some(p99), Some(local)) = (r.cross_latency_p50_ms, r.cross_latency_p99_ms, r.local_latency_p99_ms) {
+    println!(
+        "sent/s, delivered      {:.0} msg/s, {:.1} % of sent × connected",
+        r.sent_per_sec,
+        r.delivered_fraction * 100.0
+    );
+    if let (Some(p50), Some(p99), Some(local)) =
+        (r.cross_latency_p50_ms, r.cross_latency_p99_ms, r.local_latency_p99_ms)
+    {
         println!("across instances       p50 {p50:.3} ms, p99 {p99:.3} ms (within one: p99 {local:.3} ms)");
     }
     if r.redis_cpu_percent.is_some() {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::chat::protocol::ServerMsg;
-use crate::conn::outbox::{Conn, Kind, Push};
+use crate::conn::outbox::{Conn, Kind};
 use crate::store::StoredMessage;
 
 use super::Hub;
@@ -57,24 +57,12 @@ impl Hub {
     /// to plain-text ones (framed once, and only if one is there). Memory only: called under
     /// the lock; returns those over their cap.
     fn push_message_to(&self, clients: &[Arc<Conn>], frame: &Bytes, text: &str) -> Vec<Arc<Conn>> {
-        let mut overflowed = Vec::new();
-        let mut delivered = 0;
         let mut plain: Option<Bytes> = None;
-        for conn in clients {
-            let frame = match conn.kind() {
-                Kind::Chat => frame,
-                Kind::Plain => plain.get_or_insert_with(|| crate::conn::frames::text_frame(text.as_bytes())),
-                _ => continue,
-            };
-            match conn.push(frame.clone()) {
-                Push::Queued => delivered += 1,
-                Push::Overflow => overflowed.push(Arc::clone(conn)),
-                Push::Closed => {}
-            }
-        }
-        self.metrics.broadcasts.fetch_add(1, Ordering::Relaxed);
-        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        overflowed
+        self.push_each(clients, |conn| match conn.kind() {
+            Kind::Chat => Some(frame.clone()),
+            Kind::Plain => Some(plain.get_or_insert_with(|| crate::conn::frames::text_frame(text.as_bytes())).clone()),
+            _ => None,
+        })
     }
 }
 

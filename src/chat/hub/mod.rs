@@ -284,7 +284,8 @@ impl Hub {
 
     /// Closes `conn` with [`TOKEN_EXPIRED_CODE`] at `at`, when its credential expires.
     pub fn close_when_expired(&self, conn: &Arc<Conn>, at: Instant) {
-        let _ = self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
+        let _ =
+            self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
     }
 
     /// Whether a JSON chat client named `name` is connected here.
@@ -381,13 +382,11 @@ impl Hub {
         }
         if conn.push_close(code, reason) {
             conn.flush();
-            let _ = self
-                .closing
-                .send(PendingClose {
-                    conn: Arc::downgrade(conn),
-                    deadline: Instant::now() + CLOSE_TIMEOUT,
-                    why: Deadline::CloseReply,
-                });
+            let _ = self.closing.send(PendingClose {
+                conn: Arc::downgrade(conn),
+                deadline: Instant::now() + CLOSE_TIMEOUT,
+                why: Deadline::CloseReply,
+            });
         }
     }
 
@@ -411,13 +410,17 @@ impl Hub {
     /// (memory only: called under the lock); returns those over their cap. Plain-text
     /// clients get chat messages only.
     fn push_to(&self, clients: &[Arc<Conn>], frame: &Bytes, skip: Option<u64>) -> Vec<Arc<Conn>> {
+        self.push_each(clients, |conn| (conn.kind() == Kind::Chat && Some(conn.id) != skip).then(|| frame.clone()))
+    }
+
+    /// Queues for each of `clients` the frame `pick` gives it (`None`: nothing), counting
+    /// the broadcast and its deliveries; returns those over their cap.
+    fn push_each(&self, clients: &[Arc<Conn>], mut pick: impl FnMut(&Conn) -> Option<Bytes>) -> Vec<Arc<Conn>> {
         let mut overflowed = Vec::new();
         let mut delivered = 0;
         for conn in clients {
-            if conn.kind() != Kind::Chat || Some(conn.id) == skip {
-                continue;
-            }
-            match conn.push(frame.clone()) {
+            let Some(frame) = pick(conn) else { continue };
+            match conn.push(frame) {
                 Push::Queued => delivered += 1,
                 Push::Overflow => overflowed.push(Arc::clone(conn)),
                 Push::Closed => {}
