@@ -102,6 +102,11 @@ fn bad_plain_input_gets_an_error_line_and_floods_are_cut() {
     };
     assert!(saw_rate_error, "refusals are explained before the close");
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1008));
+    // Another address's plain client is still served, at its own rate.
+    let other = tcp_from(other_ip(), server.ws).expect("connect from another address");
+    let (mut innocent, _) = tungstenite::client::client(format!("ws://{}/", server.ws), other).expect("upgrade");
+    innocent.send(Message::text("still here")).unwrap();
+    assert_eq!(read_text(&mut innocent), "still here");
 }
 
 #[test]

@@ -311,7 +311,7 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         }
         (Identity::Named { name: own, .. }, _) => own,
         (Identity::Anonymous, Some(asked)) if shared.login_names.is_taken(&asked) => {
-            return json(403, &serde_json::json!({ "error": "that name belongs to a signed-in user" }));
+            return json(403, &serde_json::json!({ "error": crate::net::auth::NAME_TAKEN }));
         }
         (Identity::Anonymous, asked) => asked.unwrap_or_else(|| "http".to_string()),
     };

@@ -175,6 +175,10 @@ pub struct LoginNames {
     names: Mutex<HashSet<String>>,
 }
 
+/// What a client hears when it asks for a name a JWT login has used (rename, `?name=`, or
+/// a post under it).
+pub const NAME_TAKEN: &str = "that name belongs to a signed-in user";
+
 /// Names remembered at most: a bound on memory however many JWT users come and go.
 const MAX_LOGIN_NAMES: usize = 100_000;
 

@@ -12,7 +12,7 @@ use crate::chat::commit::{Reply, Submit, error_frame_for};
 use crate::chat::protocol::{self, ClientMsg};
 use crate::conn::outbox::Conn;
 use crate::net::access;
-use crate::net::auth::{ROOM_CLOSED, RoomAccess};
+use crate::net::auth::{NAME_TAKEN, ROOM_CLOSED, RoomAccess};
 use crate::net::state::Shared;
 
 /// A plain-text client: named by `?name=` (or `guest-ID`), in the lobby, nothing else.
@@ -22,7 +22,7 @@ pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str, rooms:
     {
         match protocol::normalize_name(&wanted) {
             Ok(name) if shared.login_names.is_taken(&name) => {
-                conn.send(error_frame(shared, conn, "that name belongs to a signed-in user"));
+                conn.send(error_frame(shared, conn, NAME_TAKEN));
             }
             Ok(name) => {
                 conn.set_name(&name);
@@ -91,9 +91,7 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
             Err("your name comes from your login and cannot be changed".to_string())
         }
-        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => {
-            Err("that name belongs to a signed-in user".to_string())
-        }
+        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => Err(NAME_TAKEN.to_string()),
         Ok(ClientMsg::Name { name }) => {
             let new: Arc<str> = Arc::from(name.as_str());
             let old = conn.set_name(&name);
