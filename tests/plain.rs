@@ -106,7 +106,8 @@ fn bad_plain_input_gets_an_error_line_and_floods_are_cut() {
     let other = tcp_from(other_ip(), server.ws).expect("connect from another address");
     let (mut innocent, _) = tungstenite::client::client(format!("ws://{}/", server.ws), other).expect("upgrade");
     innocent.send(Message::text("still here")).unwrap();
-    assert_eq!(read_text(&mut innocent), "still here");
+    // (The flood's last accepted lines may still be on their way to it first.)
+    while read_text(&mut innocent) != "still here" {}
 }
 
 #[test]
