@@ -103,6 +103,14 @@ def main():
         row("2 latency: p50 ms", "2-latency", "latency_p50_ms")
         row("2 latency: p99 ms", "2-latency", "latency_p99_ms", 0.5, against="best")
         row("2 latency: server CPU % of a core", "2-latency", "server_cpu_percent")
+        row("2 latency: load generator's busiest thread, % of a core", "2-latency", "generator_busiest_thread_percent")
+    if ("2-latency_2gen", "threadchat") in runs:
+        row("2 latency, 2 load-generator threads: p50 ms", "2-latency_2gen", "latency_p50_ms")
+        row("2 latency, 2 load-generator threads: p99 ms", "2-latency_2gen", "latency_p99_ms", 0.5, against="best")
+        row("2 latency, 2 load-generator threads: server CPU ms per 1k deliveries", "2-latency_2gen",
+            "server_cpu_ms_per_1k_deliveries")
+        row("2 latency, 2 load-generator threads: generator CPU ms per 1k deliveries", "2-latency_2gen",
+            "generator_cpu_ms_per_1k_deliveries")
     if ("3-idle", "threadchat") in runs:
         row("3 idle: clients connected", "3-idle", "connected", 1.0, False)
         row("3 idle: RSS per client KiB", "3-idle", "server_rss_per_client_kib", 2.0)

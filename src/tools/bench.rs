@@ -125,6 +125,12 @@ pub struct Report {
     pub server_cpu_secs: Option<f64>,
     pub server_cpu_ms_per_1k_deliveries: Option<f64>,
     pub server_cpu_percent: Option<f64>,
+    /// The load generator's own CPU (this process) per 1k deliveries: on one machine its
+    /// reads cost as much kernel time as the server's writes.
+    pub generator_cpu_ms_per_1k_deliveries: Option<f64>,
+    /// The busiest load-generator thread, in % of a core. Near saturation its own queue
+    /// shows up in the latencies, whatever the server does: then add `--threads`.
+    pub generator_busiest_thread_percent: Option<f64>,
     pub server_rss_before_kib: Option<u64>,
     pub server_rss_kib: Option<u64>,
     pub server_rss_per_client_kib: Option<f64>,
@@ -192,6 +198,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     let rss_connected = rss();
     let kernel_connected = read_kernel_kib();
     let cpu_start = cpu_now();
+    let generator_start = read_cpu_secs(std::process::id());
+    let threads_start = bench_thread_cpu_secs();
     let redis_start = args.redis_pid.and_then(read_cpu_secs);
     clock.measuring.store(true, Ordering::Release);
     let start = Instant::now();
@@ -208,6 +216,8 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
     clock.measuring.store(false, Ordering::Release);
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_end = cpu_now();
+    let generator_end = read_cpu_secs(std::process::id());
+    let busiest = busiest_thread_secs(&threads_start, &bench_thread_cpu_secs());
     let redis_end = args.redis_pid.and_then(read_cpu_secs);
     let rss_end = rss();
     clock.stop.store(true, Ordering::Release);
@@ -284,6 +294,11 @@ pub fn run(args: &BenchArgs) -> Result<Report, String> {
             .filter(|_| total.deliveries > 0)
             .map(|c| c * 1000.0 / (total.deliveries as f64 / 1000.0)),
         server_cpu_percent: cpu.map(|c| c * 100.0 / elapsed),
+        generator_cpu_ms_per_1k_deliveries: match (generator_start, generator_end) {
+            (Some(a), Some(b)) if total.deliveries > 0 => Some((b - a) * 1000.0 / (total.deliveries as f64 / 1000.0)),
+            _ => None,
+        },
+        generator_busiest_thread_percent: busiest.map(|c| c * 100.0 / elapsed),
         server_rss_before_kib: rss_before,
         server_rss_kib: rss_end,
         server_rss_per_client_kib: match (rss_before, rss_connected) {
@@ -732,7 +747,12 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 
 /// utime + stime of a process, in seconds.
 pub fn read_cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    read_cpu_secs_at(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of /proc (a process's or a thread's), in seconds.
+fn read_cpu_secs_at(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -740,6 +760,26 @@ pub fn read_cpu_secs(pid: u32) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((utime + stime) / ticks)
+}
+
+/// CPU seconds of each of this process's load-generator threads (`bench-N`), by thread id.
+fn bench_thread_cpu_secs() -> Vec<(u32, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return vec![] };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+        comm.starts_with("bench-").then_some(())?;
+        Some((tid, read_cpu_secs_at(&format!("/proc/self/task/{tid}/stat"))?))
+    })
+    .collect()
+}
+
+/// The most CPU any one thread used between two `bench_thread_cpu_secs` readings.
+fn busiest_thread_secs(before: &[(u32, f64)], after: &[(u32, f64)]) -> Option<f64> {
+    after
+        .iter()
+        .filter_map(|(tid, end)| before.iter().find(|(t, _)| t == tid).map(|(_, start)| end - start))
+        .max_by(f64::total_cmp)
 }
 
 /// Resident set size of a process, in KiB.
@@ -794,6 +834,16 @@ pub fn print_table(r: &Report) {
         opt(r.server_cpu_ms_per_1k_deliveries, "ms"),
         opt(r.server_cpu_percent, "% of a core")
     );
+    println!(
+        "load generator CPU     {} per 1k deliveries, busiest thread {}",
+        opt(r.generator_cpu_ms_per_1k_deliveries, "ms"),
+        opt(r.generator_busiest_thread_percent, "% of a core")
+    );
+    if r.generator_busiest_thread_percent.is_some_and(|p| p > 50.0) {
+        println!(
+            "hint                   a load-generator thread is over half busy: its own queue is in these latencies; add --threads"
+        );
+    }
     println!(
         "server RSS             {} KiB (before {} KiB, {} per client)",
         r.server_rss_kib.map_or("n/a".into(), |v| v.to_string()),
@@ -858,6 +908,17 @@ mod tests {
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), 300);
         let mask = &out[4..8];
         assert!(out[8..].iter().enumerate().all(|(i, b)| b ^ mask[i % 4] == b'a'));
+    }
+
+    #[test]
+    fn busiest_thread_counts_only_threads_seen_at_both_readings() {
+        let before = [(1, 1.0), (2, 5.0)];
+        let after = [(1, 4.0), (2, 6.0), (3, 9.0)];
+        assert_eq!(busiest_thread_secs(&before, &after), Some(3.0));
+        assert_eq!(busiest_thread_secs(&[], &after), None);
+        // This test's own thread is not a bench thread; a spawned `bench-` thread is.
+        let t = std::thread::Builder::new().name("bench-test".into()).spawn(|| bench_thread_cpu_secs().len()).unwrap();
+        assert!(t.join().unwrap() >= 1);
     }
 
     #[test]
