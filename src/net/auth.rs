@@ -40,8 +40,8 @@ pub enum Identity {
     Anonymous,
     /// A JWT: this display name, which the client cannot change, of this user (the `sub`
     /// claim, else the name), whose connections are counted together.
-    /// `expires`: the first Unix second at which the token is no longer accepted (`exp`
-    /// + leeway + 1); a connection it opened is closed then.
+    /// `expires`: the first Unix second at which the token is no longer accepted
+    /// (`exp` plus the leeway plus 1); a connection it opened is closed then.
     /// `rooms`: the JWT's `rooms` claim, if it had one: the only rooms this user may
     /// enter (see [`RoomAccess`]).
     Named { name: String, user: String, expires: u64, rooms: Option<Vec<String>> },

@@ -24,7 +24,7 @@ pub struct RoomsReport {
 }
 
 pub fn run(url: &str, rooms: usize, pid: u32, http: Option<&str>) -> Result<RoomsReport, String> {
-    let rss = || crate::tools::bench::read_rss_kib(pid).ok_or("cannot read the server's RSS (--server-pid)");
+    let rss = || crate::tools::bench::procfs::read_rss_kib(pid).ok_or("cannot read the server's RSS (--server-pid)");
     let (mut ws, _) = tungstenite::connect(url).map_err(|e| format!("connect {url}: {e}"))?;
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
