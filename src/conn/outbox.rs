@@ -19,18 +19,18 @@
 //!
 //! With TLS (`--tls-cert`), the queue still holds plain WebSocket frames (a broadcast is
 //! framed once for everyone); the writer encrypts them with this connection's rustls state
-//! as it sends, at most [`TLS_CHUNK`] ahead of what the kernel took. The rustls state is
+//! as it sends, at most `send::TLS_CHUNK` ahead of what the kernel took. The rustls state is
 //! shared with the client thread, which decrypts what it reads, under its own lock (`tls`),
 //! taken after `out` when both are needed and never held across a blocking call.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use crate::conn::budget::QueueBudget;
@@ -38,10 +38,6 @@ use crate::conn::flusher::{Flushed, Flusher, Parked};
 use crate::conn::frames;
 use crate::metrics::{Disconnect, Metrics};
 use tungstenite::protocol::frame::coding::CloseCode;
-
-/// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
-/// is already far more than a burst usually holds and keeps the stack array small.
-const MAX_IOVECS: usize = 64;
 
 /// How long a closing connection may take to drain its last bytes (our Close frame, a
 /// refusal) before the socket is shut anyway.
@@ -52,10 +48,6 @@ const BLOCKING_CHUNK: usize = 64 * 1024;
 
 /// Queue slots an idle outbox keeps allocated (32 bytes each).
 const KEEP_QUEUE_SLOTS: usize = 16;
-
-/// With TLS: plaintext encrypted per round. rustls then holds at most this much ciphertext
-/// that the kernel has not taken, so the outbox cap still bounds a stalled client.
-const TLS_CHUNK: usize = 64 * 1024;
 
 /// What the connection is used for; decided by the path at the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,88 +390,11 @@ impl Conn {
     /// calls as possible. Sent frames are popped; a partly sent one is advanced. Returns the
     /// queued bytes consumed and whether everything went out; stops early on `EAGAIN`.
     fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<(usize, bool)> {
+        let bytes_out = &self.metrics.bytes_out;
         match &self.tls {
-            Some(tls) => self.send_batch_tls(&mut tls.lock(), batch),
-            None => self.send_batch_plain(batch).map(|n| (n, batch.is_empty())),
+            Some(tls) => send::tls(&self.socket, &mut tls.lock(), batch, bytes_out),
+            None => send::plain(&self.socket, batch, bytes_out).map(|n| (n, batch.is_empty())),
         }
-    }
-
-    /// The TLS writer: alternately hands rustls up to `TLS_CHUNK` of frames to encrypt and
-    /// writes its records out, until both are empty or the kernel buffer is full.
-    fn send_batch_tls(
-        &self,
-        tls: &mut rustls::ServerConnection,
-        batch: &mut VecDeque<Bytes>,
-    ) -> io::Result<(usize, bool)> {
-        let mut consumed = 0;
-        loop {
-            while tls.wants_write() {
-                match tls.write_tls(&mut DontWait(&self.socket)) {
-                    Ok(n) => {
-                        self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((consumed, false)),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if batch.is_empty() {
-                return Ok((consumed, true));
-            }
-            let mut budget = TLS_CHUNK;
-            while budget > 0 {
-                let Some(front) = batch.front_mut() else { break };
-                let n = tls.writer().write(&front[..front.len().min(budget)])?;
-                if n == 0 {
-                    break; // rustls's own buffer is full: write it out first
-                }
-                consumed += n;
-                budget -= n;
-                if n == front.len() {
-                    batch.pop_front();
-                } else {
-                    front.advance(n);
-                }
-            }
-        }
-    }
-
-    fn send_batch_plain(&self, batch: &mut VecDeque<Bytes>) -> io::Result<usize> {
-        let sock = socket2::SockRef::from(&self.socket);
-        let mut total = 0;
-        while !batch.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(batch.iter()) {
-                *slot = IoSlice::new(frame);
-                count += 1;
-            }
-            // MSG_DONTWAIT makes just this call non-blocking, while the socket stays in
-            // blocking mode for the client thread's reads. MSG_NOSIGNAL: a reset peer gives
-            // EPIPE, not a process-killing SIGPIPE.
-            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            let mut n = match sock.send_vectored_with_flags(&slices[..count], flags) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            total += n;
-            self.metrics.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-            while n > 0 {
-                let Some(front) = batch.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    batch.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
-        }
-        Ok(total)
     }
 
     /// Waits until everything queued has been written (or the socket died), at most until
@@ -575,19 +490,6 @@ impl Drop for Conn {
     }
 }
 
-/// `Write` for rustls's `write_tls`: one non-blocking `send` (see `send_batch_plain`).
-struct DontWait<'a>(&'a TcpStream);
-
-impl Write for DontWait<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Parked for Conn {
     fn id(&self) -> u64 {
         self.id
@@ -622,5 +524,6 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+mod send;
 #[cfg(test)]
 mod tests;
