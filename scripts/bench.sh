@@ -57,17 +57,16 @@ start() {
 }
 
 # start_once SERVER: sets PID and URL. Benchmarks lift the connection caps and the rate
-# limits (all clients come from 127.0.0.x and send as fast as they can); every other
-# setting stays at its default. Benchmarks lift only the connection cap (--max-clients);
-# every other limit stays at its default, durability included (--sync-commit on: every
-# message is fsynced to a fresh SQLite history before it is broadcast — the reference
-# stores nothing).
+# limits, per client and per address (all clients come from 127.0.0.x and send as fast as
+# they can); every other limit stays at its default, durability included (--sync-commit on:
+# every message is fsynced to a fresh SQLite history before it is broadcast — the
+# references store nothing).
 start_once() {
   case $1 in
     threadchat)
       rm -rf "$work/data"
       RUST_LOG=warn "$BIN" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
-        --max-clients-per-ip 12000 --max-handshakes-per-ip 1024 --upgrade-rate 1000000 --message-rate 1000000 \
+        --max-clients-per-ip 12000 --max-handshakes-per-ip 1024 --upgrade-rate 1000000 --message-rate 1000000 --message-rate-per-ip 1000000 \
         --data-dir "$work/data" ${TC_ARGS:-} >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
     node)
@@ -128,7 +127,7 @@ if [ "${1:-}" = cluster ]; then
     for i in 1 2 3; do
       rm -rf "$work/data$i"
       RUST_LOG=warn "$work/threadchat-redis" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
-        --max-clients-per-ip 12000 --max-handshakes-per-ip 1024 --upgrade-rate 1000000 --message-rate 1000000 \
+        --max-clients-per-ip 12000 --max-handshakes-per-ip 1024 --upgrade-rate 1000000 --message-rate 1000000 --message-rate-per-ip 1000000 \
         --data-dir "$work/data$i" --redis "unix://$work/redis.sock" >"$work/server$i.out" 2>"$work/server$i.err" &
       PIDS="$PIDS $!"
     done

@@ -28,7 +28,7 @@ run() {
   # Older builds have no --max-handshakes-per-ip; newer ones need it lifted like the rest.
   "$bin" --help | grep -q max-handshakes-per-ip && extra=(--max-handshakes-per-ip 1024)
   RUST_LOG=warn "$bin" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --max-clients 12000 \
-    --max-clients-per-ip 12000 --upgrade-rate 1000000 --message-rate 1000000 \
+    --max-clients-per-ip 12000 --upgrade-rate 1000000 --message-rate 1000000 --message-rate-per-ip 1000000 \
     --data-dir "$work/data" "${extra[@]}" >"$work/out" 2>"$work/err" &
   pid=$!
   for _ in $(seq 1 200); do grep -q "^ws listening" "$work/out" && break; sleep 0.05; done

@@ -14,7 +14,7 @@ run() { # run BIN LABEL
   local d
   d=$(mktemp -d)
   RUST_LOG=warn "$1" --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --data-dir "$d" --sync-commit off \
-    --message-rate 1000000 --upgrade-rate 1000000 --max-clients-per-ip 10000 --max-handshakes-per-ip 1024 \
+    --message-rate 1000000 --message-rate-per-ip 1000000 --upgrade-rate 1000000 --max-clients-per-ip 10000 --max-handshakes-per-ip 1024 \
     >"$d/out" 2>"$d/err" &
   local pid=$! i
   for i in $(seq 50); do [ "$(wc -l <"$d/out")" -ge 2 ] && break; sleep 0.1; done

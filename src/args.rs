@@ -217,6 +217,11 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MESSAGE_RATE", default_value_t = 20.0)]
     pub message_rate: f64,
 
+    /// Chat messages per second from one IP address, all its clients together (bursts of
+    /// twice that); over it a message gets an error reply, as over --message-rate.
+    #[arg(long, env = "THREADCHAT_MESSAGE_RATE_PER_IP", default_value_t = 100.0)]
+    pub message_rate_per_ip: f64,
+
     /// Directory for the embedded history database (SQLite, `history.db`); created if missing.
     #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -67,6 +67,9 @@ pub struct Config {
     pub upgrade_rate: f64,
     /// Chat frames per second per client; bursts of twice that.
     pub message_rate: f64,
+    /// Chat frames per second from one IP address, all its clients together; bursts of
+    /// twice that. Without it, one address's 64 clients could send 64 × `message_rate`.
+    pub message_rate_per_ip: f64,
     /// Faults tests inject; never set from the command line.
     #[doc(hidden)]
     pub hooks: TestHooks,
@@ -145,6 +148,7 @@ impl Default for Config {
             max_connections_per_user: 8,
             upgrade_rate: 10.0,
             message_rate: 20.0,
+            message_rate_per_ip: 100.0,
             hooks: TestHooks::default(),
         }
     }
@@ -189,6 +193,7 @@ impl TryFrom<ServeArgs> for Config {
             max_connections_per_user: a.max_connections_per_user,
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
+            message_rate_per_ip: a.message_rate_per_ip,
             hooks: TestHooks::default(),
         };
         config.validate()?;
@@ -227,6 +232,9 @@ impl Config {
         }
         if !(self.message_rate > 0.0 && self.message_rate.is_finite()) {
             return Err("--message-rate must be a positive number".into());
+        }
+        if !(self.message_rate_per_ip > 0.0 && self.message_rate_per_ip.is_finite()) {
+            return Err("--message-rate-per-ip must be a positive number".into());
         }
         if let Some(o) = self
             .allow_origins

@@ -115,6 +115,54 @@ fn chat_messages_are_limited_to_20_a_second_in_bursts_of_40_and_64_kib() {
 }
 
 #[test]
+fn one_address_sends_at_most_100_chat_messages_a_second_in_bursts_of_200() {
+    // Twelve clients of one address, each within its own burst of 40, together well past
+    // the address's 200: without a per-address budget all 468 would be stored.
+    let server = BinaryServer::start_defaults(&[]);
+    let mut senders: Vec<Client> = (0..12).map(|_| Client::connect(&server.chat_url())).collect();
+    let started = Instant::now();
+    for (i, c) in senders.iter_mut().enumerate() {
+        for k in 0..39 {
+            c.ws.write(Message::text(json!({"type": "message", "text": format!("c{i}-{k}")}).to_string())).unwrap();
+        }
+        c.ws.flush().unwrap();
+    }
+    let (mut stored, mut limited) = (0, 0);
+    for (i, c) in senders.iter_mut().enumerate() {
+        // Each sender sees everyone's stored messages, and its own refusals only.
+        let (mut own, mut refused) = (0, 0);
+        while own + refused < 39 {
+            let v = c.recv();
+            match v["type"].as_str() {
+                Some("message") if v["text"].as_str().is_some_and(|t| t.starts_with(&format!("c{i}-"))) => own += 1,
+                Some("error") => {
+                    let e = v["error"].as_str().unwrap_or("");
+                    assert!(e.contains("from one address"), "only the address's budget refuses here: {v}");
+                    refused += 1;
+                }
+                _ => {}
+            }
+        }
+        stored += own;
+        limited += refused;
+    }
+    let allowed = 200.0 + (started.elapsed().as_secs_f64() * 100.0).ceil();
+    assert!(stored >= 200 && stored as f64 <= allowed && limited > 0, "{stored} stored, {limited} limited");
+    // Another address has its own budget: its message is stored at once.
+    let mut neighbour = Client::connect_from(Some(other_ip()), &server.chat_url());
+    neighbour.say("from next door");
+    loop {
+        let v = neighbour.recv();
+        if v["type"] == "error" {
+            panic!("the other address was refused: {v}");
+        }
+        if v["type"] == "message" && v["text"] == "from next door" {
+            break;
+        }
+    }
+}
+
+#[test]
 fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
     let server = BinaryServer::start_defaults(&[]);
     let mut c = Client::connect(&server.chat_url());

@@ -19,6 +19,11 @@ impl Bucket {
         Bucket { tokens: burst, last: Instant::now() }
     }
 
+    /// A bucket that starts full, whatever burst its first `take` gives (that caps it).
+    fn full() -> Bucket {
+        Bucket::new(f64::INFINITY)
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -65,13 +70,15 @@ struct IpEntry {
     upgrades: Bucket,
     /// `POST`s to the API (tickets, messages).
     posts: Bucket,
+    /// Chat frames of all this address's WebSocket clients together.
+    messages: Bucket,
 }
 
 impl IpEntry {
-    /// Both buckets start with `burst` tokens; each then refills to its own burst (`take`
-    /// caps it), so one size at creation is enough.
-    fn new(burst: f64) -> IpEntry {
-        IpEntry { connections: 0, upgrades: Bucket::new(burst), posts: Bucket::new(burst) }
+    /// Every bucket starts full at its own burst: an address seen first by an upgrade has
+    /// its whole message burst too.
+    fn new() -> IpEntry {
+        IpEntry { connections: 0, upgrades: Bucket::full(), posts: Bucket::full(), messages: Bucket::full() }
     }
 }
 
@@ -82,16 +89,16 @@ impl Default for IpTable {
 }
 
 impl Generations {
-    fn entry(&mut self, ip: IpAddr, burst: f64) -> &mut IpEntry {
+    fn entry(&mut self, ip: IpAddr) -> &mut IpEntry {
         if !self.current.contains_key(&ip) {
             // Taken out before a rotation, which would otherwise drop it.
-            let e = self.previous.remove(&ip).unwrap_or_else(|| IpEntry::new(burst));
+            let e = self.previous.remove(&ip).unwrap_or_else(IpEntry::new);
             if self.current.len() >= GENERATION_SIZE {
                 self.rotate();
             }
             self.current.insert(ip, e);
         }
-        self.current.entry(ip).or_insert_with(|| IpEntry::new(burst))
+        self.current.entry(ip).or_insert_with(IpEntry::new)
     }
 
     fn rotate(&mut self) {
@@ -103,9 +110,9 @@ impl Generations {
 
 impl IpTable {
     /// Counts a session from `ip`. Returns the count including this one.
-    pub fn connect(&self, ip: IpAddr, burst: f64) -> usize {
+    pub fn connect(&self, ip: IpAddr) -> usize {
         let mut g = self.inner.lock();
-        let e = g.entry(ip, burst);
+        let e = g.entry(ip);
         e.connections += 1;
         e.connections
     }
@@ -120,12 +127,17 @@ impl IpTable {
 
     /// Takes an upgrade token for `ip`.
     pub fn allow_upgrade(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
-        self.inner.lock().entry(ip, burst).upgrades.take(rate, burst, Instant::now())
+        self.inner.lock().entry(ip).upgrades.take(rate, burst, Instant::now())
     }
 
     /// Takes an API `POST` token for `ip`.
     pub fn allow_post(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
-        self.inner.lock().entry(ip, burst).posts.take(rate, burst, Instant::now())
+        self.inner.lock().entry(ip).posts.take(rate, burst, Instant::now())
+    }
+
+    /// Takes a chat-frame token for `ip` (shared by all of that address's clients).
+    pub fn allow_message(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
+        self.inner.lock().entry(ip).messages.take(rate, burst, Instant::now())
     }
 
     /// Starts a new generation (the stats thread calls this once a minute).
@@ -199,13 +211,26 @@ mod tests {
     fn ip_table_counts_and_limits() {
         let t = IpTable::default();
         let ip: IpAddr = [10, 0, 0, 1].into();
-        assert_eq!(t.connect(ip, 2.0), 1);
-        assert_eq!(t.connect(ip, 2.0), 2);
+        assert_eq!(t.connect(ip), 1);
+        assert_eq!(t.connect(ip), 2);
         t.disconnect(ip);
-        assert_eq!(t.connect(ip, 2.0), 2);
+        assert_eq!(t.connect(ip), 2);
         assert!(t.allow_upgrade(ip, 1.0, 2.0));
         assert!(t.allow_upgrade(ip, 1.0, 2.0));
         assert!(!t.allow_upgrade(ip, 1.0, 2.0));
+    }
+
+    #[test]
+    fn an_address_first_seen_by_an_upgrade_still_has_its_whole_message_burst() {
+        let t = IpTable::default();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        t.connect(ip);
+        assert!(t.allow_upgrade(ip, 10.0, 20.0));
+        // The messages bucket is the address's own: 200 at once, then none (at 1/s).
+        assert!((0..200).all(|_| t.allow_message(ip, 1.0, 200.0)));
+        assert!(!t.allow_message(ip, 1.0, 200.0));
+        // Another address is untouched.
+        assert!(t.allow_message([10, 0, 0, 2].into(), 1.0, 200.0));
     }
 
     #[test]
@@ -213,7 +238,7 @@ mod tests {
         let t = IpTable::default();
         let busy: IpAddr = [10, 0, 0, 1].into();
         let guesser: IpAddr = [10, 0, 0, 2].into();
-        t.connect(busy, 2.0);
+        t.connect(busy);
         assert!(t.allow_upgrade(guesser, 1.0, 2.0) && t.allow_upgrade(guesser, 1.0, 2.0));
         assert!(!t.allow_upgrade(guesser, 1.0, 2.0));
         // A flood of 100,000 addresses: the table never holds more than two generations.
@@ -222,7 +247,7 @@ mod tests {
             assert!(t.len() <= 2 * GENERATION_SIZE + 1);
         }
         // The open session is still counted.
-        assert_eq!(t.connect(busy, 2.0), 2);
+        assert_eq!(t.connect(busy), 2);
         // A recent guesser keeps its empty bucket across one rotation.
         let t = IpTable::default();
         assert!(t.allow_upgrade(guesser, 1.0, 2.0) && t.allow_upgrade(guesser, 1.0, 2.0));
@@ -236,7 +261,7 @@ mod tests {
         assert!(t.is_empty());
         let busy: IpAddr = [10, 0, 0, 1].into();
         let guesser: IpAddr = [10, 0, 0, 2].into();
-        t.connect(busy, 2.0);
+        t.connect(busy);
         assert!(t.allow_upgrade(guesser, 1.0, 2.0) && t.allow_upgrade(guesser, 1.0, 2.0));
         assert_eq!(t.len(), 2);
         assert!(!t.is_empty());
@@ -246,7 +271,7 @@ mod tests {
         assert_eq!(t.len(), 1, "two rotations forget the idle guesser, not the open session");
         // Forgotten: a fresh, full bucket. The open session is still counted.
         assert!(t.allow_upgrade(guesser, 1.0, 2.0));
-        assert_eq!(t.connect(busy, 2.0), 2);
+        assert_eq!(t.connect(busy), 2);
         t.disconnect(busy);
         t.disconnect(busy);
         t.disconnect(guesser);

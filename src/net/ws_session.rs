@@ -62,7 +62,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     if ip != peer.ip() {
         log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
     }
-    let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip, shared.chat.config.upgrade_rate * 2.0) };
+    let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip) };
     let session = shared.enter_session();
     let admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
         Ok(admitted) => admitted,
@@ -305,9 +305,12 @@ fn read_loop(
 ) -> End {
     let chat = conn.kind().is_chat();
     let plain = conn.kind() == Kind::Plain;
-    // Over the rate a message is refused with an error; `burst` refusals in a row close the
-    // connection with 1008.
+    // Over the client's rate, or its address's, a message is refused with an error; `burst`
+    // refusals in a row close the connection with 1008. The address's bucket is taken only
+    // for what the client's own allowed, so one flooding client cannot spend its
+    // neighbours' share with messages that would be refused anyway.
     let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
+    let ip_rate = shared.chat.config.message_rate_per_ip;
     let mut refused_in_a_row = 0.0;
     let mut typing = TypingThrottle::default();
     loop {
@@ -326,12 +329,18 @@ fn read_loop(
             continue;
         }
         if chat && matches!(msg, Message::Text(_) | Message::Binary(_)) {
-            if !bucket.take(rate, burst, Instant::now()) {
+            let refusal = if !bucket.take(rate, burst, Instant::now()) {
+                Some(format!("rate limit: at most {rate} messages per second; message dropped"))
+            } else if !shared.ips.allow_message(ip, ip_rate, ip_rate * 2.0) {
+                Some(format!("rate limit: at most {ip_rate} messages per second from one address; message dropped"))
+            } else {
+                None
+            };
+            if let Some(error) = refusal {
                 refused_in_a_row += 1.0;
                 if refused_in_a_row >= burst {
                     return End::Failed(CloseCode::Policy, "message flood: over the rate limit for too long".into());
                 }
-                let error = format!("rate limit: at most {rate} messages per second; message dropped");
                 shared.chat.hub.send_or_close(conn, error_frame(shared, conn, &error));
                 continue;
             }

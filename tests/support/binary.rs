@@ -25,7 +25,16 @@ impl BinaryServer {
 
     /// With `max_fds`, the server runs with that `RLIMIT_NOFILE` (to test fd exhaustion).
     pub fn start_limited(extra_args: &[&str], max_fds: Option<u64>) -> BinaryServer {
-        let lifted = ["--message-rate", "1000000", "--upgrade-rate", "1000000", "--max-clients-per-ip", "10000"];
+        let lifted = [
+            "--message-rate",
+            "1000000",
+            "--message-rate-per-ip",
+            "1000000",
+            "--upgrade-rate",
+            "1000000",
+            "--max-clients-per-ip",
+            "10000",
+        ];
         Self::spawn([&lifted[..], extra_args].concat().as_slice(), max_fds)
     }
 
