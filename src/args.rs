@@ -222,6 +222,12 @@ pub struct ServeArgs {
     #[arg(long, env = "THREADCHAT_MESSAGE_RATE_PER_IP", default_value_t = 100.0)]
     pub message_rate_per_ip: f64,
 
+    /// MiB of history one IP address may read per second, through the history API and
+    /// WebSocket resumes together (bursts of four times that); over it an HTTP page gets
+    /// 429 and a resume is slowed down.
+    #[arg(long, env = "THREADCHAT_HISTORY_READ_RATE_PER_IP", default_value_t = 4.0)]
+    pub history_read_rate_per_ip: f64,
+
     /// Directory for the embedded history database (SQLite, `history.db`); created if missing.
     #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

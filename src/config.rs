@@ -70,6 +70,9 @@ pub struct Config {
     /// Chat frames per second from one IP address, all its clients together; bursts of
     /// twice that. Without it, one address's 64 clients could send 64 × `message_rate`.
     pub message_rate_per_ip: f64,
+    /// MiB of history one IP address may read per second (HTTP pages and WebSocket
+    /// resumes together); bursts of four times that.
+    pub history_read_rate_per_ip: f64,
     /// Faults tests inject; never set from the command line.
     #[doc(hidden)]
     pub hooks: TestHooks,
@@ -149,6 +152,7 @@ impl Default for Config {
             upgrade_rate: 10.0,
             message_rate: 20.0,
             message_rate_per_ip: 100.0,
+            history_read_rate_per_ip: 4.0,
             hooks: TestHooks::default(),
         }
     }
@@ -194,6 +198,7 @@ impl TryFrom<ServeArgs> for Config {
             upgrade_rate: a.upgrade_rate,
             message_rate: a.message_rate,
             message_rate_per_ip: a.message_rate_per_ip,
+            history_read_rate_per_ip: a.history_read_rate_per_ip,
             hooks: TestHooks::default(),
         };
         config.validate()?;
@@ -235,6 +240,9 @@ impl Config {
         }
         if !(self.message_rate_per_ip > 0.0 && self.message_rate_per_ip.is_finite()) {
             return Err("--message-rate-per-ip must be a positive number".into());
+        }
+        if !(self.history_read_rate_per_ip > 0.0 && self.history_read_rate_per_ip.is_finite()) {
+            return Err("--history-read-rate-per-ip must be a positive number".into());
         }
         if let Some(o) = self
             .allow_origins

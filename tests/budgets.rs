@@ -1,8 +1,8 @@
 //! Shared budgets that no single address, client or account can take from everyone else:
 //! rooms (server-wide and per connection, `?resume=` included), listings that never stall
 //! a chat message, tickets per address, connections per JWT user, the server-wide outgoing
-//! budget, names that hide what they are, renames that stay in their rooms, and refusals
-//! counted by their real reason.
+//! budget, history reads per address, names that hide what they are, renames that stay in
+//! their rooms, and refusals counted by their real reason.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -363,4 +363,40 @@ fn refusals_are_counted_by_their_real_reason() {
         let n = metric(server.http, &format!("threadchat_refusals_total{{reason=\"{reason}\"}}"));
         assert!(n >= 1, "{reason}: {n}");
     }
+}
+
+/// Resumes the lobby from the start and reads until the message numbered `last`.
+fn resume_lobby_until(c: &mut Client, last: &str) -> Instant {
+    c.send_json(json!({"type": "resume", "room": "lobby", "after": 0}));
+    while !c.recv_type("message")["text"].as_str().unwrap_or("").starts_with(last) {}
+    Instant::now()
+}
+
+#[test]
+fn one_address_resumes_are_slowed_by_its_history_budget_and_nobody_elses() {
+    // 1 MiB/s in bursts of 4 MiB; ~6 MiB of history (1,500 messages of ~4 KB).
+    let server = TestServer::with(|c| c.history_read_rate_per_ip = 1.0);
+    let mut writer = Client::connect_from(Some([127, 0, 0, 3].into()), &server.chat_url());
+    let text = "r".repeat(3990);
+    for round in 0..15 {
+        for i in round * 100..(round + 1) * 100 {
+            writer.say(&format!("{i:04} {text}"));
+        }
+        let last = format!("{:04} ", round * 100 + 99);
+        while !writer.recv_type("message")["text"].as_str().unwrap_or("").starts_with(&last) {}
+    }
+    drop(writer);
+    // The first resume spends the burst and goes ~2 MiB into debt; the second must wait
+    // ~2 s for the budget to refill before its first page.
+    let mut a = Client::connect(&server.chat_url());
+    resume_lobby_until(&mut a, "1499 ");
+    let mut b = Client::connect_from(Some(other_ip()), &server.chat_url());
+    let started = Instant::now();
+    let reader = std::thread::spawn(move || resume_lobby_until(&mut a, "1499 "));
+    // Meanwhile another address resumes the same 6 MiB without waiting for anyone.
+    let b_done = resume_lobby_until(&mut b, "1499 ");
+    let a_done = reader.join().unwrap();
+    let a_took = a_done - started;
+    assert!(a_took >= Duration::from_millis(1500), "the second resume was not slowed: {a_took:?}");
+    assert!(b_done < a_done, "the other address waited for this one's budget: {:?}", b_done - started);
 }

@@ -163,6 +163,62 @@ fn one_address_sends_at_most_100_chat_messages_a_second_in_bursts_of_200() {
 }
 
 #[test]
+fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
+    // ~18.5 MiB of lobby history, written by an in-process server with the limits lifted;
+    // then the binary, at its defaults, on the same data directory.
+    let dir = TempDir::new();
+    {
+        let writer = TestServer::in_dir(&dir.0, |_| {});
+        let mut c = Client::connect(&writer.chat_url());
+        let text = "h".repeat(3990);
+        // In rounds of 100, each read back before the next: its echoes must not pile up
+        // past the 1 MiB outbox cap.
+        for round in 0..46 {
+            for i in round * 100..(round + 1) * 100 {
+                c.ws.write(Message::text(json!({"type": "message", "text": format!("{i:04} {text}")}).to_string()))
+                    .unwrap();
+            }
+            c.ws.flush().unwrap();
+            let last = format!("{:04} ", round * 100 + 99);
+            while !c.recv_type("message")["text"].as_str().unwrap_or("").starts_with(&last) {}
+        }
+    }
+    let server = BinaryServer::start_defaults(&["--data-dir", dir.0.to_str().unwrap()]);
+    let get = |local: IpAddr, after: u64| {
+        http_request_from(
+            Some(local),
+            server.http,
+            "GET",
+            &format!("/api/rooms/lobby/messages?after={after}&limit=1000"),
+            &[],
+            "",
+        )
+    };
+    let local: IpAddr = [127, 0, 0, 1].into();
+    let (started, mut after, mut served) = (Instant::now(), 0u64, 0usize);
+    let refusal = loop {
+        let r = get(local, after);
+        if r.status != 200 {
+            break r;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let messages = v["messages"].as_array().unwrap();
+        assert!(!messages.is_empty(), "the whole history was served ({served} bytes) without a refusal");
+        after = messages.last().unwrap()["seq"].as_u64().unwrap();
+        served += r.body.len();
+    };
+    const MIB: f64 = 1024.0 * 1024.0;
+    let allowed = 16.0 * MIB + 4.0 * MIB * started.elapsed().as_secs_f64() + 1.1 * MIB;
+    assert_eq!(refusal.status, 429, "{}", refusal.text());
+    assert!(refusal.text().contains("4 MiB of history per second"), "{}", refusal.text());
+    let retry: u64 = refusal.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    assert!(served as f64 >= 15.0 * MIB && (served as f64) < allowed, "{served} bytes served before the 429");
+    // Another address has its own budget.
+    assert_eq!(get(other_ip(), 0).status, 200);
+}
+
+#[test]
 fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
     let server = BinaryServer::start_defaults(&[]);
     let mut c = Client::connect(&server.chat_url());

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -24,11 +24,16 @@ impl Bucket {
         Bucket::new(f64::INFINITY)
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+    /// Adds what `rate` earned since the last call, up to `burst`.
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * rate).min(burst);
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        self.refill(rate, burst, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -72,13 +77,22 @@ struct IpEntry {
     posts: Bucket,
     /// Chat frames of all this address's WebSocket clients together.
     messages: Bucket,
+    /// Bytes of history read (HTTP pages and WebSocket resumes); may go below zero, since a
+    /// read's size is known only once it is done.
+    history: Bucket,
 }
 
 impl IpEntry {
     /// Every bucket starts full at its own burst: an address seen first by an upgrade has
     /// its whole message burst too.
     fn new() -> IpEntry {
-        IpEntry { connections: 0, upgrades: Bucket::full(), posts: Bucket::full(), messages: Bucket::full() }
+        IpEntry {
+            connections: 0,
+            upgrades: Bucket::full(),
+            posts: Bucket::full(),
+            messages: Bucket::full(),
+            history: Bucket::full(),
+        }
     }
 }
 
@@ -138,6 +152,23 @@ impl IpTable {
     /// Takes a chat-frame token for `ip` (shared by all of that address's clients).
     pub fn allow_message(&self, ip: IpAddr, rate: f64, burst: f64) -> bool {
         self.inner.lock().entry(ip).messages.take(rate, burst, Instant::now())
+    }
+
+    /// How long `ip` must wait before it reads more history: zero unless its byte budget
+    /// (`rate` bytes/s, bursts of `burst`) is spent.
+    pub fn history_wait(&self, ip: IpAddr, rate: f64, burst: f64) -> Duration {
+        let mut g = self.inner.lock();
+        let b = &mut g.entry(ip).history;
+        b.refill(rate, burst, Instant::now());
+        if b.tokens > 0.0 { Duration::ZERO } else { Duration::from_secs_f64((1.0 - b.tokens) / rate) }
+    }
+
+    /// Charges `bytes` of history read to `ip`'s budget, which may go into debt.
+    pub fn charge_history(&self, ip: IpAddr, rate: f64, burst: f64, bytes: usize) {
+        let mut g = self.inner.lock();
+        let b = &mut g.entry(ip).history;
+        b.refill(rate, burst, Instant::now());
+        b.tokens -= bytes as f64;
     }
 
     /// Starts a new generation (the stats thread calls this once a minute).

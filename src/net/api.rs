@@ -17,6 +17,7 @@ use std::time::Duration;
 use tiny_http::{Method, Request, Response};
 
 use crate::net::auth::{Identity, RoomAccess};
+use crate::net::history_budget::HistoryBudget;
 use crate::net::respond::{HttpResponse, header, json, peer_ip, request_header, text};
 use crate::net::state::Shared;
 use crate::net::tickets::NoTicket;
@@ -101,7 +102,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
             match method {
                 Method::Get | Method::Head => match caller(request, shared, &query) {
                     Ok(identity) if !may_enter(&identity, room, shared) => room_closed(),
-                    Ok(_) => room_history(room, &query, shared),
+                    Ok(_) => room_history(room, &query, shared, &HistoryBudget::new(shared, client_ip(request))),
                     Err(refusal) => refusal,
                 },
                 Method::Post => match guarded_post(request, shared, &query) {
@@ -173,13 +174,19 @@ fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpR
         Ok(identity) => identity,
         Err(refusal) => return Ok(refusal),
     };
-    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let ip = client_ip(request);
     let rate = shared.chat.config.message_rate;
     if !shared.ips.allow_post(ip, rate, rate * 2.0) {
         shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
         return Ok(too_many(&format!("at most {rate} requests per second from one address")));
     }
     Err(identity)
+}
+
+/// The address per-address budgets count a request against (set by the connection thread,
+/// after `--trusted-proxy`); unspecified if missing, which only a bug could cause.
+fn client_ip(request: &Request) -> std::net::IpAddr {
+    peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
 }
 
 fn may_enter(identity: &Identity, room: &str, shared: &Shared) -> bool {
@@ -228,7 +235,7 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
 /// most `limit` (1–1000, default 100) and about 1 MiB. `before=SEQ` instead: the latest
 /// `limit` messages before that one (a page of a room's past, for scrolling up; without
 /// `after` or `before`, the first messages kept).
-fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
+fn room_history(room: &str, query: &str, shared: &Shared, budget: &HistoryBudget) -> HttpResponse {
     let mut after = 0u64;
     let mut before: Option<u64> = None;
     let mut limit = 100usize;
@@ -247,6 +254,16 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
     if before.is_some() && after > 0 {
         return json(400, &serde_json::json!({ "error": "give after or before, not both" }));
     }
+    // The address's history budget (see history_budget.rs): refused, not waited for, so no
+    // tiny_http worker waits on one client.
+    let wait = budget.wait();
+    if !wait.is_zero() {
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
+        let mib = shared.chat.config.history_read_rate_per_ip;
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return json(429, &serde_json::json!({ "error": format!("this address reads over {mib} MiB of history per second; retry in {secs} s") }))
+            .with_header(header("Retry-After", &secs.to_string()));
+    }
     let page = match before {
         Some(before) => shared.chat.store.before(room, before, limit),
         None => shared.chat.store.range(room, after, limit),
@@ -257,7 +274,7 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
             // what the reader has), a page going forward its oldest.
             let mut bytes = 0;
             let mut fits = |m: &StoredMessage| {
-                bytes += m.text.len() + m.name.len() + 96;
+                bytes += m.wire_bytes();
                 bytes > MAX_HISTORY_PAGE_BYTES
             };
             if before.is_some() {
@@ -268,6 +285,7 @@ fn room_history(room: &str, query: &str, shared: &Shared) -> HttpResponse {
                 let over = messages.iter().position(&mut fits).unwrap_or(messages.len());
                 messages.truncate(over.max(1));
             }
+            budget.charge(&messages);
             json(200, &serde_json::json!({ "room": room, "messages": messages }))
         }
         Err(e) => {

@@ -2,6 +2,7 @@
 //! line of a plain-text client on `/`, and the rooms a session starts in. Called from the
 //! session's read loop (`ws_session.rs`), on the connection's own thread.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use crate::chat::protocol::{self, ClientMsg};
 use crate::conn::outbox::Conn;
 use crate::net::access;
 use crate::net::auth::{NAME_TAKEN, ROOM_CLOSED, RoomAccess};
+use crate::net::history_budget::{HistoryBudget, Paced};
 use crate::net::state::Shared;
 
 /// A plain-text client: named by `?name=` (or `guest-ID`), in the lobby, nothing else.
@@ -100,7 +102,7 @@ pub(crate) fn handle_chat(
         }
         Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
         Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
-        Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &*shared.chat.store),
+        Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &paced(shared, ip)),
         Ok(ClientMsg::Dm { to, text, r#ref }) => match may_dm(conn, shared, &to).and_then(|()| {
             let room = protocol::dm_key(&conn.name(), &to);
             shared.chat.hub.admit_conversation(&room, ip).map(|()| room)
@@ -120,7 +122,7 @@ pub(crate) fn handle_chat(
         }
         Ok(ClientMsg::ResumeDm { with, after }) => {
             let key = protocol::dm_key(&conn.name(), &with);
-            shared.chat.hub.resume_dm(conn, &key, after, &*shared.chat.store)
+            shared.chat.hub.resume_dm(conn, &key, after, &paced(shared, ip))
         }
         Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
             true => shared.chat.hub.relay_typing(conn, &room, TYPING_SHOWN.as_millis() as u64),
@@ -158,6 +160,7 @@ pub(crate) fn enter_initial_rooms(
     conn: &Arc<Conn>,
     shared: &Shared,
     query: &str,
+    ip: IpAddr,
     bucket: &mut access::Bucket,
     rooms: &RoomAccess,
 ) {
@@ -194,10 +197,15 @@ pub(crate) fn enter_initial_rooms(
             conn.send(error_frame(shared, conn, ROOM_CLOSED));
             continue;
         }
-        if let Err(e) = shared.chat.hub.resume(conn, &room, after, &*shared.chat.store) {
+        if let Err(e) = shared.chat.hub.resume(conn, &room, after, &paced(shared, ip)) {
             conn.send(error_frame(shared, conn, &e));
         }
     }
+}
+
+/// The store as `ip`'s resumes read it: paced by that address's history budget.
+fn paced(shared: &Shared, ip: IpAddr) -> Paced<'_> {
+    Paced { store: &*shared.chat.store, budget: HistoryBudget::new(shared, ip) }
 }
 
 /// How long a `typing` event shows; also how often one is relayed per client and room

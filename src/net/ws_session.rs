@@ -64,7 +64,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     }
     let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip) };
     let session = shared.enter_session();
-    let admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
+    let mut admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
         Ok(admitted) => admitted,
         Err((status, text)) => {
             log::info!("{peer}: upgrade refused with {status}: {text}");
@@ -76,7 +76,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         }
     };
     drop(head);
-    let _user = admitted.user;
+    let _user = admitted.user.take();
     conn.set_kind(admitted.kind);
     if !shared.chat.hub.add(Arc::clone(&conn)) {
         // Shutting down between the 101 and here.
@@ -97,7 +97,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
     let mut bucket = access::Bucket::new(shared.chat.config.message_rate * 2.0);
     let access = auth::RoomAccess::of(&admitted.identity);
-    start_chat(&conn, admitted.kind, admitted.identity, &admitted.query, &mut bucket, &access, shared);
+    start_chat(&conn, &admitted, ip, &mut bucket, &access, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
@@ -183,29 +183,29 @@ fn upgrade<'a>(
 #[inline(never)]
 fn start_chat(
     conn: &Arc<Conn>,
-    kind: Kind,
-    identity: Identity,
-    query: &str,
+    admitted: &Admitted,
+    ip: std::net::IpAddr,
     bucket: &mut access::Bucket,
     rooms: &auth::RoomAccess,
     shared: &Shared,
 ) {
-    if let Identity::Named { name, expires, .. } = identity {
+    if let Identity::Named { name, expires, .. } = &admitted.identity {
+        let expires = *expires;
         // From a JWT: the client is this name, and cannot rename itself.
-        shared.login_names.note(&name);
-        conn.set_name(&name);
+        shared.login_names.note(name);
+        conn.set_name(name);
         conn.name_locked.store(true, Ordering::Release);
         // The token's lifetime holds on the connection too: closed (4001) when it ends.
         let left_ms = expires.saturating_mul(1000).saturating_sub(crate::clock::now_ms());
         let at = Instant::now() + std::time::Duration::from_millis(left_ms.min(10 * 365 * 86_400_000));
         shared.chat.hub.close_when_expired(conn, at);
     }
-    match kind {
+    match admitted.kind {
         Kind::Chat => {
             shared.chat.hub.welcome(conn);
-            ws_chat::enter_initial_rooms(conn, shared, query, bucket, rooms);
+            ws_chat::enter_initial_rooms(conn, shared, &admitted.query, ip, bucket, rooms);
         }
-        Kind::Plain => ws_chat::enter_plain(conn, shared, query, rooms),
+        Kind::Plain => ws_chat::enter_plain(conn, shared, &admitted.query, rooms),
         Kind::Echo | Kind::Handshaking => {}
     }
 }

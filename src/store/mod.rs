@@ -26,6 +26,14 @@ pub struct StoredMessage {
     pub ts: u64,
 }
 
+impl StoredMessage {
+    /// About what this message weighs as JSON on the wire (its text and name, plus the
+    /// fixed fields): what history pages and read budgets count.
+    pub fn wire_bytes(&self) -> usize {
+        self.text.len() + self.name.len() + 96
+    }
+}
+
 #[derive(Debug)]
 pub struct StoreError(pub String);
 

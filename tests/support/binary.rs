@@ -30,6 +30,8 @@ impl BinaryServer {
             "1000000",
             "--message-rate-per-ip",
             "1000000",
+            "--history-read-rate-per-ip",
+            "1000000",
             "--upgrade-rate",
             "1000000",
             "--max-clients-per-ip",

@@ -46,6 +46,7 @@ impl TestServer {
             data_dir: dir.to_path_buf(),
             message_rate: 1e6,
             message_rate_per_ip: 1e6,
+            history_read_rate_per_ip: 1e6,
             upgrade_rate: 1e6,
             max_clients_per_ip: 10_000,
             ..Config::default()
