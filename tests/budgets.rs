@@ -365,9 +365,9 @@ fn refusals_are_counted_by_their_real_reason() {
     }
 }
 
-/// Resumes the lobby from the start and reads until the message numbered `last`.
-fn resume_lobby_until(c: &mut Client, last: &str) -> Instant {
-    c.send_json(json!({"type": "resume", "room": "lobby", "after": 0}));
+/// Resumes the lobby after `after` and reads until the message numbered `last`.
+fn resume_lobby_until(c: &mut Client, after: u64, last: &str) -> Instant {
+    c.send_json(json!({"type": "resume", "room": "lobby", "after": after}));
     while !c.recv_type("message")["text"].as_str().unwrap_or("").starts_with(last) {}
     Instant::now()
 }
@@ -389,12 +389,12 @@ fn one_address_resumes_are_slowed_by_its_history_budget_and_nobody_elses() {
     // The first resume spends the burst and goes ~2 MiB into debt; the second must wait
     // ~2 s for the budget to refill before its first page.
     let mut a = Client::connect(&server.chat_url());
-    resume_lobby_until(&mut a, "1499 ");
+    resume_lobby_until(&mut a, 0, "1499 ");
     let mut b = Client::connect_from(Some(other_ip()), &server.chat_url());
     let started = Instant::now();
-    let reader = std::thread::spawn(move || resume_lobby_until(&mut a, "1499 "));
-    // Meanwhile another address resumes the same 6 MiB without waiting for anyone.
-    let b_done = resume_lobby_until(&mut b, "1499 ");
+    let reader = std::thread::spawn(move || resume_lobby_until(&mut a, 0, "1499 "));
+    // Meanwhile another address resumes the last hundred without waiting for anyone.
+    let b_done = resume_lobby_until(&mut b, 1400, "1499 ");
     let a_done = reader.join().unwrap();
     let a_took = a_done - started;
     assert!(a_took >= Duration::from_millis(1500), "the second resume was not slowed: {a_took:?}");

@@ -164,7 +164,7 @@ fn one_address_sends_at_most_100_chat_messages_a_second_in_bursts_of_200() {
 
 #[test]
 fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
-    // ~18.5 MiB of lobby history, written by an in-process server with the limits lifted;
+    // ~5 MiB of lobby history, written by an in-process server with the limits lifted;
     // then the binary, at its defaults, on the same data directory.
     let dir = TempDir::new();
     {
@@ -173,7 +173,7 @@ fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
         let text = "h".repeat(3990);
         // In rounds of 100, each read back before the next: its echoes must not pile up
         // past the 1 MiB outbox cap.
-        for round in 0..46 {
+        for round in 0..12 {
             for i in round * 100..(round + 1) * 100 {
                 c.ws.write(Message::text(json!({"type": "message", "text": format!("{i:04} {text}")}).to_string()))
                     .unwrap();
@@ -194,20 +194,22 @@ fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
             "",
         )
     };
+    // Page through it from one address, from the start again at the end, until refused.
     let local: IpAddr = [127, 0, 0, 1].into();
     let (started, mut after, mut served) = (Instant::now(), 0u64, 0usize);
     let refusal = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "{served} bytes served in a minute, never refused");
         let r = get(local, after);
         if r.status != 200 {
             break r;
         }
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let messages = v["messages"].as_array().unwrap();
-        assert!(!messages.is_empty(), "the whole history was served ({served} bytes) without a refusal");
-        after = messages.last().unwrap()["seq"].as_u64().unwrap();
+        after = messages.last().map_or(0, |m| m["seq"].as_u64().unwrap());
         served += r.body.len();
     };
     const MIB: f64 = 1024.0 * 1024.0;
+    // The burst, what refilled meanwhile, and the one page that may overdraw it.
     let allowed = 16.0 * MIB + 4.0 * MIB * started.elapsed().as_secs_f64() + 1.1 * MIB;
     assert_eq!(refusal.status, 429, "{}", refusal.text());
     assert!(refusal.text().contains("4 MiB of history per second"), "{}", refusal.text());
@@ -246,14 +248,34 @@ fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
 fn api_posts_are_limited_to_20_a_second_per_address() {
     let server = BinaryServer::start_defaults(&[]);
     let local: IpAddr = [127, 0, 10, 5].into();
+    // Twelve at a time (under the 16 requests in progress one address may have), so the 60
+    // take a few round trips, not 60 durable commits in a row, however slow the disk.
     let started = Instant::now();
-    let statuses: Vec<u16> = (0..60)
-        .map(|i| {
-            let body = json!({"text": format!("p{i}")}).to_string();
-            let path = "/api/rooms/lobby/messages";
-            http_request_from(Some(local), server.http, "POST", path, &["Content-Type: application/json"], &body).status
-        })
-        .collect();
+    let http = server.http;
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..12)
+            .map(|w| {
+                s.spawn(move || {
+                    (0..5)
+                        .map(|i| {
+                            let body = json!({"text": format!("p{w}-{i}")}).to_string();
+                            let path = "/api/rooms/lobby/messages";
+                            http_request_from(
+                                Some(local),
+                                http,
+                                "POST",
+                                path,
+                                &["Content-Type: application/json"],
+                                &body,
+                            )
+                            .status
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
     let created = statuses.iter().filter(|&&s| s == 201).count();
     let allowed = 40.0 + (started.elapsed().as_secs_f64() * 20.0).ceil();
     assert!(statuses.contains(&429), "{statuses:?}");
