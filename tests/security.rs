@@ -68,6 +68,22 @@ fn too_many_connections_from_one_address_get_503() {
 }
 
 #[test]
+fn an_ipv6_client_counts_as_its_64_however_many_addresses_it_uses() {
+    // Through a trusted proxy, so the test can be any IPv6 client on an IPv4 loopback.
+    let server = TestServer::with(|c| {
+        c.max_clients_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let from = |client: &str| connect_with(&server.chat_url(), &[("X-Forwarded-For", client)]);
+    let _a = from("2001:db8:1:2::1").unwrap();
+    let _b = from("2001:db8:1:2:ffff::2").unwrap();
+    // A third address of the same /64 is the same subscriber: over its two sessions.
+    assert_eq!(refused_status(from("2001:db8:1:2:abcd:ef01:2345:6789")), 503);
+    // The next /64 is someone else.
+    from("2001:db8:1:3::1").expect("another /64 has its own sessions");
+}
+
+#[test]
 fn behind_a_trusted_proxy_limits_and_tickets_apply_to_the_forwarded_client() {
     let server = TestServer::with(|c| {
         c.max_clients_per_ip = 1;

@@ -187,22 +187,37 @@ impl IpTable {
     }
 }
 
-/// The client's address: the TCP peer, unless that is a trusted proxy (`--trusted-proxy`);
-/// then the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (entries
-/// further left were written by the client and prove nothing).
+/// The client's address as every per-address limit counts it (see [`address_of`]): the TCP
+/// peer, unless that is a trusted proxy (`--trusted-proxy`); then the rightmost
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (entries further left were
+/// written by the client and prove nothing).
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
     if !trusted.contains(&peer) {
-        return peer;
+        return address_of(peer);
     }
-    let Some(list) = forwarded_for else { return peer };
+    let Some(list) = forwarded_for else { return address_of(peer) };
     for entry in list.rsplit(',') {
         match entry.trim().parse::<IpAddr>() {
             Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => return peer, // garbage: do not guess
+            Ok(ip) => return address_of(ip),
+            Err(_) => return address_of(peer), // garbage: do not guess
         }
     }
-    peer
+    address_of(peer)
+}
+
+/// What one "address" is to a per-address limit: an IPv4 address, or an IPv6 /64 network.
+/// One IPv6 subscriber is given a /64 (or more) and may use any of its 2^64 addresses, so
+/// counting single IPv6 addresses would give one client unlimited "addresses". An
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, from a dual-stack socket) is its IPv4.
+pub fn address_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
 }
 
 /// `N` random bytes from the kernel's CSPRNG.
@@ -249,6 +264,16 @@ mod tests {
         assert!(t.allow_upgrade(ip, 1.0, 2.0));
         assert!(t.allow_upgrade(ip, 1.0, 2.0));
         assert!(!t.allow_upgrade(ip, 1.0, 2.0));
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_as_its_64_and_a_mapped_ipv4_as_the_ipv4() {
+        let v = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(address_of(v("203.0.113.7")), v("203.0.113.7"));
+        assert_eq!(address_of(v("::ffff:203.0.113.7")), v("203.0.113.7"));
+        assert_eq!(address_of(v("2001:db8:1:2:ffff:ffff:ffff:ffff")), v("2001:db8:1:2::"));
+        assert_ne!(address_of(v("2001:db8:1:3::1")), address_of(v("2001:db8:1:2::1")));
+        assert_eq!(address_of(v("::1")), v("::"));
     }
 
     #[test]
@@ -324,5 +349,9 @@ mod tests {
         // From anyone else the header is ignored.
         assert_eq!(client_ip(client, Some("1.2.3.4"), &trusted), client);
         assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+        // IPv6 clients count by their /64, behind a proxy or not.
+        let net: IpAddr = "2001:db8:1:2::".parse().unwrap();
+        assert_eq!(client_ip(proxy, Some("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), &trusted), net);
+        assert_eq!(client_ip("2001:db8:1:2::7".parse().unwrap(), None, &trusted), net);
     }
 }

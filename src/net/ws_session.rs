@@ -59,7 +59,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let (id, peer) = (conn.id, conn.peer);
     // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
     let ip = access::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
-    if ip != peer.ip() {
+    if ip != access::address_of(peer.ip()) {
         log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
     }
     let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip) };
