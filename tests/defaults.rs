@@ -221,6 +221,41 @@ fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
 }
 
 #[test]
+fn pings_are_answered_up_to_20_a_second_in_bursts_of_40_and_a_ping_flood_is_closed() {
+    // Each ping costs the server a pong; before this limit one client pipelining empty
+    // pings kept a core busy.
+    let server = BinaryServer::start_defaults(&[]);
+    let mut c = Client::connect(&server.chat_url());
+    for _ in 0..30 {
+        c.ws.write(Message::Ping(Vec::new().into())).unwrap();
+    }
+    c.say("after the pings");
+    let mut pongs = 0;
+    loop {
+        match c.ws.read().expect("still open after 30 pings") {
+            Message::Pong(_) => pongs += 1,
+            Message::Text(t) if t.contains("after the pings") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(pongs, 30);
+    // A flood: closed with 1008, its pings no longer answered; a neighbour goes on.
+    let mut flooder = Client::connect(&server.chat_url());
+    for _ in 0..500 {
+        if flooder.ws.write(Message::Ping(Vec::new().into())).is_err() {
+            break;
+        }
+    }
+    let _ = flooder.ws.flush();
+    let close = flooder.expect_close().expect("a Close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("ping flood"), "{close:?}");
+    let mut neighbour = Client::connect_from(Some(other_ip()), &server.chat_url());
+    neighbour.say("still here");
+    while neighbour.recv_type("message")["text"] != "still here" {}
+}
+
+#[test]
 fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
     let server = BinaryServer::start_defaults(&[]);
     let mut c = Client::connect(&server.chat_url());

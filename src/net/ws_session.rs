@@ -312,6 +312,9 @@ fn read_loop(
     let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
     let ip_rate = shared.chat.config.message_rate_per_ip;
     let mut refused_in_a_row = 0.0;
+    // Pings have their own bucket at the same rate: each one costs the server a pong (a
+    // `sendmsg`), so a client pipelining empty pings kept a core busy answering them.
+    let mut pings = access::Bucket::new(burst);
     let mut typing = TypingThrottle::default();
     loop {
         let msg = match ws.read() {
@@ -323,6 +326,10 @@ fn read_loop(
         }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
+        if chat && matches!(msg, Message::Ping(_)) && !pings.take(rate, burst, Instant::now()) {
+            // Closed before the next read, which is where tungstenite would send its pong.
+            return End::Failed(CloseCode::Policy, format!("ping flood: over {rate} pings per second"));
+        }
         if matches!(msg, Message::Text(_) | Message::Binary(_)) && conn.close_queued() {
             // We are closing this client (slow consumer, shutdown): keep reading only to
             // see its Close reply; its requests are no longer acted on.
