@@ -37,7 +37,7 @@ trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$work"' EXIT
 # connections in a row: lift the message cap, the queue cap and the per-IP rates for this
 # run only. Everything else — framing, UTF-8, close handling — is the default server.
 start_server "$work" --data-dir "$work/data" --max-message-bytes 20000000 --max-queued-bytes 50000000 \
-  --upgrade-rate 1000000 --max-clients-per-ip 10000
+  --upgrade-rate 1000000 --max-clients-per-ip 10000 --message-rate 1000000 --message-rate-per-ip 1000000
 
 cat >"$work/fuzzingclient.json" <<JSON
 {

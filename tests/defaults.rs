@@ -256,6 +256,32 @@ fn pings_are_answered_up_to_20_a_second_in_bursts_of_40_and_a_ping_flood_is_clos
 }
 
 #[test]
+fn echo_spends_the_same_message_budget_and_a_flood_is_closed() {
+    // `/echo` is as public as `/ws`: 40 at once are echoed, then 1008.
+    let server = BinaryServer::start_defaults(&[]);
+    let url = format!("ws://{}/echo", server.ws);
+    let mut ws = connect_raw(&url).expect("upgrade");
+    for i in 0..60 {
+        if ws.write(Message::text(format!("e{i}"))).is_err() {
+            break;
+        }
+    }
+    let _ = ws.flush();
+    let mut echoed = 0;
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Text(_)) => echoed += 1,
+            Ok(Message::Close(frame)) => break frame.expect("a close code"),
+            Ok(_) => {}
+            Err(e) => panic!("no Close frame after {echoed} echoes: {e}"),
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("echo flood"), "{close:?}");
+    assert!((40..60).contains(&echoed), "{echoed} echoed");
+}
+
+#[test]
 fn a_connection_is_in_at_most_32_rooms_and_foreign_origins_get_403() {
     let server = BinaryServer::start_defaults(&[]);
     let mut c = Client::connect(&server.chat_url());

@@ -57,7 +57,9 @@ fn public_ws_url_overrides_the_derived_one() {
 #[test]
 fn traversal_attempts_get_404() {
     // Serve from a real directory next to a secret file, so an escape would be visible.
-    let root = std::env::temp_dir().join(format!("threadchat-static-{}", std::process::id()));
+    // A TempDir: a fresh directory even if an earlier run with this pid left one behind.
+    let dir = TempDir::new();
+    let root = dir.0.clone();
     let www = root.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(root.join("secret.txt"), "TOP SECRET").unwrap();

@@ -118,7 +118,12 @@ fn https_and_wss_work_with_a_trusted_certificate() {
     for i in 0..300 {
         let got = next_of(&mut bob, "message");
         let want = if i % 50 == 0 { long.clone() } else { format!("over tls {i}") };
-        assert_eq!(got["text"], want.as_str(), "message {i}");
+        if got["text"] != want.as_str() {
+            // Say what came instead (a long text would drown the message).
+            let text = got["text"].as_str().unwrap_or("");
+            let shown: String = text.chars().take(40).collect();
+            panic!("message {i}: got seq {} {shown:?} ({} chars)", got["seq"], text.chars().count());
+        }
     }
     // /echo over wss: a 60 KiB binary message comes back intact.
     let mut echo = tls.wss("/echo");
@@ -192,13 +197,17 @@ fn a_tls_client_that_never_reads_is_closed_and_others_keep_receiving() {
 
     let mut reader = tls.wss("/ws");
     assert_eq!(next_json(&mut reader)["type"], "welcome");
+    // How many the reader has seen: the sender stays within a batch of it, so a reader
+    // starved of CPU on a loaded machine is not itself a slow consumer (the cap is 256 KiB).
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sender = std::thread::spawn({
-        let tls = Arc::clone(&tls);
+        let (tls, read) = (Arc::clone(&tls), Arc::clone(&read));
         move || {
             let mut s = tls.wss("/ws");
             let text = "x".repeat(3000);
             // In batches, reading its own broadcasts back so it does not stall itself.
-            for _ in 0..MESSAGES / 50 {
+            for batch in 0..MESSAGES / 50 {
+                wait_until("the reader keeps up", || read.load(std::sync::atomic::Ordering::Acquire) >= batch * 50);
                 for _ in 0..50 {
                     s.send(Message::text(json!({"type": "message", "text": text}).to_string())).unwrap();
                 }
@@ -216,6 +225,7 @@ fn a_tls_client_that_never_reads_is_closed_and_others_keep_receiving() {
         let v = next_json(&mut reader);
         if v["type"] == "message" {
             seqs.push(v["seq"].as_u64().unwrap());
+            read.store(seqs.len(), std::sync::atomic::Ordering::Release);
         }
     }
     sender.join().unwrap();

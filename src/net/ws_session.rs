@@ -93,7 +93,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         return;
     }
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
-    // Per-client message rate (chat only: /echo is the conformance target and stays raw).
+    // Per-client message rate (every endpoint; scripts/autobahn.sh lifts it for /echo).
     // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
     let mut bucket = access::Bucket::new(shared.chat.config.message_rate * 2.0);
     let access = auth::RoomAccess::of(&admitted.identity);
@@ -326,7 +326,7 @@ fn read_loop(
         }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
-        if chat && matches!(msg, Message::Ping(_)) && !pings.take(rate, burst, Instant::now()) {
+        if matches!(msg, Message::Ping(_)) && !pings.take(rate, burst, Instant::now()) {
             // Closed before the next read, which is where tungstenite would send its pong.
             return End::Failed(CloseCode::Policy, format!("ping flood: over {rate} pings per second"));
         }
@@ -335,7 +335,9 @@ fn read_loop(
             // see its Close reply; its requests are no longer acted on.
             continue;
         }
-        if chat && matches!(msg, Message::Text(_) | Message::Binary(_)) {
+        // Every data frame spends the budgets, on `/echo` too: an echo costs a write as a
+        // ping does, and the endpoint is as public as `/ws`.
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
             let refusal = if !bucket.take(rate, burst, Instant::now()) {
                 Some(format!("rate limit: at most {rate} messages per second; message dropped"))
             } else if !shared.ips.allow_message(ip, ip_rate, ip_rate * 2.0) {
@@ -344,6 +346,10 @@ fn read_loop(
                 None
             };
             if let Some(error) = refusal {
+                if !chat {
+                    // `/echo` has no error replies: an echo it will not send ends it.
+                    return End::Failed(CloseCode::Policy, format!("echo flood: {error}"));
+                }
                 refused_in_a_row += 1.0;
                 if refused_in_a_row >= burst {
                     return End::Failed(CloseCode::Policy, "message flood: over the rate limit for too long".into());
