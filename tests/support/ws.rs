@@ -49,6 +49,22 @@ impl Client {
         self.send_json(json!({"type": "message", "text": text}));
     }
 
+    /// Says `"{i:04} {text}"` for each `i` below `count` (`count` a multiple of 100), in
+    /// rounds of 100, each read back before the next, so the echoes of a long history never
+    /// pile up past the 1 MiB outbox cap.
+    pub fn say_numbered(&mut self, count: usize, text: &str) {
+        for round in 0..count / 100 {
+            for i in round * 100..(round + 1) * 100 {
+                self.ws
+                    .write(Message::text(json!({"type": "message", "text": format!("{i:04} {text}")}).to_string()))
+                    .expect("send");
+            }
+            self.ws.flush().expect("flush");
+            let last = format!("{:04} ", round * 100 + 99);
+            while !self.recv_type("message")["text"].as_str().unwrap_or("").starts_with(&last) {}
+        }
+    }
+
     /// Next JSON text frame (control frames are skipped; pongs are answered by tungstenite).
     pub fn recv(&mut self) -> Value {
         read_json(&mut self.ws)
