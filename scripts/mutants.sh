@@ -34,6 +34,8 @@ whole=(
   src/net/files.rs       # static paths
   src/net/ws_chat.rs     # what a session may do: rooms it may enter, DMs, typing, plain text
   src/chat/hub/conversations.rs  # the conversation budget
+  src/net/frame_budget.rs        # what a client's frames may cost (messages, pings, echoes)
+  src/net/history_budget.rs      # one address's history reads
 )
 args=()
 for f in "${whole[@]}"; do args+=(--file "$f"); done

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod exchange;
 pub mod files;
+pub mod frame_budget;
 pub mod history_budget;
 pub mod http;
 pub mod http1;

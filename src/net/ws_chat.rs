@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::chat::commit::{Reply, Submit, error_frame_for};
 use crate::chat::protocol::{self, ClientMsg};
 use crate::conn::outbox::Conn;
-use crate::net::access;
 use crate::net::auth::{NAME_TAKEN, ROOM_CLOSED, RoomAccess};
+use crate::net::frame_budget::FrameBudget;
 use crate::net::history_budget::{HistoryBudget, Paced};
 use crate::net::state::Shared;
 
@@ -161,7 +161,7 @@ pub(crate) fn enter_initial_rooms(
     shared: &Shared,
     query: &str,
     ip: IpAddr,
-    bucket: &mut access::Bucket,
+    budget: &mut FrameBudget,
     rooms: &RoomAccess,
 ) {
     let private = &shared.chat.config.private_rooms;
@@ -184,10 +184,9 @@ pub(crate) fn enter_initial_rooms(
     {
         conn.send(error_frame(shared, conn, &e));
     }
-    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
     let mut left = resumes.len();
     for (room, after) in resumes {
-        if !bucket.take(rate, burst, Instant::now()) {
+        if !budget.take_message() {
             let error = format!("rate limit: {left} resume(s) in the URL not done; send them as resume requests");
             conn.send(error_frame(shared, conn, &error));
             break;

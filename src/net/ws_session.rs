@@ -21,6 +21,7 @@ use crate::conn::outbox::{Conn, Kind};
 use crate::metrics::{Disconnect, Refusal};
 use crate::net::access;
 use crate::net::auth::{self, Identity, UserSlot};
+use crate::net::frame_budget::{FrameBudget, Verdict};
 use crate::net::http1::{self, Head};
 use crate::net::state::Shared;
 use crate::net::stream::ConnStream;
@@ -93,11 +94,11 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         return;
     }
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
-    // Per-client message rate (every endpoint; scripts/autobahn.sh lifts it for /echo).
-    // The bucket lives on this thread: no lock. Rooms resumed from the URL spend it too.
-    let mut bucket = access::Bucket::new(shared.chat.config.message_rate * 2.0);
+    // What this client's frames may cost (every endpoint; scripts/autobahn.sh lifts it for
+    // /echo). Rooms resumed from the URL spend it too.
+    let mut budget = FrameBudget::new(&shared.chat.config, ip);
     let access = auth::RoomAccess::of(&admitted.identity);
-    start_chat(&conn, &admitted, ip, &mut bucket, &access, shared);
+    start_chat(&conn, &admitted, ip, &mut budget, &access, shared);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
@@ -110,7 +111,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     log::info!("client {id} ({peer}): connected to {endpoint}");
     shared.chat.metrics.connections.fetch_add(1, Ordering::Relaxed);
 
-    let end = read_loop(&mut ws, &conn, &mut bucket, &access, ip, shared);
+    let end = read_loop(&mut ws, &conn, &mut budget, &access, ip, shared);
     // Leave the list first, so the `leave` notice goes out now rather than after lingering.
     shared.chat.hub.remove(&conn);
     conn.set_close_reason(match &end {
@@ -185,7 +186,7 @@ fn start_chat(
     conn: &Arc<Conn>,
     admitted: &Admitted,
     ip: std::net::IpAddr,
-    bucket: &mut access::Bucket,
+    budget: &mut FrameBudget,
     rooms: &auth::RoomAccess,
     shared: &Shared,
 ) {
@@ -203,7 +204,7 @@ fn start_chat(
     match admitted.kind {
         Kind::Chat => {
             shared.chat.hub.welcome(conn);
-            ws_chat::enter_initial_rooms(conn, shared, &admitted.query, ip, bucket, rooms);
+            ws_chat::enter_initial_rooms(conn, shared, &admitted.query, ip, budget, rooms);
         }
         Kind::Plain => ws_chat::enter_plain(conn, shared, &admitted.query, rooms),
         Kind::Echo | Kind::Handshaking => {}
@@ -298,23 +299,13 @@ fn admit(
 fn read_loop(
     ws: &mut WebSocket<ConnStream>,
     conn: &Arc<Conn>,
-    bucket: &mut access::Bucket,
+    budget: &mut FrameBudget,
     rooms: &auth::RoomAccess,
     ip: std::net::IpAddr,
     shared: &Shared,
 ) -> End {
     let chat = conn.kind().is_chat();
     let plain = conn.kind() == Kind::Plain;
-    // Over the client's rate, or its address's, a message is refused with an error; `burst`
-    // refusals in a row close the connection with 1008. The address's bucket is taken only
-    // for what the client's own allowed, so one flooding client cannot spend its
-    // neighbours' share with messages that would be refused anyway.
-    let (rate, burst) = (shared.chat.config.message_rate, shared.chat.config.message_rate * 2.0);
-    let ip_rate = shared.chat.config.message_rate_per_ip;
-    let mut refused_in_a_row = 0.0;
-    // Pings have their own bucket at the same rate: each one costs the server a pong (a
-    // `sendmsg`), so a client pipelining empty pings kept a core busy answering them.
-    let mut pings = access::Bucket::new(burst);
     let mut typing = TypingThrottle::default();
     loop {
         let msg = match ws.read() {
@@ -326,38 +317,25 @@ fn read_loop(
         }
         // Any frame proves the peer is alive, not just pongs.
         conn.alive.store(true, Ordering::Release);
-        if matches!(msg, Message::Ping(_)) && !pings.take(rate, burst, Instant::now()) {
-            // Closed before the next read, which is where tungstenite would send its pong.
-            return End::Failed(CloseCode::Policy, format!("ping flood: over {rate} pings per second"));
+        if matches!(msg, Message::Ping(_))
+            && let Err(why) = budget.ping()
+        {
+            return End::Failed(CloseCode::Policy, why);
         }
         if matches!(msg, Message::Text(_) | Message::Binary(_)) && conn.close_queued() {
             // We are closing this client (slow consumer, shutdown): keep reading only to
             // see its Close reply; its requests are no longer acted on.
             continue;
         }
-        // Every data frame spends the budgets, on `/echo` too: an echo costs a write as a
-        // ping does, and the endpoint is as public as `/ws`.
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-            let refusal = if !bucket.take(rate, burst, Instant::now()) {
-                Some(format!("rate limit: at most {rate} messages per second; message dropped"))
-            } else if !shared.ips.allow_message(ip, ip_rate, ip_rate * 2.0) {
-                Some(format!("rate limit: at most {ip_rate} messages per second from one address; message dropped"))
-            } else {
-                None
-            };
-            if let Some(error) = refusal {
-                if !chat {
-                    // `/echo` has no error replies: an echo it will not send ends it.
-                    return End::Failed(CloseCode::Policy, format!("echo flood: {error}"));
+            match budget.frame(&shared.ips, chat) {
+                Verdict::Pass => {}
+                Verdict::Refuse(error) => {
+                    shared.chat.hub.send_or_close(conn, error_frame(shared, conn, &error));
+                    continue;
                 }
-                refused_in_a_row += 1.0;
-                if refused_in_a_row >= burst {
-                    return End::Failed(CloseCode::Policy, "message flood: over the rate limit for too long".into());
-                }
-                shared.chat.hub.send_or_close(conn, error_frame(shared, conn, &error));
-                continue;
+                Verdict::Close(why) => return End::Failed(CloseCode::Policy, why),
             }
-            refused_in_a_row = 0.0;
         }
         if let Message::Text(t) = &msg {
             count_frame(shared, t.len());
