@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::net::state::Shared;
-use crate::store::{Retention, Store, StoreError, StoredMessage};
+use crate::store::{History, StoreError, StoredMessage};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -49,10 +49,10 @@ impl<'a> HistoryBudget<'a> {
     }
 }
 
-/// The store as one address's resume sees it: each page waits for the budget, then is
-/// charged to it. Writes pass straight through (a resume makes none).
+/// The history as one address's resume reads it: each page waits for the budget, then
+/// is charged to it.
 pub struct Paced<'a> {
-    pub store: &'a dyn Store,
+    pub store: &'a dyn History,
     pub budget: HistoryBudget<'a>,
 }
 
@@ -71,16 +71,7 @@ impl Paced<'_> {
     }
 }
 
-impl Store for Paced<'_> {
-    fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
-        self.store.append(batch)
-    }
-    fn append_replicated(&self, batch: &[StoredMessage]) -> Result<(), StoreError> {
-        self.store.append_replicated(batch)
-    }
-    fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.store.last_seqs()
-    }
+impl History for Paced<'_> {
     fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.read(|| self.store.range(room, after, limit))
     }
@@ -89,11 +80,5 @@ impl Store for Paced<'_> {
     }
     fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
         self.store.oldest_seq(room)
-    }
-    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
-        self.store.prune(room, last_seq, retention, chunk)
-    }
-    fn describe(&self) -> String {
-        self.store.describe()
     }
 }

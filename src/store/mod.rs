@@ -80,7 +80,20 @@ impl Retention {
     }
 }
 
-pub trait Store: Send + Sync {
+/// Reading a room's history: all that a replay needs (so a reader that is paced, like one
+/// address's resumes, wraps only this).
+pub trait History: Send + Sync {
+    /// Messages of `room` with `seq > after`, oldest first, at most `limit`.
+    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The latest `limit` messages of `room` with `seq < before`, oldest first (scrolling
+    /// back through a room's history, a page at a time).
+    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The lowest `seq` still kept for `room`.
+    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// The history store: reads, and the writes of the sequencer, the backplane and the pruner.
+pub trait Store: History {
     /// Appends a batch in one transaction: all of it is durable when this returns Ok, none
     /// of it if it returns Err.
     fn append(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
@@ -90,13 +103,6 @@ pub trait Store: Send + Sync {
     fn append_replicated(&self, batch: &[StoredMessage]) -> Result<(), StoreError>;
     /// The highest stored `seq` of every room (to continue numbering after a restart).
     fn last_seqs(&self) -> Result<Vec<(String, u64)>, StoreError>;
-    /// Messages of `room` with `seq > after`, oldest first, at most `limit`.
-    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
-    /// The latest `limit` messages of `room` with `seq < before`, oldest first (scrolling
-    /// back through a room's history, a page at a time).
-    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
-    /// The lowest `seq` still kept for `room`.
-    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError>;
     /// Deletes up to `chunk` messages of `room` that retention no longer covers, given the
     /// room's last seq. Returns how many were deleted (call again while it returns `chunk`).
     fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError>;

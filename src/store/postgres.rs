@@ -7,7 +7,7 @@
 use parking_lot::Mutex;
 use postgres::{Client, NoTls};
 
-use super::{MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+use super::{History, MIGRATIONS, Retention, Store, StoreError, StoredMessage};
 
 pub struct PgStore {
     url: String,
@@ -117,6 +117,30 @@ impl Store for PgStore {
         })
     }
 
+    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
+        let (keep_from, too_old) = retention.deletable(last_seq);
+        self.with_reader(|c| {
+            let n = c.execute(
+                "DELETE FROM messages WHERE room = $1 AND seq IN (
+                    SELECT seq FROM messages WHERE room = $1 AND (seq <= $2 OR ts < $3) ORDER BY seq LIMIT $4)",
+                &[&room, &keep_from, &too_old, &(chunk as i64)],
+            )?;
+            Ok(n as usize)
+        })
+    }
+
+    fn describe(&self) -> String {
+        // Without the password, if the URL has one.
+        match self.url.split_once('@') {
+            Some((creds, rest)) => {
+                format!("postgres {}@{rest}", creds.split(':').take(2).collect::<Vec<_>>().join(":"))
+            }
+            None => format!("postgres {}", self.url),
+        }
+    }
+}
+
+impl History for PgStore {
     fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.with_reader(|c| {
             Ok(c.query(
@@ -151,27 +175,5 @@ impl Store for PgStore {
             let v: Option<i64> = c.query_one("SELECT MIN(seq) FROM messages WHERE room = $1", &[&room])?.get(0);
             Ok(v.map(|v| v as u64))
         })
-    }
-
-    fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
-        let (keep_from, too_old) = retention.deletable(last_seq);
-        self.with_reader(|c| {
-            let n = c.execute(
-                "DELETE FROM messages WHERE room = $1 AND seq IN (
-                    SELECT seq FROM messages WHERE room = $1 AND (seq <= $2 OR ts < $3) ORDER BY seq LIMIT $4)",
-                &[&room, &keep_from, &too_old, &(chunk as i64)],
-            )?;
-            Ok(n as usize)
-        })
-    }
-
-    fn describe(&self) -> String {
-        // Without the password, if the URL has one.
-        match self.url.split_once('@') {
-            Some((creds, rest)) => {
-                format!("postgres {}@{rest}", creds.split(':').take(2).collect::<Vec<_>>().join(":"))
-            }
-            None => format!("postgres {}", self.url),
-        }
     }
 }

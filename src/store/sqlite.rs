@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+use super::{History, MIGRATIONS, Retention, Store, StoreError, StoredMessage};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -119,41 +119,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT room, seq, client_id, name, text, ts FROM messages
-                 WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![room, after as i64, limit as i64], row_to_message)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
-    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        self.with_reader(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT room, seq, client_id, name, text, ts FROM messages
-                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-            )?;
-            let rows =
-                stmt.query_map(params![room, before.min(i64::MAX as u64) as i64, limit as i64], row_to_message)?;
-            let mut messages = rows.collect::<Result<Vec<_>, _>>()?;
-            messages.reverse();
-            Ok(messages)
-        })
-    }
-
-    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
-        self.with_reader(|c| {
-            let v: Option<i64> = c
-                .query_row("SELECT MIN(seq) FROM messages WHERE room = ?1", [room], |r| r.get(0))
-                .optional()?
-                .flatten();
-            Ok(v.map(|v| v as u64))
-        })
-    }
-
     fn prune(&self, room: &str, last_seq: u64, retention: Retention, chunk: usize) -> Result<usize, StoreError> {
         let (keep_from, too_old) = retention.deletable(last_seq);
         // On the writer's connection, under its mutex, one chunk at a time, and handed back
@@ -187,6 +152,43 @@ impl Store for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite {}", self.path.display())
+    }
+}
+
+impl History for SqliteStore {
+    fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room, seq, client_id, name, text, ts FROM messages
+                 WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room, after as i64, limit as i64], row_to_message)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT room, seq, client_id, name, text, ts FROM messages
+                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows =
+                stmt.query_map(params![room, before.min(i64::MAX as u64) as i64, limit as i64], row_to_message)?;
+            let mut messages = rows.collect::<Result<Vec<_>, _>>()?;
+            messages.reverse();
+            Ok(messages)
+        })
+    }
+
+    fn oldest_seq(&self, room: &str) -> Result<Option<u64>, StoreError> {
+        self.with_reader(|c| {
+            let v: Option<i64> = c
+                .query_row("SELECT MIN(seq) FROM messages WHERE room = ?1", [room], |r| r.get(0))
+                .optional()?
+                .flatten();
+            Ok(v.map(|v| v as u64))
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::chat::protocol::ServerMsg;
 use crate::conn::outbox::{Conn, Push};
-use crate::store::Store;
+use crate::store::History;
 
 use super::{CLOSE_TIMEOUT, Hub, REPLAY_PAGE, message_frame};
 
@@ -19,7 +19,7 @@ impl Hub {
     /// 4. under the hub lock, send what was broadcast meanwhile (from the recent-frames
     ///    cache, or go back to 3 if it does not reach back far enough) and join the live
     ///    list — both before any later broadcast, which needs the same lock.
-    pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn Store) -> Result<(), String> {
+    pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn History) -> Result<(), String> {
         let mut overflowed = vec![];
         // The store can be ahead of the broadcasts: the sequencer commits a batch, then
         // broadcasts it message by message. Replay from the store only up to what has been
@@ -78,7 +78,7 @@ impl Hub {
         room: &str,
         mut cursor: u64,
         upto: u64,
-        store: &dyn Store,
+        store: &dyn History,
     ) -> Result<u64, String> {
         while cursor < upto {
             let want = REPLAY_PAGE.min((upto - cursor) as usize);
@@ -135,7 +135,7 @@ impl Hub {
     /// Replays the conversation `key` after `after`, at most [`DM_REPLAY_MAX`] messages.
     /// Conversations have no members to join: a `dm` sent meanwhile reaches the client live
     /// too, possibly inside the replay, so a client keeps each `seq` once.
-    pub fn resume_dm(&self, conn: &Arc<Conn>, key: &str, after: u64, store: &dyn Store) -> Result<(), String> {
+    pub fn resume_dm(&self, conn: &Arc<Conn>, key: &str, after: u64, store: &dyn History) -> Result<(), String> {
         let stored = store.range(key, after, DM_REPLAY_MAX).map_err(|e| format!("history unavailable: {e}"))?;
         for m in &stored {
             if conn.push(message_frame(m)) == Push::Overflow {
