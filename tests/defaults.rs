@@ -278,6 +278,10 @@ fn echo_spends_the_same_message_budget_and_a_flood_is_closed() {
     assert_eq!(close.code, CloseCode::Policy);
     assert!(close.reason.contains("echo flood"), "{close:?}");
     assert!((40..60).contains(&echoed), "{echoed} echoed");
+    // Another address is still echoed.
+    let mut neighbour = connect_from(Some(other_ip()), &url, &[]).expect("upgrade from 127.0.0.2");
+    neighbour.send(Message::text("next door")).unwrap();
+    assert_eq!(neighbour.read().unwrap(), Message::text("next door"));
 }
 
 #[test]
