@@ -69,7 +69,7 @@ import base64, hashlib, hmac, json, sys, time
 secret, name, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
 b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"name": name, "exp": int(time.time()) + offset}).encode())
+body = b64(json.dumps({"sub": "u-" + name, "name": name, "exp": int(time.time()) + offset}).encode())
 sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
 print(f"{head}.{body}.{b64(sig)}")
 PY

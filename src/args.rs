@@ -180,9 +180,15 @@ pub struct ServeArgs {
     pub token: Option<String>,
 
     /// HS256 secret: clients may present a JWT (same places as --token) signed with it;
-    /// the display name comes from its `name` (or `sub`) claim and cannot be changed.
+    /// the user is its `sub` claim (required), the display name its `name` (else `sub`),
+    /// reserved for that user for good.
     #[arg(long, env = "THREADCHAT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// Key that signs guest identities (at least 32 bytes; give every instance of a cluster
+    /// the same). Default: with --redis, one kept in Redis; else DATA_DIR/identity.key.
+    #[arg(long, env = "THREADCHAT_IDENTITY_SECRET", hide_env_values = true)]
+    pub identity_secret: Option<String>,
 
     /// Extra browser origin allowed to open WebSockets (exact match, repeatable). The
     /// server's own HTTP origins are always allowed; requests without Origin (CLI tools) too.

@@ -55,6 +55,8 @@ pub struct Config {
     pub sync_commit: bool,
     pub token: Option<String>,
     pub jwt_secret: Option<String>,
+    /// `--identity-secret`: the key of guest identities (see `net/identity.rs`).
+    pub identity_secret: Option<String>,
     pub allow_origins: Vec<String>,
     /// `--private-room`: rooms (or `prefix*`) only a JWT `rooms` claim opens.
     pub private_rooms: Vec<String>,
@@ -144,6 +146,7 @@ impl Default for Config {
             sync_commit: true,
             token: None,
             jwt_secret: None,
+            identity_secret: None,
             allow_origins: vec![],
             private_rooms: vec![],
             trusted_proxies: vec![],
@@ -190,6 +193,7 @@ impl TryFrom<ServeArgs> for Config {
             sync_commit: a.sync_commit == "on",
             token: a.token,
             jwt_secret: a.jwt_secret,
+            identity_secret: a.identity_secret,
             allow_origins: a.allow_origins,
             private_rooms: a.private_rooms,
             trusted_proxies: a.trusted_proxies,
@@ -219,6 +223,9 @@ impl Config {
         }
         if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err("--jwt-secret must be at least 32 bytes (HS256 wants a 256-bit key)".into());
+        }
+        if self.identity_secret.as_deref().is_some_and(|s| s.len() < 32) {
+            return Err("--identity-secret must be at least 32 bytes".into());
         }
         if self.max_clients_per_ip == 0 {
             return Err("--max-clients-per-ip must be at least 1".into());

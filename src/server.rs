@@ -72,6 +72,8 @@ pub enum StartError {
     Redis(String),
     /// No randomness from the OS (`/dev/urandom`).
     Random,
+    /// The guest identity key could not be found or made.
+    IdentityKey(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -85,6 +87,7 @@ impl std::fmt::Display for StartError {
             StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             StartError::Redis(e) => write!(f, "cannot set up the Redis backplane: {e}"),
             StartError::Random => write!(f, "cannot read random bytes from /dev/urandom"),
+            StartError::IdentityKey(e) => write!(f, "guest identities: {e}"),
         }
     }
 }
@@ -146,6 +149,18 @@ impl ServerHandle {
                 ))
             }
         };
+        // The key of guest identities (see net/identity.rs for where it lives and why).
+        let identity_key = match (&config.identity_secret, &backplane) {
+            (Some(secret), _) => secret.as_bytes().to_vec(),
+            (None, Some(bp)) => {
+                let fresh = crate::net::access::random_bytes::<32>().ok_or(StartError::Random)?;
+                bp.identity_key(&fresh).map_err(StartError::IdentityKey)?
+            }
+            (None, None) => {
+                crate::net::identity::key_from_data_dir(&config.data_dir).map_err(StartError::IdentityKey)?
+            }
+        };
+        hub.names.load(&*store);
         let chat = Arc::new(Chat {
             hub,
             backplane,
@@ -165,7 +180,7 @@ impl ServerHandle {
             chat: Arc::clone(&chat),
             ips: crate::net::access::IpTable::default(),
             tickets: crate::net::tickets::Tickets::default(),
-            login_names: crate::net::auth::LoginNames::default(),
+            guest_keys: crate::net::identity::GuestKeys::new(&identity_key),
             user_sessions: crate::net::auth::UserSessions::default(),
             admission: Arc::new(Admission::new(Limits {
                 max_pending: config.max_handshakes,

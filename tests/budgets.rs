@@ -186,7 +186,7 @@ fn one_jwt_user_gets_a_handful_of_connections_from_any_address() {
     }
     let ninth = connect_from(Some([127, 0, 8, 100].into()), &server.chat_url(), &[("Authorization", &ada)]);
     assert_eq!(refused_status(ninth), 429);
-    let bob = format!("Bearer {}", jwt(SECRET, json!({"name": "bob", "exp": exp})));
+    let bob = format!("Bearer {}", jwt(SECRET, json!({"sub": "u-bob", "name": "bob", "exp": exp})));
     connect_from(None, &server.chat_url(), &[("Authorization", &bob)]).expect("another user is fine");
     drop(tabs.pop());
     wait_until("a tab closed frees a slot", || {

@@ -7,13 +7,25 @@ use tungstenite::Message;
 
 use crate::support::*;
 
+/// A guest's default name, from its user id (so a returning guest shows under the same).
+fn guest_name(user: &str) -> String {
+    format!("guest-{}", &user["guest~".len()..][..6])
+}
+
 #[test]
-fn welcome_gives_an_id_and_a_name() {
+fn welcome_gives_an_id_a_user_and_a_name() {
     let server = TestServer::start();
     let a = server.chat();
     let b = server.chat();
     assert_ne!(a.id, b.id);
-    assert_eq!(a.name, format!("guest-{}", a.id & 0xFFFF_FFFF));
+    assert_ne!(a.user, b.user);
+    assert!(a.user.starts_with("guest~") && a.user.len() == 6 + 24, "{}", a.user);
+    assert_eq!(a.name, guest_name(&a.user));
+    // The same guest again (a reload): same user, same name, another connection.
+    drop(a);
+    let again = b.again(&server.chat_url());
+    assert_eq!((again.user.as_str(), again.name.as_str()), (b.user.as_str(), b.name.as_str()));
+    assert_ne!(again.id, b.id);
 }
 
 #[test]
@@ -23,12 +35,13 @@ fn message_reaches_everyone_including_the_sender() {
     let mut b = server.chat();
     a.recv_type("join"); // b's arrival
     a.say("hello there");
-    let sender = a.id;
+    let (sender, user, name) = (a.id, a.user.clone(), a.name.clone());
     for client in [&mut a, &mut b] {
         let m = client.recv_type("message");
         assert_eq!(m["text"], "hello there");
         assert_eq!(m["id"], sender);
-        assert_eq!(m["name"], format!("guest-{}", sender & 0xFFFF_FFFF));
+        assert_eq!(m["user"].as_str(), Some(user.as_str()));
+        assert_eq!(m["name"].as_str(), Some(name.as_str()));
         assert!(m["seq"].as_u64().unwrap() >= 1);
         assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
     }
@@ -201,8 +214,7 @@ fn client_ids_do_not_repeat_across_a_restart() {
     assert_ne!(b.id >> 32, first >> 32, "each run numbers from its own random base");
     assert_ne!(b.id, first);
     assert!(b.id < 1 << 53, "ids stay exact as JavaScript numbers");
-    // Guests are still numbered from 1 in each run.
-    assert_eq!(b.name, format!("guest-{}", b.id & 0xFFFF_FFFF));
+    assert_eq!(b.name, guest_name(&b.user));
 }
 
 #[test]

@@ -125,12 +125,18 @@ fn presence_and_rooms_are_cluster_wide_and_a_crashed_instance_expires() {
     let mut ws = connect_raw(&format!("ws://{}/ws", b.ws)).unwrap();
     let welcome = read_json(&mut ws);
     let presence = read_json(&mut ws);
+    let user = welcome["user"].as_str().unwrap().to_string();
     let names: Vec<&str> =
         presence["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"ada"), "presence on B lists ada from A: {presence}");
     assert_eq!(presence["count"], 2, "{presence}");
-    let mut bob =
-        Client { ws, id: welcome["id"].as_u64().unwrap(), name: welcome["name"].as_str().unwrap().to_string() };
+    let mut bob = Client {
+        ws,
+        id: welcome["id"].as_u64().unwrap(),
+        user,
+        name: welcome["name"].as_str().unwrap().to_string(),
+        identity: None,
+    };
     // carol arrives on A: bob, on B, is told.
     let mut carol = Client::connect(&a.chat_url());
     rename(&mut carol, "carol");

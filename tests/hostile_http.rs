@@ -162,7 +162,7 @@ fn a_login_name_belongs_to_its_login_over_http_and_websocket() {
         c.token = Some(TOKEN.into());
     });
     let exp = threadchat::clock::now_ms() / 1000 + 600;
-    let ada = format!("Authorization: Bearer {}", jwt(SECRET, json!({"name": "ada", "exp": exp})));
+    let ada = format!("Authorization: Bearer {}", jwt(SECRET, json!({"sub": "u-ada", "name": "ada", "exp": exp})));
     let shared = format!("Authorization: Bearer {TOKEN}");
     let post = |auth: &str, body: serde_json::Value| {
         let headers = ["Content-Type: application/json", auth];
@@ -181,9 +181,9 @@ fn a_login_name_belongs_to_its_login_over_http_and_websocket() {
     let mut c = Client::connect(&format!("{}?token={TOKEN}", server.chat_url()));
     c.send_json(json!({"type": "name", "name": "Ada"}));
     let e = c.recv_type("error");
-    assert!(e["error"].as_str().unwrap().contains("signed-in user"), "{e}");
+    assert!(e["error"].as_str().unwrap().contains("belongs to someone else"), "{e}");
     // A JWT that is not valid yet (nbf in the future) is refused.
-    let later = jwt(SECRET, json!({"name": "dan", "exp": exp, "nbf": exp - 60}));
+    let later = jwt(SECRET, json!({"sub": "u-dan", "name": "dan", "exp": exp, "nbf": exp - 60}));
     let r = http_request(server.http, "GET", "/api/rooms", &[&format!("Authorization: Bearer {later}")]);
     assert_eq!(r.status, 401);
 }

@@ -128,13 +128,13 @@ fn a_plain_client_cannot_take_a_signed_in_users_name() {
         c.token = Some(TOKEN.into());
     });
     let exp = threadchat::clock::now_ms() / 1000 + 600;
-    let ada = jwt(SECRET, serde_json::json!({"name": "ada", "exp": exp}));
+    let ada = jwt(SECRET, serde_json::json!({"sub": "u-ada", "name": "ada", "exp": exp}));
     let mut signed_in = connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {ada}"))]).unwrap();
-    read_json(&mut signed_in); // welcome: "ada" is a login name from now on
+    read_json(&mut signed_in); // welcome: "ada" is reserved for u-ada from now on
     read_json(&mut signed_in); // presence
 
     let mut impostor = connect_raw(&format!("ws://{}/?token={TOKEN}&name=ada", server.ws)).unwrap();
-    assert_eq!(read_text(&mut impostor), "error: that name belongs to a signed-in user");
+    assert_eq!(read_text(&mut impostor), "error: that name belongs to someone else; choose another");
     impostor.send(Message::text("who am I?")).unwrap();
     let m = loop {
         let v = read_json(&mut signed_in);

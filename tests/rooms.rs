@@ -48,7 +48,7 @@ fn messages_reach_only_the_rooms_members_with_a_seq_per_room() {
     let mut b = server.chat();
     a.recv_type("join");
     let p = join(&mut a, "dev");
-    assert_eq!(p["members"], json!([{"id": a.id, "name": a.name}]));
+    assert_eq!(p["members"], json!([{"id": a.id, "user": a.user, "name": a.name}]));
     assert_eq!(p["seq"], 0);
     let p = join(&mut b, "dev");
     assert_eq!((p["members"].as_array().unwrap().len(), p["count"].as_u64()), (2, Some(2)));
@@ -117,11 +117,11 @@ fn acks_come_after_the_message_is_stored() {
 }
 
 #[test]
-fn two_tabs_with_one_name_show_once() {
+fn two_tabs_of_one_user_show_once() {
     let server = TestServer::start();
     let mut watcher = server.chat();
     let mut tab1 = server.chat();
-    let mut tab2 = server.chat();
+    let mut tab2 = tab1.again(&server.chat_url());
     for tab in [&mut tab1, &mut tab2] {
         tab.send_json(json!({"type": "name", "name": "ada"}));
         tab.recv_type("name");
@@ -130,8 +130,8 @@ fn two_tabs_with_one_name_show_once() {
     join(&mut tab1, "pair");
     assert_eq!(next_in(&mut watcher, "pair")["type"], "join");
     let p = join(&mut tab2, "pair");
-    let names: Vec<&str> = p["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names.iter().filter(|n| **n == "ada").count(), 1, "{p}");
+    let users: Vec<&str> = p["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    assert_eq!(users.iter().filter(|u| **u == tab1.user).count(), 1, "{p}");
     // No second join for "ada": the watcher's next event in "pair" is tab2's message.
     say_in(&mut tab2, "pair", "second tab here", 1);
     assert_eq!(next_in(&mut watcher, "pair")["text"], "second tab here");

@@ -225,9 +225,9 @@ fn jwts_name_the_user_who_cannot_rename() {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
     let server = TestServer::with(|c| c.jwt_secret = Some(SECRET.into()));
     let exp = threadchat::clock::now_ms() / 1000 + 600;
-    let ada = jwt(SECRET, json!({"name": "Ada", "exp": exp}));
-    let expired = jwt(SECRET, json!({"name": "Ada", "exp": exp - 1200}));
-    let forged = jwt("someone-elses-secret-0123456789ab", json!({"name": "Ada", "exp": exp}));
+    let ada = jwt(SECRET, json!({"sub": "u-ada", "name": "Ada", "exp": exp}));
+    let expired = jwt(SECRET, json!({"sub": "u-ada", "name": "Ada", "exp": exp - 1200}));
+    let forged = jwt("someone-elses-secret-0123456789ab", json!({"sub": "u-ada", "name": "Ada", "exp": exp}));
 
     assert_eq!(refused_status(connect_raw(&server.chat_url())), 401);
     assert_eq!(
@@ -268,9 +268,9 @@ fn a_connection_is_closed_when_its_jwt_expires_and_resumes_with_a_new_one_withou
     let server = TestServer::with(|c| c.jwt_secret = Some(SECRET.into()));
     let now = threadchat::clock::now_ms() / 1000;
     // `exp` 57 s ago: still valid for the 60 s leeway, so about 3 s to live.
-    let short = jwt(SECRET, json!({"name": "Ada", "exp": now - 57}));
-    let fresh = jwt(SECRET, json!({"name": "Ada", "exp": now + 600}));
-    let bob = jwt(SECRET, json!({"name": "bob", "exp": now + 600}));
+    let short = jwt(SECRET, json!({"sub": "u-ada", "name": "Ada", "exp": now - 57}));
+    let fresh = jwt(SECRET, json!({"sub": "u-ada", "name": "Ada", "exp": now + 600}));
+    let bob = jwt(SECRET, json!({"sub": "u-bob", "name": "bob", "exp": now + 600}));
     let bearer = |t: &str| format!("Bearer {t}");
 
     let mut ada = connect_with(&server.chat_url(), &[("Authorization", &bearer(&short))]).unwrap();
@@ -338,9 +338,9 @@ fn a_rooms_claim_and_private_rooms_decide_who_enters_reads_and_posts() {
         c.private_rooms = vec!["team-*".into(), "secret".into()];
     });
     let exp = threadchat::clock::now_ms() / 1000 + 600;
-    let alice = jwt(SECRET, json!({"name": "alice", "exp": exp, "rooms": ["lobby", "team-a"]}));
-    let bob = jwt(SECRET, json!({"name": "bob", "exp": exp}));
-    let carol = jwt(SECRET, json!({"name": "carol", "exp": exp, "rooms": ["team-*"]}));
+    let alice = jwt(SECRET, json!({"sub": "u-alice", "name": "alice", "exp": exp, "rooms": ["lobby", "team-a"]}));
+    let bob = jwt(SECRET, json!({"sub": "u-bob", "name": "bob", "exp": exp}));
+    let carol = jwt(SECRET, json!({"sub": "u-carol", "name": "carol", "exp": exp, "rooms": ["team-*"]}));
     let open = |token: &str, query: &str| {
         let url = format!("{}{query}", server.chat_url());
         let mut ws = connect_with(&url, &[("Authorization", &format!("Bearer {token}"))]).unwrap();
@@ -416,7 +416,7 @@ fn a_rooms_claim_and_private_rooms_decide_who_enters_reads_and_posts() {
 
     // A claim the server cannot read refuses the token outright.
     for rooms in [json!(["Bad Room"]), json!("team-a"), json!([1])] {
-        let bad = jwt(SECRET, json!({"name": "mallory", "exp": exp, "rooms": rooms}));
+        let bad = jwt(SECRET, json!({"sub": "u-mallory", "name": "mallory", "exp": exp, "rooms": rooms}));
         let status = refused_status(connect_with(&server.chat_url(), &[("Authorization", &format!("Bearer {bad}"))]));
         assert_eq!(status, 401, "{rooms}");
     }

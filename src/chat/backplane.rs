@@ -89,6 +89,9 @@ return seqs
 struct Payload {
     room: String,
     id: u64,
+    /// The sender's user id (absent from entries an older version wrote).
+    #[serde(default)]
+    user: String,
     name: String,
     text: String,
     ts: u64,
@@ -158,6 +161,22 @@ impl Backplane {
         self.stop.store(true, Ordering::Release);
     }
 
+    /// The cluster's guest identity key (see `net/identity.rs`): `fresh`, if this is the
+    /// first instance to ask, else the one the first stored (`SET NX`, then `GET`).
+    pub fn identity_key(&self, fresh: &[u8]) -> Result<Vec<u8>, String> {
+        const KEY: &str = "threadchat:identity-key";
+        let why = |e: redis::RedisError| {
+            format!(
+                "cannot read the guest identity key from Redis ({e}); start with Redis up, or give --identity-secret"
+            )
+        };
+        let mut con = self.connect().map_err(why)?;
+        let hex = data_encoding::HEXLOWER.encode(fresh);
+        let _: Option<String> = redis::cmd("SET").arg(KEY).arg(&hex).arg("NX").query(&mut con).map_err(why)?;
+        let stored: String = redis::cmd("GET").arg(KEY).query(&mut con).map_err(why)?;
+        data_encoding::HEXLOWER.decode(stored.as_bytes()).map_err(|_| format!("Redis key {KEY} is not hex"))
+    }
+
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
         con.set_read_timeout(Some(IO_TIMEOUT + READ_BLOCK))?;
@@ -218,7 +237,15 @@ impl Publisher {
             let mut pending = bp.pending.lock();
             for s in batch {
                 let token = format!("{}:{}", bp.instance, bp.next_token.fetch_add(1, Ordering::Relaxed));
-                let payload = Payload { room: s.room, id: s.id, name: s.name.to_string(), text: s.text, ts, token };
+                let payload = Payload {
+                    room: s.room,
+                    id: s.id,
+                    user: s.user.to_string(),
+                    name: s.name.to_string(),
+                    text: s.text,
+                    ts,
+                    token,
+                };
                 let floor = hub.last_seq(&payload.room);
                 let json = serde_json::to_string(&payload).unwrap_or_default();
                 call.key(format!("threadchat:seq:{}", payload.room)).arg(floor).arg(json);
@@ -455,7 +482,7 @@ impl<'a> Reader<'a> {
             .query::<()>(con)?;
         let instances: Vec<String> = redis::cmd("SMEMBERS").arg("threadchat:instances").query(con)?;
         let others: Vec<&String> = instances.iter().filter(|i| **i != self.bp.instance).collect();
-        let mut remote: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+        let mut remote: HashMap<String, Vec<crate::chat::hub::RemoteMember>> = HashMap::new();
         if !others.is_empty() {
             let keys: Vec<String> = others.iter().map(|i| format!("threadchat:presence:{i}")).collect();
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
@@ -465,13 +492,14 @@ impl<'a> Reader<'a> {
                     redis::cmd("SREM").arg("threadchat:instances").arg(instance.as_str()).query::<()>(con)?;
                     continue;
                 };
-                let rooms: HashMap<String, Vec<(u64, String)>> = serde_json::from_str(&value).unwrap_or_default();
+                let rooms: HashMap<String, Vec<crate::chat::hub::RemoteMember>> =
+                    serde_json::from_str(&value).unwrap_or_default();
                 for (room, members) in rooms {
                     let list = remote.entry(room).or_default();
-                    for (id, name) in members {
-                        // One entry per name, as presence counts people, not tabs.
-                        if !list.iter().any(|(_, n)| *n == name) {
-                            list.push((id, name));
+                    for (id, user, name) in members {
+                        // One entry per user, as presence counts people, not tabs.
+                        if !list.iter().any(|(_, u, _)| *u == user) {
+                            list.push((id, user, name));
                         }
                     }
                 }
@@ -487,7 +515,7 @@ fn decode(entry: &redis::streams::StreamId) -> Option<(StoredMessage, String)> {
     let payload: String = entry.get("m")?;
     let p: Payload = serde_json::from_str(&payload).ok()?;
     crate::chat::protocol::validate_room(&p.room).ok()?;
-    Some((StoredMessage { room: p.room, seq, id: p.id, name: p.name, text: p.text, ts: p.ts }, p.token))
+    Some((StoredMessage { room: p.room, seq, id: p.id, user: p.user, name: p.name, text: p.text, ts: p.ts }, p.token))
 }
 
 #[cfg(test)]

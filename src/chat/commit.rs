@@ -30,7 +30,11 @@ pub enum Reply {
 
 pub struct Submit {
     pub room: String,
+    /// The sending connection's id.
     pub id: u64,
+    /// The sender's user id: who it is.
+    pub user: Arc<str>,
+    /// The sender's display name now: what others see.
     pub name: Arc<str>,
     pub text: String,
     pub reply: Reply,

@@ -12,6 +12,7 @@ pub mod backplane;
 pub mod commit;
 pub mod heartbeat;
 pub mod hub;
+pub mod names;
 pub mod protocol;
 pub mod room_index;
 pub mod sequencer;

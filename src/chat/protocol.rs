@@ -31,27 +31,81 @@ pub enum ClientMsg {
     Resume { room: String, after: u64 },
     /// The sender is typing in `room`: relayed to the others there, never stored.
     Typing { room: String },
-    /// A direct message to every connection named `to` (and the sender's own), stored in
-    /// their conversation.
-    Dm { to: String, text: String, r#ref: Option<u64> },
+    /// A direct message to every connection of user `to` (and the sender's own), stored
+    /// in their conversation.
+    Dm { to: Peer, text: String, r#ref: Option<u64> },
     /// Replay the conversation with `with` from `seq > after`.
-    ResumeDm { with: String, after: u64 },
+    ResumeDm { with: Peer, after: u64 },
 }
 
-/// The history key of the conversation between two names: both, sorted, the first
-/// length-prefixed (names may contain `:`). Never a valid room name, so never joinable.
+/// The other party of a direct message, as the client named it: by display name (`to`,
+/// `with`: whoever holds that name now) or by user id (`to_user`, `with_user`).
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Peer {
+    Name(String),
+    User(String),
+}
+
+/// Longest user id, in bytes (a JWT `sub` longer than this is refused).
+pub const MAX_USER_BYTES: usize = 128;
+
+/// User ids: 1–128 bytes, no control characters (they appear in logs and conversation keys).
+pub fn validate_user(user: &str) -> Result<(), String> {
+    if user.is_empty() || user.len() > MAX_USER_BYTES {
+        return Err(format!("a user id must be 1-{MAX_USER_BYTES} bytes"));
+    }
+    if user.chars().any(char::is_control) {
+        return Err("a user id must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// The history key of the conversation between two users: `dm:u:` and both ids, sorted,
+/// the first length-prefixed (ids may contain `:`). Never a valid room name, so never
+/// joinable. (Conversations stored before user ids, `dm:LEN:NAME:NAME`, keyed by display
+/// names, stay in the store but are never delivered or replayed: who held a name then is
+/// not who holds it now. See docs/protocol.md.)
 pub fn dm_key(a: &str, b: &str) -> String {
     let (x, y) = if a <= b { (a, b) } else { (b, a) };
-    format!("dm:{}:{x}:{y}", x.len())
+    format!("dm:u:{}:{x}:{y}", x.len())
 }
 
-/// The two names of a conversation key (see [`dm_key`]); `None` for a room.
+/// The two user ids of a conversation key (see [`dm_key`]); `None` for a room, and for a
+/// conversation keyed by names before user ids existed.
 pub fn dm_parties(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix("dm:")?;
+    let rest = key.strip_prefix("dm:u:")?;
     let (len, rest) = rest.split_once(':')?;
     let x = rest.get(..len.parse().ok()?)?;
     let y = rest.get(x.len()..)?.strip_prefix(':')?;
     Some((x, y))
+}
+
+/// Whether a history key is a conversation (of either form), not a room.
+pub fn is_conversation(key: &str) -> bool {
+    key.starts_with("dm:")
+}
+
+/// A `dm` or `resume` field naming the peer: `NAME_FIELD` (a display name) or `USER_FIELD`
+/// (a user id), exactly one of them.
+fn take_peer(obj: &mut serde_json::Map<String, Value>, name_field: &str, user_field: &str) -> Result<Peer, String> {
+    match (obj.contains_key(name_field), obj.contains_key(user_field)) {
+        (true, true) => Err(format!("give \"{name_field}\" or \"{user_field}\", not both")),
+        (false, true) => {
+            let user = take_string(obj, user_field)?;
+            validate_user(&user)?;
+            Ok(Peer::User(user))
+        }
+        _ => Ok(Peer::Name(normalize_name(&take_string(obj, name_field)?)?)),
+    }
+}
+
+/// An optional `ref`: a non-negative integer the server echoes in the `ack` or `error`.
+fn take_ref(obj: &mut serde_json::Map<String, Value>) -> Result<Option<u64>, String> {
+    match obj.remove("ref") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(_) => Err("\"ref\" must be a non-negative integer".into()),
+    }
 }
 
 /// Parses and validates one text frame from a chat client. The error string is sent back to
@@ -71,12 +125,7 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
             let text = take_string(&mut obj, "text")?;
             validate_text(&text)?;
             let room = optional_room(&mut obj)?;
-            let r#ref = match obj.remove("ref") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err("\"ref\" must be a non-negative integer".into()),
-            };
-            Ok(ClientMsg::Message { room, text, r#ref })
+            Ok(ClientMsg::Message { room, text, r#ref: take_ref(&mut obj)? })
         }
         "join" | "leave" => {
             let room = take_string(&mut obj, "room")?;
@@ -89,23 +138,18 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
                 Some(_) => return Err("\"after\" must be a non-negative integer".into()),
                 None => return Err("missing \"after\"".into()),
             };
-            if obj.contains_key("with") {
-                let with = normalize_name(&take_string(&mut obj, "with")?)?;
+            if obj.contains_key("with") || obj.contains_key("with_user") {
+                let with = take_peer(&mut obj, "with", "with_user")?;
                 return Ok(ClientMsg::ResumeDm { with, after });
             }
             let room = optional_room(&mut obj)?;
             Ok(ClientMsg::Resume { room, after })
         }
         "dm" => {
-            let to = normalize_name(&take_string(&mut obj, "to")?)?;
+            let to = take_peer(&mut obj, "to", "to_user")?;
             let text = take_string(&mut obj, "text")?;
             validate_text(&text)?;
-            let r#ref = match obj.remove("ref") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-                Some(_) => return Err("\"ref\" must be a non-negative integer".into()),
-            };
-            Ok(ClientMsg::Dm { to, text, r#ref })
+            Ok(ClientMsg::Dm { to, text, r#ref: take_ref(&mut obj)? })
         }
         "name" => {
             let name = normalize_name(&take_string(&mut obj, "name")?)?;
@@ -189,6 +233,14 @@ pub fn normalize_name(name: &str) -> Result<String, String> {
     Ok(name)
 }
 
+/// The form two display names are compared in: NFKC (so `ｂｏｂ` in fullwidth letters,
+/// or `ﬁ` as a ligature, is the name it looks like) and lower case (`Bob` is `bob`). Two
+/// users never hold names with the same key at once (see `chat/names.rs`).
+pub fn name_key(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfkc().flat_map(char::to_lowercase).collect()
+}
+
 /// Characters that render as nothing, or change how the text around them renders: Unicode's
 /// format characters (general category Cf, which includes every bidi control, zero-width
 /// space/joiners and the BOM), the combining grapheme joiner, variation selectors, Hangul
@@ -218,14 +270,20 @@ fn truncate(s: &str, max_chars: usize) -> &str {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMsg<'a> {
+    /// `id`: this connection; `user`: who it is (stable); `identity`: for a guest, the
+    /// credential that brings it back as the same user (`?identity=` or the cookie).
     Welcome {
         id: u64,
+        user: &'a str,
         name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identity: Option<&'a str>,
     },
     Message {
         room: &'a str,
         seq: u64,
         id: u64,
+        user: &'a str,
         name: &'a str,
         text: &'a str,
         ts: u64,
@@ -233,15 +291,17 @@ pub enum ServerMsg<'a> {
     Join {
         room: &'a str,
         id: u64,
+        user: &'a str,
         name: &'a str,
     },
     Leave {
         room: &'a str,
         id: u64,
+        user: &'a str,
         name: &'a str,
     },
     /// `seq`: the room's last message so far; later messages have higher numbers.
-    /// `count`: distinct names in the room; `members` lists at most 100 of them (the
+    /// `count`: distinct users in the room; `members` lists at most 100 of them (the
     /// newcomer first), so entering a crowd costs a bounded frame.
     Presence {
         room: &'a str,
@@ -251,6 +311,7 @@ pub enum ServerMsg<'a> {
     },
     Name {
         id: u64,
+        user: &'a str,
         name: &'a str,
         old: &'a str,
     },
@@ -264,14 +325,18 @@ pub enum ServerMsg<'a> {
         from: u64,
         to: u64,
     },
-    /// A direct message from `name` to `to`, `seq` numbering their conversation `room`
-    /// (its key, see [`dm_key`]).
+    /// A direct message from `user` (shown as `name`) to `to_user` (shown as `to`, when
+    /// the server knows that user's name), `seq` numbering their conversation `room` (its
+    /// key, see [`dm_key`]).
     Dm {
         room: &'a str,
         seq: u64,
         id: u64,
+        user: &'a str,
         name: &'a str,
-        to: &'a str,
+        to_user: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
         text: &'a str,
         ts: u64,
     },
@@ -279,6 +344,7 @@ pub enum ServerMsg<'a> {
     Typing {
         room: &'a str,
         id: u64,
+        user: &'a str,
         name: &'a str,
         expires_ms: u64,
     },
@@ -294,6 +360,7 @@ pub enum ServerMsg<'a> {
 #[derive(Debug, Serialize)]
 pub struct Member<'a> {
     pub id: u64,
+    pub user: &'a str,
     pub name: &'a str,
 }
 
@@ -404,5 +471,34 @@ mod tests {
         assert_eq!(normalize_name("José").unwrap(), "Jos\u{00E9}");
         assert_eq!(normalize_name("Zoë Quinn").unwrap(), "Zoë Quinn");
         assert_eq!(normalize_name("李小龍").unwrap(), "李小龍");
+        // Names that look the same compare the same.
+        assert_eq!(name_key("BOB"), name_key("bob"));
+        assert_eq!(name_key("ｂｏｂ"), "bob");
+        assert_ne!(name_key("bob"), name_key("bobby"));
+    }
+
+    #[test]
+    fn direct_messages_name_their_peer_by_name_or_user_id() {
+        assert_eq!(
+            parse_client(r#"{"type":"dm","to":"Ada","text":"hi"}"#),
+            Ok(ClientMsg::Dm { to: Peer::Name("Ada".into()), text: "hi".into(), r#ref: None })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"dm","to_user":"u-1","text":"hi","ref":3}"#),
+            Ok(ClientMsg::Dm { to: Peer::User("u-1".into()), text: "hi".into(), r#ref: Some(3) })
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"resume","with_user":"u:1","after":2}"#),
+            Ok(ClientMsg::ResumeDm { with: Peer::User("u:1".into()), after: 2 })
+        );
+        assert!(parse_client(r#"{"type":"dm","to":"a","to_user":"b","text":"x"}"#).unwrap_err().contains("not both"));
+        assert!(parse_client(r#"{"type":"dm","to_user":"","text":"x"}"#).unwrap_err().contains("1-128"));
+        assert!(parse_client(r#"{"type":"dm","text":"x"}"#).unwrap_err().contains("missing \"to\""));
+        // Keys: sorted, length-prefixed, so ids holding ':' cannot be confused.
+        assert_eq!(dm_key("b", "a:1"), "dm:u:3:a:1:b");
+        assert_eq!(dm_parties(&dm_key("x:y", "z")), Some(("x:y", "z")));
+        assert_ne!(dm_key("a:b", "c"), dm_key("a", "b:c"));
+        // A conversation keyed by names before user ids: a conversation, but nobody's.
+        assert!(is_conversation("dm:3:bob:alice") && dm_parties("dm:3:bob:alice").is_none());
     }
 }

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 /// One room's published figures. Written by the hub (under its lock), read by anyone.
 #[derive(Default, Debug)]
 pub struct RoomStats {
-    /// Distinct member names on this instance.
-    pub names: AtomicUsize,
+    /// Distinct member users on this instance.
+    pub users: AtomicUsize,
     /// Names on other instances (`--redis`) that are not here, as of the last presence sync.
     pub remote_only: AtomicUsize,
     /// The last message's `seq` (0: none).
@@ -50,7 +50,7 @@ impl RoomIndex {
             .lock()
             .iter()
             .filter_map(|(room, s)| {
-                let members = s.names.load(Relaxed) + s.remote_only.load(Relaxed);
+                let members = s.users.load(Relaxed) + s.remote_only.load(Relaxed);
                 let last_seq = s.last_seq.load(Relaxed);
                 (members > 0 || last_seq > 0).then(|| RoomSummary { room: room.clone(), members, last_seq })
             })

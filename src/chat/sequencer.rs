@@ -111,6 +111,7 @@ fn run(chat: &Chat, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
                 room: s.room.clone(),
                 seq: *seq,
                 id: s.id,
+                user: s.user.to_string(),
                 name: s.name.to_string(),
                 text: s.text.clone(),
                 ts,

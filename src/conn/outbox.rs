@@ -152,9 +152,14 @@ pub struct Conn {
     /// Rooms this client is a member of. Changed only under the hub lock (by its own thread
     /// joining or leaving, or by the hub removing it).
     pub rooms: Mutex<Vec<String>>,
-    /// Display name; written only by the client's own thread, read by whoever broadcasts
-    /// about this client (leave notices).
+    /// Display name; written only by the client's own thread (or by the hub, under its
+    /// lock, when a signed-in owner takes the name back from a guest), read by whoever
+    /// broadcasts about this client (leave notices).
     name: Mutex<Arc<str>>,
+    /// Who this is: the user id decided at the upgrade (a JWT `sub` or a guest identity),
+    /// set once before the connection joins the hub; everything that decides who may read,
+    /// receive or be limited keys on it, never on `name`.
+    user: std::sync::OnceLock<Arc<str>>,
 }
 
 /// What every outbox shares with the others: the per-connection cap, the server-wide
@@ -204,6 +209,7 @@ impl Conn {
             rooms: Mutex::new(Vec::new()),
             // The id's low 32 bits count this process's clients (see `Hub::set_id_base`).
             name: Mutex::new(Arc::from(format!("guest-{}", id & 0xFFFF_FFFF))),
+            user: std::sync::OnceLock::new(),
         }
     }
 
@@ -253,6 +259,16 @@ impl Conn {
 
     pub fn name(&self) -> Arc<str> {
         self.name.lock().clone()
+    }
+
+    /// The user id ("" until the upgrade decided it, and for `/echo`).
+    pub fn user(&self) -> Arc<str> {
+        self.user.get().cloned().unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// Sets the user id, once (later calls are ignored).
+    pub fn set_user(&self, user: &str) {
+        let _ = self.user.set(Arc::from(user));
     }
 
     pub fn set_name(&self, name: &str) -> Arc<str> {

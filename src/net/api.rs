@@ -12,6 +12,7 @@
 //! - A JWT's name is its holder's alone: a post under another JWT user's name is `403`.
 //! - `/healthz`, `/readyz`, `/metrics`, `/api/config`, `/api/stats` and the page stay open.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tiny_http::{Method, Request, Response};
@@ -137,9 +138,6 @@ fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, H
     if let Some(identity) =
         given.and_then(|g| crate::net::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
     {
-        if let Identity::Named { name, .. } = &identity {
-            shared.login_names.note(name);
-        }
         return Ok(identity);
     }
     // A failed attempt costs what an upgrade attempt costs: guessing stays slow everywhere.
@@ -323,15 +321,9 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         },
         Some(_) => return json(400, &serde_json::json!({ "error": "\"name\" must be a string" })),
     };
-    let name = match (identity, asked) {
-        (Identity::Named { name: own, .. }, Some(other)) if other != own => {
-            return json(403, &serde_json::json!({ "error": "your name comes from your login and cannot be changed" }));
-        }
-        (Identity::Named { name: own, .. }, _) => own,
-        (Identity::Anonymous, Some(asked)) if shared.login_names.is_taken(&asked) => {
-            return json(403, &serde_json::json!({ "error": crate::net::auth::NAME_TAKEN }));
-        }
-        (Identity::Anonymous, asked) => asked.unwrap_or_else(|| "http".to_string()),
+    let (user, name) = match poster(request, shared, identity, asked) {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     if let Err(e) = shared.chat.hub.may_post_to(room) {
         shared.chat.metrics.rejected(crate::metrics::Refusal::Capacity);
@@ -341,7 +333,8 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
     let submit = crate::chat::commit::Submit {
         room: room.to_string(),
         id: shared.chat.hub.next_id(),
-        name: std::sync::Arc::from(name),
+        user,
+        name,
         text,
         reply: crate::chat::commit::Reply::Http(tx),
     };
@@ -354,6 +347,52 @@ fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Id
         Err(_) => json(503, &serde_json::json!({ "error": "timed out waiting for the history store" })),
     }
 }
+
+/// Who a post is from, and the name it shows: a JWT's user under its own (reserved) name; a
+/// guest (its credential in `?identity=` or the cookie) or, without one, the pseudo-user
+/// `http` (every anonymous post), under the name asked for (or `http`) if no other user
+/// holds or owns it. `Err`: the `403` (or `503`) to answer.
+fn poster(
+    request: &Request,
+    shared: &Shared,
+    identity: Identity,
+    asked: Option<String>,
+) -> Result<(Arc<str>, Arc<str>), HttpResponse> {
+    let (names, store) = (&shared.chat.hub.names, &*shared.chat.store);
+    let refuse = |error: &str| json(403, &serde_json::json!({ "error": error }));
+    match identity {
+        Identity::Named { name: claim, user, .. } => {
+            let user: Arc<str> = Arc::from(user);
+            let (own, _) =
+                names.reserve(&user, &claim, store).map_err(|e| json(503, &serde_json::json!({ "error": e })))?;
+            match asked {
+                Some(other) if *other != *own => Err(refuse("your name comes from your login and cannot be changed")),
+                _ => Ok((user, own)),
+            }
+        }
+        Identity::Anonymous => {
+            let query = request.url().split_once('?').map_or("", |(_, q)| q);
+            let user: Arc<str> = match crate::net::identity::offered(query, request_header(request, "Cookie")) {
+                Some(credential) => match shared.guest_keys.verify(&credential) {
+                    Some(user) => Arc::from(user),
+                    None => return Err(json(401, &serde_json::json!({ "error": crate::net::identity::BAD_IDENTITY }))),
+                },
+                None => Arc::from(ANONYMOUS_POSTER),
+            };
+            let name: Arc<str> = match asked {
+                Some(asked) => Arc::from(asked),
+                None => names.name_of(&user).unwrap_or_else(|| Arc::from(ANONYMOUS_POSTER)),
+            };
+            match names.user_of(&name, store) {
+                Some(holder) if holder != user => Err(refuse(crate::chat::names::NAME_TAKEN)),
+                _ => Ok((user, name)),
+            }
+        }
+    }
+}
+
+/// The user id (and default name) of posts that carry no identity.
+pub const ANONYMOUS_POSTER: &str = "http";
 
 /// The chat URL the page should connect to: `--public-ws-url` if given, otherwise `/ws` on
 /// the page's own origin — from the Host header if it is a well-formed `host[:port]` (it

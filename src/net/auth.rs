@@ -1,8 +1,8 @@
 //! Credentials: where a request carries one, what it proves (a shared token, or a JWT that
-//! names a user), and the rules that follow from a login: a JWT user's name is theirs
-//! alone, and one user may hold only so many connections.
+//! names a user), and a rule that follows from a login: one user may hold only so many
+//! connections. (Guests' identities are in `identity.rs`; names in `chat/names.rs`.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
@@ -36,10 +36,11 @@ pub fn token_from(query: &str, authorization: Option<&str>, cookie: Option<&str>
 /// What an accepted credential says about the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Identity {
-    /// The shared token (or no authentication at all): anonymous, picks its own name.
+    /// The shared token (or no authentication at all): a guest, whose user id comes from
+    /// its guest identity (`identity.rs`), and who picks its own name.
     Anonymous,
-    /// A JWT: this display name, which the client cannot change, of this user (the `sub`
-    /// claim, else the name), whose connections are counted together.
+    /// A JWT: this display name (the `name` claim, else `sub`), which the client cannot
+    /// change, of this user (the `sub` claim), whose connections are counted together.
     /// `expires`: the first Unix second at which the token is no longer accepted
     /// (`exp` plus the leeway plus 1); a connection it opened is closed then.
     /// `rooms`: the JWT's `rooms` claim, if it had one: the only rooms this user may
@@ -78,13 +79,18 @@ struct Claims {
     nbf: Option<u64>,
 }
 
-/// An HS256 JWT with a valid signature, `exp` (required) and `nbf` (if present), 60 s
-/// leeway for clock skew; the display name comes from `name`, else `sub`, and must be a
-/// valid name (in NFC).
+/// An HS256 JWT with a valid signature, `sub` and `exp` (required), `nbf` (if present),
+/// 60 s leeway for clock skew. `sub` is the user: a valid user id that does not look like a
+/// guest's. The display name comes from `name`, else `sub`, and must be a valid name (in
+/// NFC).
 fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
-    let name = crate::chat::protocol::normalize_name(claims.name.as_ref().or(claims.sub.as_ref())?).ok()?;
-    let user = claims.sub.unwrap_or_else(|| name.clone());
+    let user = claims.sub?;
+    crate::chat::protocol::validate_user(&user).ok()?;
+    if user.starts_with(crate::net::identity::GUEST_PREFIX) {
+        return None;
+    }
+    let name = crate::chat::protocol::normalize_name(claims.name.as_ref().unwrap_or(&user)).ok()?;
     // A claim this server cannot read refuses the token: guessing what it meant could open
     // a room it was meant to keep shut.
     if let Some(rooms) = &claims.rooms
@@ -164,34 +170,6 @@ impl RoomAccess {
             Some(patterns) => patterns.iter().any(|p| pattern_matches(p, room)),
             None => !private.iter().any(|p| pattern_matches(p, room)),
         }
-    }
-}
-
-/// Names that JWT logins have used since the server started: a shared-token or anonymous
-/// client may not take one (by rename, or by posting under it), so a JWT user's name is
-/// theirs alone. Compared case-insensitively, in NFC ("Ada" and "ada" look the same).
-#[derive(Default)]
-pub struct LoginNames {
-    names: Mutex<HashSet<String>>,
-}
-
-/// What a client hears when it asks for a name a JWT login has used (rename, `?name=`, or
-/// a post under it).
-pub const NAME_TAKEN: &str = "that name belongs to a signed-in user";
-
-/// Names remembered at most: a bound on memory however many JWT users come and go.
-const MAX_LOGIN_NAMES: usize = 100_000;
-
-impl LoginNames {
-    pub fn note(&self, name: &str) {
-        let mut names = self.names.lock();
-        if names.len() < MAX_LOGIN_NAMES {
-            names.insert(name.to_lowercase());
-        }
-    }
-
-    pub fn is_taken(&self, name: &str) -> bool {
-        self.names.lock().contains(&name.to_lowercase())
     }
 }
 
@@ -276,43 +254,33 @@ mod tests {
     }
 
     #[test]
-    fn login_names_are_case_blind_and_bounded() {
-        let names = LoginNames::default();
-        names.note("Ada");
-        assert!(names.is_taken("ada") && names.is_taken("ADA") && !names.is_taken("bob"));
-        for i in 0..MAX_LOGIN_NAMES + 10 {
-            names.note(&format!("user{i}"));
-        }
-        assert_eq!(names.names.lock().len(), MAX_LOGIN_NAMES, "never more than the bound");
-        assert!(names.is_taken("Ada"), "the earliest are kept");
-    }
-
-    #[test]
     fn jwts_are_verified_and_give_the_name_and_user() {
         let secret = "0123456789abcdef0123456789abcdef";
         let exp = crate::clock::now_ms() / 1000 + 600;
-        let ok = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
+        let ok = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp}));
         assert_eq!(authenticate(&ok, None, Some(secret)), named("Ada", "Ada", exp));
         let sub = jwt(secret, serde_json::json!({"sub": "bob", "exp": exp}));
         assert_eq!(authenticate(&sub, None, Some(secret)), named("bob", "bob", exp));
         let both = jwt(secret, serde_json::json!({"sub": "u-17", "name": "Ada", "exp": exp}));
         assert_eq!(authenticate(&both, None, Some(secret)), named("Ada", "u-17", exp));
-        let expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 1200}));
+        let expired = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp - 1200}));
         assert_eq!(authenticate(&expired, None, Some(secret)), None);
-        let not_yet = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 60}));
+        let not_yet = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp, "nbf": exp - 60}));
         assert_eq!(authenticate(&not_yet, None, Some(secret)), None);
-        let nbf_in_leeway = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp, "nbf": exp - 600 + 30}));
+        let nbf_in_leeway =
+            jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp, "nbf": exp - 600 + 30}));
         assert_eq!(authenticate(&nbf_in_leeway, None, Some(secret)), named("Ada", "Ada", exp));
         // `exp` 30 s ago is inside the 60 s leeway for clock skew; 120 s ago is not.
-        let just_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 30}));
+        let just_expired = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp - 600 - 30}));
         assert_eq!(authenticate(&just_expired, None, Some(secret)), named("Ada", "Ada", exp - 600 - 30));
-        let long_expired = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp - 600 - 120}));
+        let long_expired = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp - 600 - 120}));
         assert_eq!(authenticate(&long_expired, None, Some(secret)), None);
         let no_exp = jwt(secret, serde_json::json!({"name": "Ada"}));
         assert_eq!(authenticate(&no_exp, None, Some(secret)), None);
-        let other_key = jwt("another-secret-another-secret-xx", serde_json::json!({"name": "Ada", "exp": exp}));
+        let other_key =
+            jwt("another-secret-another-secret-xx", serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp}));
         assert_eq!(authenticate(&other_key, None, Some(secret)), None);
-        let bad_name = jwt(secret, serde_json::json!({"name": "a\u{200B}b", "exp": exp}));
+        let bad_name = jwt(secret, serde_json::json!({"sub": "x", "name": "a\u{200B}b", "exp": exp}));
         assert_eq!(authenticate(&bad_name, None, Some(secret)), None);
         // "alg":"none", however the token is dressed up.
         let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
@@ -320,7 +288,7 @@ mod tests {
         assert_eq!(authenticate(&format!("{header}.{body}."), None, Some(secret)), None);
         // Another algorithm named in a correctly signed header; a token in two or four
         // parts; padding; a signature of another message.
-        let payload = serde_json::json!({"name": "Ada", "exp": exp}).to_string();
+        let payload = serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp}).to_string();
         assert_eq!(authenticate(&sign(r#"{"alg":"HS512"}"#, &payload, secret), None, Some(secret)), None);
         assert_eq!(authenticate(&sign(r#"{"alg":"hs256"}"#, &payload, secret), None, Some(secret)), None);
         assert_eq!(
@@ -331,10 +299,17 @@ mod tests {
         assert_eq!(authenticate(head_body, None, Some(secret)), None);
         assert_eq!(authenticate(&format!("{ok}.x"), None, Some(secret)), None);
         assert_eq!(authenticate(&format!("{ok}="), None, Some(secret)), None);
-        let other_body = jwt(secret, serde_json::json!({"name": "Eve", "exp": exp}));
+        let other_body = jwt(secret, serde_json::json!({"sub": "Eve", "name": "Eve", "exp": exp}));
         let forged = format!("{}.{sig}", other_body.rsplit_once('.').unwrap().0);
         assert_eq!(authenticate(&forged, None, Some(secret)), None);
-        let string_exp = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp.to_string()}));
+        // `sub` is required (it is the user), must be a valid id, and may not pose as a guest.
+        let no_sub = jwt(secret, serde_json::json!({"name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&no_sub, None, Some(secret)), None);
+        let guest_sub = jwt(secret, serde_json::json!({"sub": "guest~0123", "exp": exp}));
+        assert_eq!(authenticate(&guest_sub, None, Some(secret)), None);
+        let long_sub = jwt(secret, serde_json::json!({"sub": "x".repeat(129), "name": "Ada", "exp": exp}));
+        assert_eq!(authenticate(&long_sub, None, Some(secret)), None);
+        let string_exp = jwt(secret, serde_json::json!({"sub": "Ada", "name": "Ada", "exp": exp.to_string()}));
         assert_eq!(authenticate(&string_exp, None, Some(secret)), None);
         // The shared token still works alongside.
         assert_eq!(

@@ -14,6 +14,7 @@ pub mod frame_budget;
 pub mod history_budget;
 pub mod http;
 pub mod http1;
+pub mod identity;
 pub mod query;
 pub mod respond;
 pub mod session;

@@ -22,8 +22,8 @@ pub struct Shared {
     pub ips: crate::net::access::IpTable,
     /// One-time upgrade tickets (`POST /api/ticket`).
     pub tickets: crate::net::tickets::Tickets,
-    /// Names JWT logins have used: no one else may take them.
-    pub login_names: crate::net::auth::LoginNames,
+    /// Signs and checks guest identities.
+    pub guest_keys: crate::net::identity::GuestKeys,
     /// Open sessions per JWT user (`--max-connections-per-user`).
     pub user_sessions: crate::net::auth::UserSessions,
     /// Connections that have no thread's worth of request yet, and HTTP requests in progress.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::chat::commit::{Reply, Submit, error_frame_for};
-use crate::chat::protocol::{self, ClientMsg};
+use crate::chat::protocol::{self, ClientMsg, Peer};
 use crate::conn::outbox::Conn;
-use crate::net::auth::{NAME_TAKEN, ROOM_CLOSED, RoomAccess};
+use crate::net::auth::{ROOM_CLOSED, RoomAccess};
 use crate::net::frame_budget::FrameBudget;
 use crate::net::history_budget::{HistoryBudget, Paced};
 use crate::net::state::Shared;
@@ -21,18 +21,9 @@ use crate::net::state::Shared;
 pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str, rooms: &RoomAccess) {
     if !conn.name_locked.load(Ordering::Acquire)
         && let Some(wanted) = crate::net::query::get(query, "name")
+        && let Err(e) = protocol::normalize_name(&wanted).and_then(|name| rename(conn, shared, &name))
     {
-        match protocol::normalize_name(&wanted) {
-            Ok(name) if shared.login_names.is_taken(&name) => {
-                conn.send(error_frame(shared, conn, NAME_TAKEN));
-            }
-            Ok(name) => {
-                conn.set_name(&name);
-            }
-            Err(e) => {
-                conn.send(error_frame(shared, conn, &e));
-            }
-        }
+        conn.send(error_frame(shared, conn, &e));
     }
     if !rooms.may_enter(protocol::LOBBY, &shared.chat.config.private_rooms) {
         conn.send(error_frame(shared, conn, ROOM_CLOSED));
@@ -52,8 +43,14 @@ pub(crate) fn handle_plain(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Opt
         return Some(error_frame(shared, conn, "not in the lobby (the server refused the join)"));
     }
     let reply = Reply::Ws { conn: Arc::clone(conn), r#ref: None };
-    let submit =
-        Submit { room: protocol::LOBBY.to_string(), id: conn.id, name: conn.name(), text: text.to_string(), reply };
+    let submit = Submit {
+        room: protocol::LOBBY.to_string(),
+        id: conn.id,
+        user: conn.user(),
+        name: conn.name(),
+        text: text.to_string(),
+        reply,
+    };
     shared.chat.sequencer.submit(submit).err().map(|e| error_frame(shared, conn, &e))
 }
 
@@ -84,6 +81,7 @@ pub(crate) fn handle_chat(
             let submit = Submit {
                 room,
                 id: conn.id,
+                user: conn.user(),
                 name: conn.name(),
                 text,
                 reply: Reply::Ws { conn: Arc::clone(conn), r#ref },
@@ -93,36 +91,30 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Name { .. }) if conn.name_locked.load(Ordering::Acquire) => {
             Err("your name comes from your login and cannot be changed".to_string())
         }
-        Ok(ClientMsg::Name { name }) if shared.login_names.is_taken(&name) => Err(NAME_TAKEN.to_string()),
-        Ok(ClientMsg::Name { name }) => {
-            let new: Arc<str> = Arc::from(name.as_str());
-            let old = conn.set_name(&name);
-            shared.chat.hub.announce_rename(conn, &old, &new);
-            Ok(())
-        }
+        Ok(ClientMsg::Name { name }) => rename(conn, shared, &name),
         Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
         Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
         Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &paced(shared, ip)),
-        Ok(ClientMsg::Dm { to, text, r#ref }) => match may_dm(conn, shared, &to).and_then(|()| {
-            let room = protocol::dm_key(&conn.name(), &to);
+        Ok(ClientMsg::Dm { to, text, r#ref }) => match recipient(shared, &to).and_then(|to| {
+            let room = protocol::dm_key(&conn.user(), &to);
             shared.chat.hub.admit_conversation(&room, ip).map(|()| room)
         }) {
             Ok(room) => {
                 let reply = Reply::Ws { conn: Arc::clone(conn), r#ref };
-                shared.chat.sequencer.submit(Submit { room, id: conn.id, name: conn.name(), text, reply })
+                let (user, name) = (conn.user(), conn.name());
+                shared.chat.sequencer.submit(Submit { room, id: conn.id, user, name, text, reply })
             }
             Err(e) => return Some(error_frame_ref(shared, conn, &e, r#ref)),
         },
-        // With authentication, a conversation is read only under a name from a JWT: a
-        // shared-token client could otherwise rename itself to a party and read it.
-        Ok(ClientMsg::ResumeDm { .. })
-            if shared.chat.config.auth_required() && !conn.name_locked.load(Ordering::Acquire) =>
-        {
-            Err("direct messages need a name from a JWT login".into())
-        }
-        Ok(ClientMsg::ResumeDm { with, after }) => {
-            let key = protocol::dm_key(&conn.name(), &with);
+        // A conversation is its two users': the key is made of this connection's own user
+        // id, so nobody can read another pair's, whatever names they take.
+        Ok(ClientMsg::ResumeDm { with, after }) => peer(shared, &with).and_then(|with| {
+            let key = protocol::dm_key(&conn.user(), &with);
             shared.chat.hub.resume_dm(conn, &key, after, &paced(shared, ip))
+        }),
+        // Membership first: a refused `typing` must not spend the room's allowance.
+        Ok(ClientMsg::Typing { room }) if !shared.chat.hub.is_member(conn, &room) => {
+            Err(format!("not in room {room:?}; join it first"))
         }
         Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
             true => shared.chat.hub.relay_typing(conn, &room, TYPING_SHOWN.as_millis() as u64),
@@ -133,23 +125,35 @@ pub(crate) fn handle_chat(
     result.err().map(|error| error_frame(shared, conn, &error))
 }
 
-/// Who may write to whom. With authentication on, only names that come from a JWT: the
-/// sender's own (a shared-token client could otherwise write as anyone), and a recipient
-/// who has signed in with one since the server started. Without authentication names are
-/// first come, first served: the recipient must be connected now, and whoever holds a
-/// name can read that name's conversations (docs/protocol.md).
-fn may_dm(conn: &Conn, shared: &Shared, to: &str) -> Result<(), String> {
-    if shared.chat.config.auth_required() {
-        if !conn.name_locked.load(Ordering::Acquire) {
-            return Err("direct messages need a name from a JWT login".into());
-        }
-        if !shared.login_names.is_taken(to) {
-            return Err(format!("no signed-in user named {to:?}"));
-        }
-    } else if !shared.chat.hub.is_online(to) {
-        return Err(format!("nobody named {to:?} is connected"));
-    }
+/// Takes `name` for this connection, if no other user holds or owns it, and tells its
+/// rooms.
+fn rename(conn: &Arc<Conn>, shared: &Shared, name: &str) -> Result<(), String> {
+    let name: Arc<str> = Arc::from(name);
+    shared.chat.hub.names.hold(&conn.user(), &name, &*shared.chat.store)?;
+    shared.chat.hub.rename(conn, &name);
     Ok(())
+}
+
+/// The user a `dm` or `resume` names: the id as given, or whoever holds (or owns) that
+/// display name now.
+fn peer(shared: &Shared, peer: &Peer) -> Result<Arc<str>, String> {
+    match peer {
+        Peer::User(user) => Ok(Arc::from(user.as_str())),
+        Peer::Name(name) => {
+            shared.chat.hub.names.user_of(name, &*shared.chat.store).ok_or_else(|| format!("nobody is called {name:?}"))
+        }
+    }
+}
+
+/// Who a `dm` goes to: a user connected now, or a signed-in user this server knows (who
+/// reads it on return). Anything else is refused, never acknowledged and lost.
+fn recipient(shared: &Shared, to: &Peer) -> Result<Arc<str>, String> {
+    let user = peer(shared, to)?;
+    if shared.chat.hub.is_online(&user) || shared.chat.hub.names.name_of(&user).is_some() {
+        Ok(user)
+    } else {
+        Err(format!("no user {user:?} is connected or known here"))
+    }
 }
 
 /// Every chat client starts in the lobby. `?resume=ROOM:SEQ[,ROOM:SEQ…]` on the upgrade URL

@@ -47,7 +47,11 @@ enum End {
 struct Admitted<'a> {
     kind: Kind,
     identity: Identity,
-    /// The session counted against its JWT user, until the session ends.
+    /// Who this is: the JWT's `sub`, or a guest's id ("" on `/echo`, which has no users).
+    user_id: String,
+    /// A guest's credential, for its welcome (so it can come back as the same user).
+    credential: Option<String>,
+    /// The session counted against its user, until the session ends.
     user: Option<UserSlot<'a>>,
     /// The upgrade URL's query (`?resume=`).
     query: String,
@@ -79,6 +83,17 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     drop(head);
     let _user = admitted.user.take();
     conn.set_kind(admitted.kind);
+    conn.set_user(&admitted.user_id);
+    if admitted.kind.is_chat()
+        && let Err(e) = take_name(&conn, &admitted.identity, shared)
+    {
+        // The store could not reserve a JWT user's name: no session under a name that
+        // may be someone else's.
+        log::warn!("client {id} ({peer}): {e}");
+        conn.push_close(CloseCode::Error, "cannot reserve your name; try again");
+        conn.close_gently(true);
+        return;
+    }
     if !shared.chat.hub.add(Arc::clone(&conn)) {
         // Shutting down between the 101 and here.
         conn.push_close(CloseCode::Away, "server shutting down");
@@ -162,25 +177,67 @@ fn upgrade<'a>(
     let response = tungstenite::handshake::server::create_response(&request)
         .map_err(|e| (400, format!("not a valid WebSocket upgrade: {e}")))?;
     let identity = admit(head, conn, shared, ip_connections, sessions).map_err(|(s, t)| (s, t.to_string()))?;
+    let (user_id, credential) = match &identity {
+        Identity::Named { user, .. } => (user.clone(), None),
+        Identity::Anonymous if kind == Kind::Echo => (String::new(), None),
+        Identity::Anonymous => guest(head, shared)?,
+    };
     // One account may not take the server's connections from many addresses.
-    let user = match &identity {
-        Identity::Named { user, .. } => {
+    let user = match user_id.as_str() {
+        "" => None,
+        id => {
             let max = shared.chat.config.max_connections_per_user;
-            Some(shared.user_sessions.enter(user, max).ok_or_else(|| {
+            Some(shared.user_sessions.enter(id, max).ok_or_else(|| {
                 (429, format!("too many connections for this user (at most {max}; see --max-connections-per-user)"))
             })?)
         }
-        Identity::Anonymous => None,
     };
     let mut bytes = Vec::with_capacity(160);
     tungstenite::handshake::server::write_response(&mut bytes, &response)
         .map_err(|e| (500, format!("cannot write the upgrade response: {e}")))?;
     conn.push_control(Bytes::from(bytes), false);
     conn.flush();
-    Ok(Admitted { kind, identity, user, query: head.query().to_string() })
+    Ok(Admitted { kind, identity, user_id, credential, user, query: head.query().to_string() })
 }
 
-/// After the `101`: the name a JWT gave, the welcome, the first rooms.
+/// A guest's user id and credential: the one it presents (`?identity=`, or the cookie), if
+/// this server issued it (else 401), or a new one.
+fn guest(head: &Head, shared: &Shared) -> Result<(String, Option<String>), (u16, String)> {
+    let keys = &shared.guest_keys;
+    match crate::net::identity::offered(head.query(), head.header("Cookie")) {
+        Some(credential) => match keys.verify(&credential) {
+            Some(user) => Ok((user, Some(credential))),
+            None => Err((401, crate::net::identity::BAD_IDENTITY.into())),
+        },
+        None => keys.issue().map(|(user, c)| (user, Some(c))).ok_or((503, "no random numbers for a guest id".into())),
+    }
+}
+
+/// The connection's first name, held from before it joins the hub until it leaves: a JWT
+/// user's own (reserved for its `sub`; a guest showing it is renamed), or a guest's default
+/// `guest-XXXXXX` (from its id, so the same guest comes back under the same one).
+fn take_name(conn: &Arc<Conn>, identity: &Identity, shared: &Shared) -> Result<(), String> {
+    let (hub, store) = (&shared.chat.hub, &*shared.chat.store);
+    let user = conn.user();
+    match identity {
+        Identity::Named { name: claim, .. } => {
+            let (name, taken) = hub.names.reserve(&user, claim, store)?;
+            hub.names.hold_owned(&user, &name);
+            conn.set_name(&name);
+            conn.name_locked.store(true, Ordering::Release);
+            if taken {
+                hub.take_name_back(&user, &name, store);
+            }
+        }
+        Identity::Anonymous => {
+            let base = format!("guest-{}", crate::chat::names::short(&user));
+            conn.set_name(&hub.names.hold_first_free(&user, &base, store));
+        }
+    }
+    Ok(())
+}
+
+/// After the `101`: the JWT's lifetime, the welcome, the first rooms.
 #[inline(never)]
 fn start_chat(
     conn: &Arc<Conn>,
@@ -190,12 +247,8 @@ fn start_chat(
     rooms: &auth::RoomAccess,
     shared: &Shared,
 ) {
-    if let Identity::Named { name, expires, .. } = &admitted.identity {
+    if let Identity::Named { expires, .. } = &admitted.identity {
         let expires = *expires;
-        // From a JWT: the client is this name, and cannot rename itself.
-        shared.login_names.note(name);
-        conn.set_name(name);
-        conn.name_locked.store(true, Ordering::Release);
         // The token's lifetime holds on the connection too: closed (4001) when it ends.
         let left_ms = expires.saturating_mul(1000).saturating_sub(crate::clock::now_ms());
         let at = Instant::now() + std::time::Duration::from_millis(left_ms.min(10 * 365 * 86_400_000));
@@ -203,7 +256,7 @@ fn start_chat(
     }
     match admitted.kind {
         Kind::Chat => {
-            shared.chat.hub.welcome(conn);
+            shared.chat.hub.welcome(conn, admitted.credential.as_deref());
             ws_chat::enter_initial_rooms(conn, shared, &admitted.query, ip, budget, rooms);
         }
         Kind::Plain => ws_chat::enter_plain(conn, shared, &admitted.query, rooms),

@@ -20,6 +20,10 @@ pub struct StoredMessage {
     pub seq: u64,
     /// The sender's client id (unique per server run, not across restarts).
     pub id: u64,
+    /// The sender's user id (a JWT `sub`, or a guest identity's id): who sent it, for good.
+    /// Empty for messages stored before user ids existed (schema version 3).
+    pub user: String,
+    /// The sender's display name when it was sent (a label, not an identity).
     pub name: String,
     pub text: String,
     /// Unix time, ms.
@@ -30,7 +34,7 @@ impl StoredMessage {
     /// About what this message weighs as JSON on the wire (its text and name, plus the
     /// fixed fields): what history pages and read budgets count.
     pub fn wire_bytes(&self) -> usize {
-        self.text.len() + self.name.len() + 96
+        self.text.len() + self.name.len() + self.user.len() + 104
     }
 }
 
@@ -111,6 +115,14 @@ pub trait Store: History {
     fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Reserves the display name whose folded form is `key` for `user` (a JWT user), for
+    /// good, unless another user has it. Returns the user that holds it now (`user`, if
+    /// the reservation is new or was theirs already).
+    fn reserve_name(&self, key: &str, user: &str, name: &str) -> Result<String, StoreError>;
+    /// The user a display name (folded: `key`) is reserved for, if any.
+    fn name_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Up to `limit` reservations, as (key, user, name).
+    fn reserved_names(&self, limit: usize) -> Result<Vec<(String, String, String)>, StoreError>;
     /// Human-readable backend name for logs.
     fn describe(&self) -> String;
 }
@@ -130,6 +142,15 @@ pub const MIGRATIONS: &[&str] = &[
     )",
     // 2: age-based retention scans by time.
     "CREATE INDEX messages_ts ON messages (ts)",
+    // 3: who sent each message, by user id (earlier rows: '', unknown).
+    "ALTER TABLE messages ADD COLUMN user_id TEXT NOT NULL DEFAULT ''",
+    // 4: display names that belong to a JWT user for good (see `chat/names.rs`), by their
+    // folded form.
+    "CREATE TABLE reserved_names (
+        name_key TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL
+    )",
 ];
 
 /// Opens the configured store: Postgres for a `postgres://` URL, else SQLite in `data_dir`.

@@ -76,6 +76,7 @@ fn row_to_message(r: &postgres::Row) -> StoredMessage {
         name: r.get(3),
         text: r.get(4),
         ts: r.get::<_, i64>(5) as u64,
+        user: r.get(6),
     }
 }
 
@@ -89,10 +90,13 @@ impl PgStore {
         }
         let mut tx = client.transaction()?;
         let insert = tx.prepare(&format!(
-            "INSERT INTO messages (room, seq, client_id, name, text, ts) VALUES ($1, $2, $3, $4, $5, $6){suffix}"
+            "INSERT INTO messages (room, seq, client_id, name, text, ts, user_id) VALUES ($1, $2, $3, $4, $5, $6, $7){suffix}"
         ))?;
         for m in batch {
-            tx.execute(&insert, &[&m.room, &(m.seq as i64), &(m.id as i64), &m.name, &m.text, &(m.ts as i64)])?;
+            tx.execute(
+                &insert,
+                &[&m.room, &(m.seq as i64), &(m.id as i64), &m.name, &m.text, &(m.ts as i64), &m.user],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -129,6 +133,31 @@ impl Store for PgStore {
         })
     }
 
+    fn reserve_name(&self, key: &str, user: &str, name: &str) -> Result<String, StoreError> {
+        self.with_reader(|c| {
+            c.execute(
+                "INSERT INTO reserved_names (name_key, user_id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&key, &user, &name],
+            )?;
+            Ok(c.query_one("SELECT user_id FROM reserved_names WHERE name_key = $1", &[&key])?.get(0))
+        })
+    }
+
+    fn name_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query_opt("SELECT user_id FROM reserved_names WHERE name_key = $1", &[&key])?.map(|r| r.get(0)))
+        })
+    }
+
+    fn reserved_names(&self, limit: usize) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query("SELECT name_key, user_id, name FROM reserved_names LIMIT $1", &[&(limit as i64)])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
+    }
+
     fn describe(&self) -> String {
         // Without the password, if the URL has one.
         match self.url.split_once('@') {
@@ -144,7 +173,7 @@ impl History for PgStore {
     fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.with_reader(|c| {
             Ok(c.query(
-                "SELECT room, seq, client_id, name, text, ts FROM messages
+                "SELECT room, seq, client_id, name, text, ts, user_id FROM messages
                  WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[&room, &(after as i64), &(limit as i64)],
             )?
@@ -158,7 +187,7 @@ impl History for PgStore {
         self.with_reader(|c| {
             let mut messages: Vec<StoredMessage> = c
                 .query(
-                    "SELECT room, seq, client_id, name, text, ts FROM messages
+                    "SELECT room, seq, client_id, name, text, ts, user_id FROM messages
                      WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
                     &[&room, &(before.min(i64::MAX as u64) as i64), &(limit as i64)],
                 )?

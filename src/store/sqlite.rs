@@ -81,6 +81,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         name: r.get(3)?,
         text: r.get(4)?,
         ts: r.get::<_, i64>(5)? as u64,
+        user: r.get(6)?,
     })
 }
 
@@ -90,11 +91,12 @@ impl SqliteStore {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
-            let sql =
-                format!("{verb} INTO messages (room, seq, client_id, name, text, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+            let sql = format!(
+                "{verb} INTO messages (room, seq, client_id, name, text, ts, user_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            );
             let mut insert = tx.prepare_cached(&sql)?;
             for m in batch {
-                insert.execute(params![m.room, m.seq as i64, m.id as i64, m.name, m.text, m.ts as i64])?;
+                insert.execute(params![m.room, m.seq as i64, m.id as i64, m.name, m.text, m.ts as i64, m.user])?;
             }
         }
         tx.commit()?;
@@ -150,6 +152,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn reserve_name(&self, key: &str, user: &str, name: &str) -> Result<String, StoreError> {
+        // On the writer's connection: a reservation is a write, rare (a JWT sign-in), and
+        // must not meet the writer's lock as SQLITE_BUSY.
+        let conn = self.writer.lock();
+        conn.prepare_cached("INSERT OR IGNORE INTO reserved_names (name_key, user_id, name) VALUES (?1, ?2, ?3)")?
+            .execute(params![key, user, name])?;
+        Ok(conn.query_row("SELECT user_id FROM reserved_names WHERE name_key = ?1", [key], |r| r.get(0))?)
+    }
+
+    fn name_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query_row("SELECT user_id FROM reserved_names WHERE name_key = ?1", [key], |r| r.get(0)).optional()?)
+        })
+    }
+
+    fn reserved_names(&self, limit: usize) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare("SELECT name_key, user_id, name FROM reserved_names LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     fn describe(&self) -> String {
         format!("sqlite {}", self.path.display())
     }
@@ -159,7 +184,7 @@ impl History for SqliteStore {
     fn range(&self, room: &str, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT room, seq, client_id, name, text, ts FROM messages
+                "SELECT room, seq, client_id, name, text, ts, user_id FROM messages
                  WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![room, after as i64, limit as i64], row_to_message)?;
@@ -170,7 +195,7 @@ impl History for SqliteStore {
     fn before(&self, room: &str, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         self.with_reader(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT room, seq, client_id, name, text, ts FROM messages
+                "SELECT room, seq, client_id, name, text, ts, user_id FROM messages
                  WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
             let rows =
@@ -197,7 +222,15 @@ mod tests {
     use super::*;
 
     fn msg(room: &str, seq: u64) -> StoredMessage {
-        StoredMessage { room: room.into(), seq, id: 1, name: "n".into(), text: format!("t{seq}"), ts: seq * 1000 }
+        StoredMessage {
+            room: room.into(),
+            seq,
+            id: 1,
+            user: "u".into(),
+            name: "n".into(),
+            text: format!("t{seq}"),
+            ts: seq * 1000,
+        }
     }
 
     fn temp_dir(tag: &str) -> PathBuf {

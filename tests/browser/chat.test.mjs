@@ -496,8 +496,8 @@ test("a private room refuses a signed-in user whose token does not name it", asy
     await page.press("#join-room", "Enter");
   };
   try {
-    const insider = await signIn({ name: "ines", exp, rooms: ["team-*"] });
-    const outsider = await signIn({ name: "otto", exp });
+    const insider = await signIn({ sub: "u-ines", name: "ines", exp, rooms: ["team-*"] });
+    const outsider = await signIn({ sub: "u-otto", name: "otto", exp });
     await join(insider, "team-red");
     await insider.locator("#member-list li", { hasText: "ines" }).waitFor({ timeout: WAIT });
     await send(insider, "team only");
@@ -524,7 +524,7 @@ test("when its JWT expires the page is closed, signs in again and misses nothing
     await page.goto(`http://${server.http}/`);
     await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
     // `exp` 57 s ago: inside the 60 s leeway, so about 3 s left.
-    await page.fill("#auth-token", makeJwt(SECRET, { name: "ada", exp: now - 57 }));
+    await page.fill("#auth-token", makeJwt(SECRET, { sub: "u-ada", name: "ada", exp: now - 57 }));
     await page.press("#auth-token", "Enter");
     await page.locator("#status.connected").waitFor({ timeout: WAIT });
     await send(page, "before expiry");
@@ -536,11 +536,11 @@ test("when its JWT expires the page is closed, signs in again and misses nothing
     // Meanwhile someone else talks.
     const resp = await fetch(`http://${server.http}/api/rooms/lobby/messages`, {
       method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${makeJwt(SECRET, { name: "bo", exp: now + 600 })}` },
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${makeJwt(SECRET, { sub: "u-bo", name: "bo", exp: now + 600 })}` },
       body: JSON.stringify({ text: "while you were away" }),
     });
     assert.equal(resp.status, 201);
-    await page.fill("#auth-token", makeJwt(SECRET, { name: "ada", exp: now + 600 }));
+    await page.fill("#auth-token", makeJwt(SECRET, { sub: "u-ada", name: "ada", exp: now + 600 }));
     await page.press("#auth-token", "Enter");
     await page.locator("#status.connected").waitFor({ timeout: WAIT });
     await page.locator("#messages li.message", { hasText: "while you were away" }).waitFor({ timeout: WAIT });

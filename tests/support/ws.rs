@@ -13,8 +13,13 @@ use tungstenite::{Message, WebSocket};
 /// A WebSocket client in which every read times out after `WAIT`.
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
+    /// This connection's id.
     pub id: u64,
+    /// Who it is: a JWT's `sub`, or a guest id.
+    pub user: String,
     pub name: String,
+    /// A guest's credential (`?identity=` brings it back as the same user).
+    pub identity: Option<String>,
 }
 
 impl Client {
@@ -26,11 +31,36 @@ impl Client {
     /// Connects from `local` (e.g. 127.0.0.2: all of 127/8 is loopback on Linux), to play a
     /// client at another address than the test's hostile one.
     pub fn connect_from(local: Option<IpAddr>, url: &str) -> Client {
-        let mut ws = connect_from(local, url, &[]).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let ws = connect_from(local, url, &[]).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self::welcomed(ws)
+    }
+
+    /// Connects with extra request headers (`Authorization`, `Cookie`…).
+    pub fn connect_headers(url: &str, headers: &[(&str, &str)]) -> Client {
+        let ws = connect_from(None, url, headers).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self::welcomed(ws)
+    }
+
+    /// As a JWT's user (`Authorization: Bearer`).
+    pub fn signed_in(url: &str, token: &str) -> Client {
+        Self::connect_headers(url, &[("Authorization", &format!("Bearer {token}"))])
+    }
+
+    /// Another connection of this guest (its identity on the URL): a reload, or a tab.
+    pub fn again(&self, url: &str) -> Client {
+        let identity = self.identity.as_deref().expect("a guest has an identity");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Client::connect(&format!("{url}{sep}identity={identity}"))
+    }
+
+    /// Reads the welcome and the lobby's presence from a freshly upgraded socket.
+    pub fn welcomed(mut ws: WebSocket<TcpStream>) -> Client {
         let welcome = read_json(&mut ws);
         assert_eq!(welcome["type"], "welcome", "first frame must be the welcome: {welcome}");
         let id = welcome["id"].as_u64().expect("welcome.id is a number");
         let name = welcome["name"].as_str().expect("welcome.name is a string").to_string();
+        let user = welcome["user"].as_str().expect("welcome.user is a string").to_string();
+        let identity = welcome["identity"].as_str().map(str::to_string);
         // Everyone starts in the lobby: its presence list comes right after the welcome.
         let presence = read_json(&mut ws);
         assert_eq!(
@@ -38,7 +68,7 @@ impl Client {
             (Some("presence"), Some("lobby")),
             "{presence}"
         );
-        Client { ws, id, name }
+        Client { ws, id, user, name, identity }
     }
 
     pub fn send_json(&mut self, value: Value) {

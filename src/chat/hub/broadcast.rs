@@ -1,5 +1,5 @@
 //! Broadcasting committed messages: to a room's members (JSON, or bare text for plain
-//! clients), or, for a direct message, to every connection of its two names (part of the
+//! clients), or, for a direct message, to every connection of its two users (part of the
 //! hub; see `mod.rs`).
 
 use std::sync::Arc;
@@ -21,15 +21,23 @@ impl Hub {
     /// batch in one `sendmsg`.
     pub fn broadcast_batch(&self, batch: &[StoredMessage]) -> Vec<Arc<Vec<Arc<Conn>>>> {
         self.metrics.messages_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let frames: Vec<Bytes> = batch.iter().map(message_frame).collect();
+        let frames: Vec<Bytes> = batch.iter().map(|m| self.message_frame(m)).collect();
         let mut overflowed = vec![];
         let mut to_flush: Vec<Arc<Vec<Arc<Conn>>>> = vec![];
         {
             let mut st = self.state.lock();
             for (m, frame) in batch.iter().zip(frames) {
-                if let Some(parties) = crate::chat::protocol::dm_parties(&m.room) {
-                    let to: Vec<Arc<Conn>> =
-                        st.clients.iter().filter(|c| dm_party(c, parties)).map(Arc::clone).collect();
+                if crate::chat::protocol::is_conversation(&m.room) {
+                    // Every JSON connection of its two users, from the index by user id (a
+                    // conversation keyed by names, from before user ids, is nobody's).
+                    let mut to: Vec<Arc<Conn>> = vec![];
+                    if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
+                        let users = if a == b { &[a][..] } else { &[a, b][..] };
+                        for user in users {
+                            let conns = st.users.get(*user).into_iter().flatten();
+                            to.extend(conns.filter(|c| c.kind() == Kind::Chat).cloned());
+                        }
+                    }
                     overflowed.extend(self.push_to(&to, &frame, None));
                     to_flush.push(Arc::new(to));
                     continue;
@@ -66,23 +74,35 @@ impl Hub {
     }
 }
 
-/// The frame every member of a room receives for a stored message (a `dm` for a
-/// conversation's).
-pub fn message_frame(m: &StoredMessage) -> Bytes {
-    if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
-        let to = if m.name == a { b } else { a };
-        return ServerMsg::Dm { room: &m.room, seq: m.seq, id: m.id, name: &m.name, to, text: &m.text, ts: m.ts }
+impl Hub {
+    /// The frame every member of a room receives for a stored message (a `dm`, naming the
+    /// recipient by id and by the name it shows now, for a conversation's).
+    pub(super) fn message_frame(&self, m: &StoredMessage) -> Bytes {
+        if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
+            let to_user = if m.user == a { b } else { a };
+            let to = self.names.name_of(to_user);
+            return ServerMsg::Dm {
+                room: &m.room,
+                seq: m.seq,
+                id: m.id,
+                user: &m.user,
+                name: &m.name,
+                to_user,
+                to: to.as_deref(),
+                text: &m.text,
+                ts: m.ts,
+            }
             .to_frame();
+        }
+        ServerMsg::Message {
+            room: &m.room,
+            seq: m.seq,
+            id: m.id,
+            user: &m.user,
+            name: &m.name,
+            text: &m.text,
+            ts: m.ts,
+        }
+        .to_frame()
     }
-    ServerMsg::Message { room: &m.room, seq: m.seq, id: m.id, name: &m.name, text: &m.text, ts: m.ts }.to_frame()
-}
-
-/// Whether `conn` is a JSON chat client named as one of a conversation's two parties.
-/// (A scan of every client per direct message: they are far rarer than room messages.)
-fn dm_party(conn: &Conn, (a, b): (&str, &str)) -> bool {
-    if conn.kind() != Kind::Chat {
-        return false;
-    }
-    let name = conn.name();
-    *name == *a || *name == *b
 }

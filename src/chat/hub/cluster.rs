@@ -7,30 +7,35 @@ use std::sync::atomic::Ordering;
 
 use crate::chat::protocol::ServerMsg;
 
-use super::{Hub, flush_all};
+use super::{Hub, RemoteMember, flush_all};
 
 impl Hub {
-    /// This instance's members per room, each name once with one of its ids (for the other
-    /// instances).
-    pub fn local_presence(&self) -> HashMap<String, Vec<(u64, String)>> {
+    /// This instance's members per room, each user once with one of its connection ids
+    /// (for the other instances).
+    pub fn local_presence(&self) -> HashMap<String, Vec<RemoteMember>> {
         let st = self.state.lock();
         st.rooms
             .iter()
-            .filter(|(_, r)| !r.names.is_empty())
+            .filter(|(_, r)| !r.users.is_empty())
             .map(|(room, r)| {
                 let mut seen = std::collections::HashSet::new();
-                let members =
-                    r.members.iter().filter(|c| seen.insert(c.name())).map(|c| (c.id, c.name().to_string())).collect();
+                let members = r
+                    .members
+                    .iter()
+                    .filter(|c| seen.insert(c.user()))
+                    .map(|c| (c.id, c.user().to_string(), c.name().to_string()))
+                    .collect();
                 (room.clone(), members)
             })
             .collect()
     }
 
     /// Replaces what the other instances have (from the backplane), and tells local members
-    /// who arrived or left elsewhere since the last snapshot: a `join` for a name new to the
-    /// room, a `leave` for one gone from it (also when its instance crashed and its entry
-    /// expired). Names also present here were announced locally already.
-    pub fn set_remote_presence(&self, new: HashMap<String, Vec<(u64, String)>>) {
+    /// who arrived, left or was renamed elsewhere since the last snapshot: a `join` for a
+    /// user new to the room, a `leave` for one gone from it (also when its instance crashed
+    /// and its entry expired), a `name` for one whose name changed. Users also present here
+    /// were announced locally already.
+    pub fn set_remote_presence(&self, new: HashMap<String, Vec<RemoteMember>>) {
         let mut overflowed = vec![];
         let mut to_flush = vec![];
         {
@@ -47,20 +52,24 @@ impl Hub {
                     let _ = self.room(&mut st, room_name, true);
                 }
                 let Some(room) = st.rooms.get(room_name) else { continue };
-                let remote_only = after.iter().filter(|(_, n)| !room.names.contains_key(n.as_str())).count();
+                let remote_only = after.iter().filter(|(_, u, _)| !room.users.contains_key(u.as_str())).count();
                 room.stats.remote_only.store(remote_only, Ordering::Relaxed);
                 if room.members.is_empty() || room.members.len() >= self.join_notice_limit {
                     continue;
                 }
-                let has = |list: &[(u64, String)], name: &str| list.iter().any(|(_, n)| n == name);
+                let here = |user: &str| room.users.contains_key(user);
                 let mut frames = vec![];
-                for (id, name) in after.iter().filter(|(_, n)| !has(before, n) && !room.names.contains_key(n.as_str()))
-                {
-                    frames.push(ServerMsg::Join { room: room_name, id: *id, name }.to_frame());
+                for (id, user, name) in after.iter().filter(|(_, u, _)| !here(u)) {
+                    match find(before, user) {
+                        None => frames.push(ServerMsg::Join { room: room_name, id: *id, user, name }.to_frame()),
+                        Some((_, _, old)) if old != name => {
+                            frames.push(ServerMsg::Name { id: *id, user, name, old }.to_frame())
+                        }
+                        Some(_) => {}
+                    }
                 }
-                for (id, name) in before.iter().filter(|(_, n)| !has(after, n) && !room.names.contains_key(n.as_str()))
-                {
-                    frames.push(ServerMsg::Leave { room: room_name, id: *id, name }.to_frame());
+                for (id, user, name) in before.iter().filter(|(_, u, _)| find(after, u).is_none() && !here(u)) {
+                    frames.push(ServerMsg::Leave { room: room_name, id: *id, user, name }.to_frame());
                 }
                 for frame in &frames {
                     overflowed.extend(self.push_to(&room.members, frame, None));
@@ -84,4 +93,9 @@ impl Hub {
             self.close_overflowed(overflowed);
         }
     }
+}
+
+/// `user`'s entry in a room's remote member list.
+fn find<'l>(list: &'l [RemoteMember], user: &str) -> Option<&'l RemoteMember> {
+    list.iter().find(|(_, u, _)| u == user)
 }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::chat::names::Names;
 use crate::chat::protocol::ServerMsg;
 use crate::chat::room_index::{RoomIndex, RoomStats, RoomSummary};
 use crate::conn::outbox::{Conn, Kind, Push};
@@ -32,8 +33,6 @@ mod cluster;
 mod conversations;
 mod resume;
 mod rooms;
-
-pub use broadcast::message_frame;
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,9 +107,9 @@ struct Room {
     recent_bytes: usize,
     /// Members, copy-on-write: a broadcaster clones the `Arc` to flush after unlocking.
     members: Arc<Vec<Arc<Conn>>>,
-    /// Members per display name: presence shows a name once, and `join`/`leave` are sent
-    /// only for a name's first arrival and last departure (two tabs are one person).
-    names: HashMap<Arc<str>, usize>,
+    /// Members per user id: presence shows a user once, and `join`/`leave` are sent only
+    /// for a user's first arrival and last departure (two tabs are one person).
+    users: HashMap<Arc<str>, usize>,
     /// `seq` of the last message broadcast here since start (0: none yet).
     last_seq: u64,
     /// The last `RECENT_FRAMES` message frames, by seq.
@@ -143,8 +142,8 @@ impl Room {
         }
     }
 
-    fn publish_names(&self) {
-        self.stats.names.store(self.names.len(), Ordering::Relaxed);
+    fn publish_users(&self) {
+        self.stats.users.store(self.users.len(), Ordering::Relaxed);
     }
 }
 
@@ -163,6 +162,9 @@ struct HubState {
     /// Every connection from accept until its thread exits, chat or not (the heartbeat and
     /// shutdown walk this).
     clients: Arc<Vec<Arc<Conn>>>,
+    /// The chat connections of each user (JSON and plain text), for direct messages: a
+    /// `dm` finds its two users' connections here instead of scanning every client.
+    users: HashMap<Arc<str>, Vec<Arc<Conn>>>,
     rooms: HashMap<String, Room>,
     /// Set at shutdown: no client joins after this.
     closed: bool,
@@ -176,17 +178,22 @@ pub struct Hub {
     /// Above this many members in a room, individual join/leave notices are not broadcast:
     /// each would be one delivery per member, so N arrivals would cost N² deliveries.
     join_notice_limit: usize,
-    /// With the backplane: members per room on the other instances (one `(id, name)` per
-    /// name), replaced about once a second by the backplane reader. Read for presence lists
-    /// and counts. Lock order: after `state`.
-    remote: Mutex<HashMap<String, Vec<(u64, String)>>>,
+    /// With the backplane: members per room on the other instances (one [`RemoteMember`]
+    /// per user), replaced about once a second by the backplane reader. Read for presence
+    /// lists and counts. Lock order: after `state`.
+    remote: Mutex<HashMap<String, Vec<RemoteMember>>>,
     /// The room listing, readable without `state`. Lock order: after `state`.
     index: RoomIndex,
     limits: RoomLimits,
     /// The direct-message conversations this server knows, and who started them. Lock
     /// order: alone (never held with another lock).
     conversations: Mutex<conversations::Conversations>,
+    /// Who holds which display name (see `chat/names.rs`). Lock order: after `state`.
+    pub names: Names,
 }
+
+/// A member of a room on another instance: (connection id, user id, display name).
+pub type RemoteMember = (u64, String, String);
 
 impl Hub {
     /// `closing` is the heartbeat thread's queue of close deadlines.
@@ -197,7 +204,12 @@ impl Hub {
         limits: RoomLimits,
     ) -> Self {
         Hub {
-            state: Mutex::new(HubState { clients: Arc::new(Vec::new()), rooms: HashMap::new(), closed: false }),
+            state: Mutex::new(HubState {
+                clients: Arc::new(Vec::new()),
+                users: HashMap::new(),
+                rooms: HashMap::new(),
+                closed: false,
+            }),
             next_id: AtomicU64::new(1),
             closing,
             metrics,
@@ -206,6 +218,7 @@ impl Hub {
             index: RoomIndex::default(),
             limits,
             conversations: Mutex::new(conversations::Conversations::default()),
+            names: Names::default(),
         }
     }
 
@@ -228,6 +241,10 @@ impl Hub {
         let mut st = self.state.lock();
         if st.closed {
             return false;
+        }
+        let user = conn.user();
+        if conn.kind().is_chat() && !user.is_empty() {
+            st.users.entry(user).or_default().push(Arc::clone(&conn));
         }
         Arc::make_mut(&mut st.clients).push(conn);
         true
@@ -263,8 +280,8 @@ impl Hub {
     pub fn seed_rooms(&self, last: &HashMap<String, u64>) {
         let mut st = self.state.lock();
         // Conversations are not rooms: nobody joins them, and no listing shows them.
-        self.seed_conversations(last.keys().filter(|k| crate::chat::protocol::dm_parties(k).is_some()));
-        for (room, seq) in last.iter().filter(|(room, _)| crate::chat::protocol::dm_parties(room).is_none()) {
+        self.seed_conversations(last.keys().filter(|k| crate::chat::protocol::is_conversation(k)));
+        for (room, seq) in last.iter().filter(|(room, _)| !crate::chat::protocol::is_conversation(room)) {
             if let Ok(r) = self.room(&mut st, room, true) {
                 r.last_seq = r.last_seq.max(*seq);
                 r.stats.last_seq.store(r.last_seq, Ordering::Relaxed);
@@ -272,12 +289,14 @@ impl Hub {
         }
     }
 
-    /// Makes `conn` a chat client and sends its welcome (before anything else can be queued).
-    pub fn welcome(&self, conn: &Arc<Conn>) {
-        let name = conn.name();
+    /// Makes `conn` a chat client and sends its welcome (before anything else can be
+    /// queued): its connection id, user id and name, and for a guest the credential that
+    /// brings it back as the same user.
+    pub fn welcome(&self, conn: &Arc<Conn>, identity: Option<&str>) {
+        let (name, user) = (conn.name(), conn.user());
         let _st = self.state.lock();
         conn.set_kind(Kind::Chat);
-        conn.push(ServerMsg::Welcome { id: conn.id, name: &name }.to_frame());
+        conn.push(ServerMsg::Welcome { id: conn.id, user: &user, name: &name, identity }.to_frame());
         drop(_st);
         conn.flush();
     }
@@ -288,9 +307,9 @@ impl Hub {
             self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
     }
 
-    /// Whether a JSON chat client named `name` is connected here.
-    pub fn is_online(&self, name: &str) -> bool {
-        self.state.lock().clients.iter().any(|c| c.kind() == Kind::Chat && *c.name() == *name)
+    /// Whether `user` has a chat connection here.
+    pub fn is_online(&self, user: &str) -> bool {
+        self.state.lock().users.contains_key(user)
     }
 
     /// Whether `conn` is a member of `room`.
@@ -298,27 +317,22 @@ impl Hub {
         conn.rooms.lock().iter().any(|r| r == room)
     }
 
-    /// Tells the members of the renamer's rooms (and the renamer) about a name change, and
-    /// keeps the per-room name counts right. Nobody outside those rooms learns of it: a
-    /// server-wide announcement would tell everyone who is where.
-    pub fn announce_rename(&self, conn: &Arc<Conn>, old: &Arc<str>, new: &Arc<str>) {
-        let frame = ServerMsg::Name { id: conn.id, name: new, old }.to_frame();
+    /// Renames `conn` (its new name already held in `names`) and tells the members of its
+    /// rooms (and itself). Nobody outside those rooms learns of it: a server-wide
+    /// announcement would tell everyone who is where. Under the hub lock, so a `leave` or
+    /// `presence` built meanwhile shows one name or the other, never a mix.
+    pub fn rename(&self, conn: &Arc<Conn>, new: &Arc<str>) {
         let mut overflowed = vec![];
         let audience = {
-            let mut st = self.state.lock();
+            let st = self.state.lock();
+            let old = conn.set_name(new);
+            self.names.release(&conn.user(), &old);
+            let frame = ServerMsg::Name { id: conn.id, user: &conn.user(), name: new, old: &old }.to_frame();
             let rooms = conn.rooms.lock().clone();
             let mut audience: Vec<Arc<Conn>> = vec![Arc::clone(conn)];
             let mut seen = std::collections::HashSet::from([conn.id]);
             for room in rooms {
-                if let Some(r) = st.rooms.get_mut(&room) {
-                    match r.names.get_mut(old) {
-                        Some(n) if *n > 1 => *n -= 1,
-                        _ => {
-                            r.names.remove(old);
-                        }
-                    }
-                    *r.names.entry(new.clone()).or_insert(0) += 1;
-                    r.publish_names();
+                if let Some(r) = st.rooms.get(&room) {
                     audience.extend(r.members.iter().filter(|c| seen.insert(c.id)).cloned());
                 }
             }
@@ -326,6 +340,27 @@ impl Hub {
             audience
         };
         self.finish_fan_out(&audience, None, overflowed);
+    }
+
+    /// A signed-in user now owns `name`: every connection of another user showing a name
+    /// that looks the same (a guest who took it first) is renamed to a guest name of its own
+    /// and told so with a `name` event. From here on it receives nothing meant for the owner
+    /// (delivery follows user ids, never names).
+    pub fn take_name_back(&self, owner: &str, name: &str, store: &dyn crate::store::Store) {
+        let key = crate::chat::protocol::name_key(name);
+        let holders: Vec<Arc<Conn>> = self
+            .snapshot()
+            .iter()
+            .filter(|c| *c.user() != *owner && crate::chat::protocol::name_key(&c.name()) == key)
+            .cloned()
+            .collect();
+        for conn in holders {
+            let user = conn.user();
+            let base = format!("guest-{}", crate::chat::names::short(&user));
+            let fresh = self.names.hold_first_free(&user, &base, store);
+            log::info!("client {}: renamed to {fresh}: its name {name:?} belongs to a signed-in user", conn.id);
+            self.rename(&conn, &fresh);
+        }
     }
 
     /// Removes a connection from the list and from every room (each room is told).
@@ -345,6 +380,17 @@ impl Hub {
                 return false;
             };
             Arc::make_mut(&mut st.clients).remove(pos);
+            let user = conn.user();
+            if let Some(conns) = st.users.get_mut(&user) {
+                conns.retain(|c| c.id != conn.id);
+                if conns.is_empty() {
+                    st.users.remove(&user);
+                }
+            }
+            // Its name is free again (held since the upgrade; see `ws_session.rs`).
+            if conn.kind().is_chat() && !user.is_empty() {
+                self.names.release(&user, &conn.name());
+            }
             let rooms = conn.rooms.lock().clone();
             for room in rooms {
                 to_flush.push(self.detach(&mut st, conn, &room, true, overflowed));

@@ -8,7 +8,7 @@ use crate::chat::protocol::ServerMsg;
 use crate::conn::outbox::{Conn, Push};
 use crate::store::History;
 
-use super::{CLOSE_TIMEOUT, Hub, REPLAY_PAGE, message_frame};
+use super::{CLOSE_TIMEOUT, Hub, REPLAY_PAGE};
 
 impl Hub {
     /// Replays `room` from `seq > after` to `conn`, then makes it a live member, with
@@ -84,14 +84,14 @@ impl Hub {
             let want = REPLAY_PAGE.min((upto - cursor) as usize);
             let page = store.range(room, cursor, want).map_err(|e| format!("history unavailable: {e}"))?;
             for m in &page {
-                match conn.push(message_frame(m)) {
+                match conn.push(self.message_frame(m)) {
                     Push::Queued => cursor = m.seq,
                     Push::Overflow => {
                         // The outbox is full of replay: let it drain (the client is reading),
                         // then continue; give up if it does not.
                         conn.flush();
                         if !conn.wait_drained(Instant::now() + CLOSE_TIMEOUT)
-                            || conn.push(message_frame(m)) != Push::Queued
+                            || conn.push(self.message_frame(m)) != Push::Queued
                         {
                             return Err("too much history to replay at once".into());
                         }
@@ -127,22 +127,13 @@ impl Drop for Resuming<'_> {
     }
 }
 
-/// Messages one `resume` of a conversation replays at most; the client asks again from
-/// the last `seq` it got.
-pub const DM_REPLAY_MAX: usize = 500;
-
 impl Hub {
-    /// Replays the conversation `key` after `after`, at most [`DM_REPLAY_MAX`] messages.
+    /// Replays the conversation `key` after `after`, page by page as a room's resume does
+    /// (waiting for the client to read a full outbox, not failing), however long it is.
     /// Conversations have no members to join: a `dm` sent meanwhile reaches the client live
     /// too, possibly inside the replay, so a client keeps each `seq` once.
     pub fn resume_dm(&self, conn: &Arc<Conn>, key: &str, after: u64, store: &dyn History) -> Result<(), String> {
-        let stored = store.range(key, after, DM_REPLAY_MAX).map_err(|e| format!("history unavailable: {e}"))?;
-        for m in &stored {
-            if conn.push(message_frame(m)) == Push::Overflow {
-                return Err("too much history to replay at once".into());
-            }
-        }
-        conn.flush();
+        self.replay_from_store(conn, key, after, u64::MAX, store)?;
         Ok(())
     }
 }

@@ -74,41 +74,42 @@ impl Hub {
         room_name: &str,
         overflowed: &mut Vec<Arc<Conn>>,
     ) -> Arc<Vec<Arc<Conn>>> {
-        let name = conn.name();
+        let (name, user) = (conn.name(), conn.user());
         // The callers checked the room budget (or the room exists already).
         let room = st.rooms.entry(room_name.to_string()).or_default();
-        let first_of_name = !room.names.contains_key(&name);
-        // Presence lists each name once (two tabs are one person), the newcomer first, and at
-        // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) names.
+        let first_of_user = !room.users.contains_key(&user);
+        // Presence lists each user once (two tabs are one person), the newcomer first, and at
+        // most PRESENCE_LIST_MAX (or the join-notice limit, if lower) users.
         // Members on other instances (cluster mode) are listed after local ones.
         let remote = self.remote.lock();
-        let elsewhere: Vec<(u64, Arc<str>)> = remote
+        let elsewhere: Vec<(u64, Arc<str>, Arc<str>)> = remote
             .get(room_name)
-            .map(|names| names.iter().map(|(id, n)| (*id, Arc::from(n.as_str()))).collect())
+            .map(|list| list.iter().map(|(id, u, n)| (*id, Arc::from(u.as_str()), Arc::from(n.as_str()))).collect())
             .unwrap_or_default();
         drop(remote);
-        let remote_only = elsewhere.iter().filter(|(_, n)| *n != name && !room.names.contains_key(n.as_ref())).count();
-        let count = room.names.len() + usize::from(first_of_name) + remote_only;
+        let remote_only =
+            elsewhere.iter().filter(|(_, u, _)| *u != user && !room.users.contains_key(u.as_ref())).count();
+        let count = room.users.len() + usize::from(first_of_user) + remote_only;
         let mut seen = std::collections::HashSet::new();
         // Lazy: a crowd of thousands is walked only until the list is full.
-        let listed: Vec<(u64, Arc<str>)> = std::iter::once((conn.id, name.clone()))
-            .chain(room.members.iter().map(|c| (c.id, c.name())))
+        let listed: Vec<(u64, Arc<str>, Arc<str>)> = std::iter::once((conn.id, user.clone(), name.clone()))
+            .chain(room.members.iter().map(|c| (c.id, c.user(), c.name())))
             .chain(elsewhere)
-            .filter(|(_, n)| seen.insert(n.clone()))
+            .filter(|(_, u, _)| seen.insert(u.clone()))
             .take(self.join_notice_limit.clamp(1, PRESENCE_LIST_MAX))
             .collect();
-        let members: Vec<Member<'_>> = listed.iter().map(|(id, n)| Member { id: *id, name: n }).collect();
+        let members: Vec<Member<'_>> = listed.iter().map(|(id, u, n)| Member { id: *id, user: u, name: n }).collect();
         let presence = ServerMsg::Presence { room: room_name, seq: room.last_seq, count, members: &members }.to_frame();
         if conn.kind() == Kind::Chat {
             conn.push(presence);
         }
-        if first_of_name && room.members.len() < self.join_notice_limit {
-            let join = ServerMsg::Join { room: room_name, id: conn.id, name: &name }.to_frame();
+        if first_of_user && room.members.len() < self.join_notice_limit {
+            let join = ServerMsg::Join { room: room_name, id: conn.id, user: &user, name: &name }.to_frame();
             overflowed.extend(self.push_to(&room.members, &join, None));
         }
         Arc::make_mut(&mut room.members).push(Arc::clone(conn));
-        *room.names.entry(name).or_insert(0) += 1;
-        room.publish_names();
+        *room.users.entry(user).or_insert(0) += 1;
+        room.publish_users();
         conn.rooms.lock().push(room_name.to_string());
         room.members.clone()
     }
@@ -125,7 +126,8 @@ impl Hub {
             if r.members.len() > self.join_notice_limit {
                 return Ok(());
             }
-            let frame = ServerMsg::Typing { room, id: conn.id, name: &conn.name(), expires_ms }.to_frame();
+            let frame =
+                ServerMsg::Typing { room, id: conn.id, user: &conn.user(), name: &conn.name(), expires_ms }.to_frame();
             overflowed.extend(self.push_to(&r.members, &frame, Some(conn.id)));
             r.members.clone()
         };
@@ -141,7 +143,7 @@ impl Hub {
             if !st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
                 return Err(format!("not in room {room:?}"));
             }
-            let leave = ServerMsg::Leave { room, id: conn.id, name: &conn.name() }.to_frame();
+            let leave = ServerMsg::Leave { room, id: conn.id, user: &conn.user(), name: &conn.name() }.to_frame();
             conn.push(leave);
             self.detach(&mut st, conn, room, true, &mut overflowed)
         };
@@ -151,7 +153,7 @@ impl Hub {
     }
 
     /// Under the lock: drops `conn` from `room`, telling the rest if `announce` and this was
-    /// the last member with its name. Returns the remaining members, to flush.
+    /// the last member of its user. Returns the remaining members, to flush.
     pub(super) fn detach(
         &self,
         st: &mut HubState,
@@ -166,20 +168,20 @@ impl Hub {
             return room.members.clone();
         };
         Arc::make_mut(&mut room.members).remove(pos);
-        let name = conn.name();
-        let last_of_name = match room.names.get_mut(&name) {
+        let user = conn.user();
+        let last_of_user = match room.users.get_mut(&user) {
             Some(n) if *n > 1 => {
                 *n -= 1;
                 false
             }
             _ => {
-                room.names.remove(&name);
+                room.users.remove(&user);
                 true
             }
         };
-        room.publish_names();
-        if announce && last_of_name && !st.closed && room.members.len() < self.join_notice_limit {
-            let leave = ServerMsg::Leave { room: room_name, id: conn.id, name: &name }.to_frame();
+        room.publish_users();
+        if announce && last_of_user && !st.closed && room.members.len() < self.join_notice_limit {
+            let leave = ServerMsg::Leave { room: room_name, id: conn.id, user: &user, name: &conn.name() }.to_frame();
             overflowed.extend(self.push_to(&room.members, &leave, None));
         }
         let members = room.members.clone();

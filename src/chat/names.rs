@@ -1,0 +1,329 @@
+//! Display names: labels people see, never identities. What decides who may read, receive
+//! or be limited is the user id (`Conn::user`); a name only has to be unambiguous where
+//! people see it. Two rules follow:
+//!
+//! - **Two users never hold names that look the same at once** (compared by
+//!   [`protocol::name_key`]: NFKC, lower case). Every connection holds its name here from
+//!   the moment it has one until it renames or leaves; a name held by one user is refused
+//!   to every other.
+//! - **A JWT user's name is theirs for good.** At a sign-in the name claim is *reserved*
+//!   for that `sub` in the store (table `reserved_names`), so no restart reopens it; a
+//!   second `sub` claiming the same name gets the first free `NAME-2`, `NAME-3`… (reserved
+//!   for it in turn, so it is the same every time). A guest holding the name when its
+//!   owner signs in is renamed by the hub; no guest may take a reserved name afterwards.
+//!
+//! Reservations are loaded at start (up to `MAX_CACHED`; past that the store is asked on
+//! every claim), so checking a name costs no store read on the message path. Lock order:
+//! `Names.state` is a leaf (taken after the hub's state, never held across a store call).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::chat::protocol::{self, MAX_NAME_CHARS};
+use crate::store::Store;
+
+/// Reservations kept in memory at most; past it the store is the only record.
+const MAX_CACHED: usize = 100_000;
+/// Suffixes tried for a JWT name claim that another user reserved (`NAME-2` … `NAME-99`).
+const MAX_SUFFIX: u32 = 99;
+
+/// What a client hears when it asks for a name someone else holds or owns.
+pub const NAME_TAKEN: &str = "that name belongs to someone else; choose another";
+
+struct Held {
+    user: Arc<str>,
+    /// Connections of `user` holding it.
+    conns: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Names held now, by key.
+    held: HashMap<String, Held>,
+    /// The name each connected user was last seen under, with their connections' count:
+    /// what a `dm` to a user id shows as `to`.
+    shown: HashMap<Arc<str>, (Arc<str>, usize)>,
+    /// Reservations (key → user), all of them while `complete`.
+    reserved: HashMap<String, Arc<str>>,
+    /// Display name of each reserving user (a `dm` to someone offline still shows a name).
+    reserved_names: HashMap<Arc<str>, Arc<str>>,
+    /// `reserved` holds every reservation in the store.
+    complete: bool,
+}
+
+impl State {
+    /// One more connection of `user` holds `name` (by `key`), taking it from anyone else.
+    fn take(&mut self, key: String, user: &Arc<str>, name: &Arc<str>) {
+        match self.held.get_mut(&key) {
+            Some(h) if h.user == *user => h.conns += 1,
+            _ => {
+                self.held.insert(key, Held { user: user.clone(), conns: 1 });
+            }
+        }
+        let shown = self.shown.entry(user.clone()).or_insert_with(|| (name.clone(), 0));
+        shown.0 = name.clone();
+        shown.1 += 1;
+    }
+}
+
+#[derive(Default)]
+pub struct Names {
+    state: Mutex<State>,
+}
+
+impl Names {
+    /// Loads the store's reservations (at start).
+    pub fn load(&self, store: &dyn Store) {
+        match store.reserved_names(MAX_CACHED + 1) {
+            Ok(rows) => {
+                let mut st = self.state.lock();
+                st.complete = rows.len() <= MAX_CACHED;
+                for (key, user, name) in rows.into_iter().take(MAX_CACHED) {
+                    let user: Arc<str> = Arc::from(user);
+                    st.reserved_names.insert(user.clone(), Arc::from(name));
+                    st.reserved.insert(key, user);
+                }
+            }
+            Err(e) => log::error!("cannot read the reserved names: {e}; each claim will ask the store"),
+        }
+    }
+
+    /// The user a name (by key) is reserved for, from memory, else the store.
+    fn owner(&self, key: &str, store: &dyn Store) -> Option<Arc<str>> {
+        {
+            let st = self.state.lock();
+            if let Some(user) = st.reserved.get(key) {
+                return Some(user.clone());
+            }
+            if st.complete {
+                return None;
+            }
+        }
+        match store.name_owner(key) {
+            Ok(owner) => owner.map(Arc::from),
+            // Unknown: refuse rather than hand out a name that may be someone's.
+            Err(e) => {
+                log::warn!("cannot check a name's owner: {e}");
+                Some(Arc::from(""))
+            }
+        }
+    }
+
+    /// `user` (a guest, or a JWT user's connection) starts holding `name`, unless another
+    /// user holds or owns it.
+    pub fn hold(&self, user: &Arc<str>, name: &Arc<str>, store: &dyn Store) -> Result<(), String> {
+        let key = protocol::name_key(name);
+        if self.owner(&key, store).is_some_and(|o| o != *user) {
+            return Err(NAME_TAKEN.into());
+        }
+        let mut st = self.state.lock();
+        // Again under the lock: a reservation made since (by a sign-in) wins.
+        if st.reserved.get(&key).is_some_and(|o| o != user) {
+            return Err(NAME_TAKEN.into());
+        }
+        if st.held.get(&key).is_some_and(|h| h.user != *user) {
+            return Err(NAME_TAKEN.into());
+        }
+        st.take(key, user, name);
+        Ok(())
+    }
+
+    /// The owner of a reserved name holds it, whoever held it a moment ago (a guest, whom
+    /// the hub then renames: `Hub::take_name_back`).
+    pub fn hold_owned(&self, user: &Arc<str>, name: &Arc<str>) {
+        self.state.lock().take(protocol::name_key(name), user, name);
+    }
+
+    /// A connection of `user` stops holding `name` (renamed, or gone).
+    pub fn release(&self, user: &str, name: &str) {
+        let key = protocol::name_key(name);
+        let mut st = self.state.lock();
+        if let Some(h) = st.held.get_mut(&key)
+            && *h.user == *user
+        {
+            h.conns -= 1;
+            if h.conns == 0 {
+                st.held.remove(&key);
+            }
+        }
+        if let Some(shown) = st.shown.get_mut(user) {
+            shown.1 -= 1;
+            if shown.1 == 0 {
+                st.shown.remove(user);
+            }
+        }
+    }
+
+    /// The first name a guest may hold: `base`, else `base-2`, `base-3`… (a collision of
+    /// the short id, or a name a JWT user reserved).
+    pub fn hold_first_free(&self, user: &Arc<str>, base: &str, store: &dyn Store) -> Arc<str> {
+        for n in 1..=MAX_SUFFIX {
+            let name: Arc<str> = Arc::from(candidate(base, n));
+            if self.hold(user, &name, store).is_ok() {
+                return name;
+            }
+        }
+        // 99 names of one base taken: the user id itself is unique.
+        let name: Arc<str> = Arc::from(candidate(&format!("guest-{}", short(user)), 1));
+        let _ = self.hold(user, &name, store);
+        name
+    }
+
+    /// Reserves a JWT name claim for `user` (its `sub`): the claim itself if it is free or
+    /// theirs, else the first free `claim-N`. Returns the display name, now reserved (in
+    /// the store first, then here), and whether another user holds it at this moment (a
+    /// guest the caller must rename).
+    pub fn reserve(&self, user: &Arc<str>, claim: &str, store: &dyn Store) -> Result<(Arc<str>, bool), String> {
+        for n in 1..=MAX_SUFFIX {
+            let name = candidate(claim, n);
+            let key = protocol::name_key(&name);
+            let owner = match self.owner(&key, store) {
+                Some(owner) => owner,
+                None => match store.reserve_name(&key, user, &name) {
+                    Ok(owner) => Arc::from(owner),
+                    Err(e) => return Err(format!("cannot reserve your name: {e}")),
+                },
+            };
+            if owner != *user {
+                continue;
+            }
+            let name: Arc<str> = Arc::from(name);
+            let mut st = self.state.lock();
+            if st.reserved.len() < MAX_CACHED || st.reserved.contains_key(&key) {
+                st.reserved.insert(key.clone(), user.clone());
+                st.reserved_names.insert(user.clone(), name.clone());
+            } else {
+                st.complete = false;
+            }
+            let taken = st.held.get(&key).is_some_and(|h| h.user != *user);
+            return Ok((name, taken));
+        }
+        Err(format!("every name from {claim:?} to {claim:?}-{MAX_SUFFIX} belongs to another user"))
+    }
+
+    /// The user holding `name` now (connected here), else the user it is reserved for.
+    pub fn user_of(&self, name: &str, store: &dyn Store) -> Option<Arc<str>> {
+        let key = protocol::name_key(name);
+        if let Some(h) = self.state.lock().held.get(&key) {
+            return Some(h.user.clone());
+        }
+        self.owner(&key, store).filter(|u| !u.is_empty())
+    }
+
+    /// The name `user` shows now, or the one reserved for it.
+    pub fn name_of(&self, user: &str) -> Option<Arc<str>> {
+        let st = self.state.lock();
+        st.shown.get(user).map(|(n, _)| n.clone()).or_else(|| st.reserved_names.get(user).cloned())
+    }
+}
+
+/// `base` (n = 1) or `base-n`, cut so that the whole fits `MAX_NAME_CHARS`.
+fn candidate(base: &str, n: u32) -> String {
+    if n == 1 {
+        return base.chars().take(MAX_NAME_CHARS).collect();
+    }
+    let suffix = format!("-{n}");
+    let keep = MAX_NAME_CHARS - suffix.len();
+    let mut name: String = base.chars().take(keep).collect();
+    // Names may not end in a space; cutting might have left one.
+    name.truncate(name.trim_end().len());
+    name + &suffix
+}
+
+/// The part of a user id a guest's default name shows.
+pub fn short(user: &str) -> &str {
+    let tail = user.rsplit('~').next().unwrap_or(user);
+    tail.get(..6).unwrap_or(tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn store() -> (tempfile_dir::Dir, SqliteStore) {
+        let dir = tempfile_dir::Dir::new();
+        let store = SqliteStore::open(&dir.0, false).unwrap();
+        (dir, store)
+    }
+
+    /// A directory removed on drop (std only).
+    mod tempfile_dir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let p = std::env::temp_dir().join(format!("threadchat-names-{}-{n}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&p);
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn a(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn one_user_per_name_whatever_its_case() {
+        let (_d, store) = store();
+        let names = Names::default();
+        names.hold(&a("g~1"), &a("Bob"), &store).unwrap();
+        assert_eq!(names.hold(&a("g~2"), &a("BOB"), &store), Err(NAME_TAKEN.into()));
+        assert_eq!(names.hold(&a("g~2"), &a("ｂｏｂ"), &store), Err(NAME_TAKEN.into()));
+        // The same user in a second tab may.
+        names.hold(&a("g~1"), &a("bob"), &store).unwrap();
+        names.release("g~1", "Bob");
+        assert!(names.hold(&a("g~2"), &a("bob"), &store).is_err(), "one tab still holds it");
+        names.release("g~1", "bob");
+        names.hold(&a("g~2"), &a("bob"), &store).unwrap();
+        assert_eq!(names.user_of("BOB", &store).as_deref(), Some("g~2"));
+        assert_eq!(names.name_of("g~2").as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn a_jwt_name_is_reserved_for_good_and_a_second_claim_gets_a_suffix() {
+        let (d, store) = store();
+        let names = Names::default();
+        names.hold(&a("g~1"), &a("sam"), &store).unwrap();
+        let (name, taken) = names.reserve(&a("u-1"), "Sam", &store).unwrap();
+        assert_eq!((&*name, taken), ("Sam", true), "a guest holds it: the caller renames it");
+        names.release("g~1", "sam");
+        assert!(names.hold(&a("g~2"), &a("sam"), &store).is_err());
+        let (other, _) = names.reserve(&a("u-2"), "sam", &store).unwrap();
+        assert_eq!(&*other, "sam-2");
+        assert_eq!(&*names.reserve(&a("u-2"), "sam", &store).unwrap().0, "sam-2", "the same every time");
+        assert_eq!(&*names.reserve(&a("u-1"), "sam", &store).unwrap().0, "sam");
+        // After a restart (a fresh registry on the same store): still reserved.
+        drop(names);
+        let store = SqliteStore::open(&d.0, false).unwrap();
+        let names = Names::default();
+        names.load(&store);
+        assert!(names.hold(&a("g~3"), &a("SAM"), &store).is_err());
+        assert!(names.hold(&a("g~3"), &a("sam-2"), &store).is_err());
+        assert_eq!(names.user_of("sam", &store).as_deref(), Some("u-1"));
+        assert_eq!(names.name_of("u-2").as_deref(), Some("sam-2"));
+        // Without the cache (past MAX_CACHED), the store still answers.
+        let uncached = Names::default();
+        assert!(uncached.hold(&a("g~3"), &a("Sam"), &store).is_err());
+    }
+
+    #[test]
+    fn guests_get_the_first_free_name_and_suffixes_fit() {
+        let (_d, store) = store();
+        let names = Names::default();
+        names.reserve(&a("u-1"), "guest-abc", &store).unwrap();
+        assert_eq!(&*names.hold_first_free(&a("g~abc1"), "guest-abc", &store), "guest-abc-2");
+        assert_eq!(candidate(&"x".repeat(40), 12).chars().count(), MAX_NAME_CHARS);
+        assert_eq!(candidate("abc d", 2), "abc d-2");
+        assert_eq!(short("guest~0123456789"), "012345");
+    }
+}
