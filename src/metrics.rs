@@ -331,7 +331,7 @@ impl Metrics {
         );
         let rooms: Vec<(String, u64)> = g.rooms.iter().map(|(r, n)| (format!("{{room=\"{r}\"}}"), *n as u64)).collect();
         let rooms: Vec<(&str, u64)> = rooms.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric("room_members", "gauge", "Members per room (distinct names).", &rooms);
+        metric("room_members", "gauge", "Members per room (distinct users); private rooms are left out.", &rooms);
         metric("refusals_total", "counter", "Refused connections, upgrades and requests, by reason.", &rejections);
         let _ = writeln!(
             out,

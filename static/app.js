@@ -30,20 +30,32 @@ const els = {
 const TOKEN_KEY = "threadchat_token";
 let auth = null;
 
+// Who this page is, when the server has no JWT for it: a guest identity the server issued
+// (its welcome's `identity`), kept in localStorage and presented again on every connection
+// (?identity=), so a reload or another tab is the same user with the same direct messages.
+// The name the guest chose is kept beside it and asked for again after each welcome.
+const IDENTITY_KEY = "threadchat_identity";
+const NAME_KEY = "threadchat_name";
+// The conversations this page has open ([[user, label], …]): after a reload each is
+// replayed from the start (the server keeps them; they are this user's).
+const DMS_KEY = "threadchat_dms";
+
 // Reconnect delays: exponential from 0.5 s up to 30 s, with "full jitter" (a random delay
 // between 0 and the cap) so that a restarted server is not hit by every page at once.
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 
 let ws = null;
-let myId = null;
+let myId = null; // this connection
+let myUser = null; // this person (a JWT's sub, or the guest identity's id)
 let myName = null;
 let attempt = 0;
 let wsUrl = null;
 let nextRef = 1;
-// room -> { lastSeq, unread, members: Map(id -> name), count, typing: Map(id -> {name, until}),
+// room -> { lastSeq, unread, members: Map(user -> name), count, typing: Map(user -> {name, until}),
 // typingSent, entered (had its presence: resumable), oldest (first seq shown), loading,
-// complete (nothing older to fetch) }; insertion order is tab order.
+// complete (nothing older to fetch), label (a conversation's peer, by name) }; insertion
+// order is tab order. A conversation's key is "@" + the peer's user id.
 const rooms = new Map();
 let current = "lobby";
 
@@ -72,7 +84,7 @@ function renderTabs() {
     b.dataset.room = room;
     b.setAttribute("aria-selected", String(room === current));
     // Direct-message conversations are tabs too, named "@peer".
-    b.textContent = isDm(room) ? room : "#" + room;
+    b.textContent = isDm(room) ? "@" + (st.label || room.slice(1)) : "#" + room;
     if (st.unread > 0 && room !== current) {
       const u = document.createElement("span");
       u.className = "unread";
@@ -120,7 +132,7 @@ function makeLine(kind, parts, room) {
 }
 
 function messageLine(m) {
-  const li = makeLine(m.id === myId ? "message mine" : "message", [
+  const li = makeLine(m.user === myUser ? "message mine" : "message", [
     ["time", timeOf(m.ts)], ["who", m.name + ":"], ["text", m.text],
   ], m.room);
   li.dataset.seq = m.seq;
@@ -138,20 +150,24 @@ function notice(text, room) {
 
 function handle(event) {
   switch (event.type) {
-    case "welcome":
+    case "welcome": {
       myId = event.id;
+      myUser = event.user;
       myName = event.name;
+      if (event.identity) localStorage.setItem(IDENTITY_KEY, event.identity);
       notice(`Connected as ${event.name}.`);
       // Conversations are not rooms (no ?resume=): ask for what each one missed.
       for (const [key, st] of rooms) {
-        if (isDm(key)) sendJson({ type: "resume", with: key.slice(1), after: st.lastSeq });
+        if (isDm(key) && !st.pending) sendJson({ type: "resume", with_user: key.slice(1), after: st.lastSeq });
       }
-      if (els.name.value.trim() && els.name.value.trim() !== event.name) {
-        sendJson({ type: "name", name: els.name.value.trim() });
+      const wanted = els.name.value.trim() || localStorage.getItem(NAME_KEY) || "";
+      if (wanted && wanted !== event.name) {
+        sendJson({ type: "name", name: wanted });
       } else {
         els.name.value = event.name;
       }
       break;
+    }
     case "presence": {
       // Resume point for a room we just entered: its messages so far are history.
       const st = roomState(event.room);
@@ -162,7 +178,7 @@ function handle(event) {
       }
       const names = event.members.map((m) => m.name).join(", ");
       notice(`In #${event.room}: ${names}.`, event.room);
-      st.members = new Map(event.members.map((m) => [m.id, m.name]));
+      st.members = new Map(event.members.map((m) => [m.user, m.name]));
       st.count = event.count;
       renderTabs();
       if (event.room === current) renderMembers();
@@ -178,7 +194,7 @@ function handle(event) {
       const li = messageLine(event);
       els.messages.appendChild(li);
       if (atBottom && !li.hidden) li.scrollIntoView({ block: "end" });
-      if (st.typing.delete(event.id) && event.room === current) renderTyping();
+      if (st.typing.delete(event.user) && event.room === current) renderTyping();
       if (event.room !== current) {
         st.unread += 1;
         renderTabs();
@@ -186,12 +202,14 @@ function handle(event) {
       break;
     }
     case "dm": {
-      const peer = event.name === myName ? event.to : event.name;
+      const mine = event.user === myUser;
+      const peer = mine ? event.to_user : event.user;
       const key = "@" + peer;
+      // A conversation opened by name ("@bob" in the join box) becomes bob's by id.
+      adoptPending(mine ? event.to : event.name, key);
       const isNew = !rooms.has(key);
+      noteDm(peer, mine ? event.to : event.name); // its tab, kept across reloads
       const st = roomState(key);
-      st.entered = true;
-      st.complete = true; // the history API does not serve conversations
       // A replay and a live dm may interleave: keep each seq once.
       st.seen ??= new Set();
       if (st.seen.has(event.seq)) break;
@@ -210,14 +228,14 @@ function handle(event) {
     case "join": {
       notice(`${event.name} joined.`, event.room);
       const st = roomState(event.room);
-      if (!st.members.has(event.id)) st.count += 1;
-      st.members.set(event.id, event.name);
+      if (!st.members.has(event.user)) st.count += 1;
+      st.members.set(event.user, event.name);
       if (event.room === current) renderMembers();
       break;
     }
     case "typing": {
       const st = roomState(event.room);
-      st.typing.set(event.id, { name: event.name, until: Date.now() + event.expires_ms });
+      st.typing.set(event.user, { name: event.name, until: Date.now() + event.expires_ms });
       if (event.room === current) renderTyping();
       setTimeout(() => { if (event.room === current) renderTyping(); }, event.expires_ms + 50);
       break;
@@ -230,8 +248,8 @@ function handle(event) {
       } else {
         notice(`${event.name} left.`, event.room);
         const st = roomState(event.room);
-        if (st.members.delete(event.id) || st.count > st.members.size) st.count = Math.max(0, st.count - 1);
-        st.typing.delete(event.id);
+        if (st.members.delete(event.user) || st.count > st.members.size) st.count = Math.max(0, st.count - 1);
+        st.typing.delete(event.user);
         if (event.room === current) { renderMembers(); renderTyping(); }
       }
       break;
@@ -240,8 +258,11 @@ function handle(event) {
       if (event.id === myId) {
         els.name.value = event.name;
         myName = event.name;
+        localStorage.setItem(NAME_KEY, event.name);
       }
-      for (const st of rooms.values()) if (st.members.has(event.id)) st.members.set(event.id, event.name);
+      for (const st of rooms.values()) if (st.members.has(event.user)) st.members.set(event.user, event.name);
+      if (rooms.has("@" + event.user)) rooms.get("@" + event.user).label = event.name;
+      renderTabs();
       renderMembers();
       break;
     case "ack":
@@ -278,6 +299,8 @@ function connectUrl(ticket) {
     params.push("resume=" + entered.map(([room, st]) => `${room}:${st.lastSeq}`).join(","));
   }
   if (ticket) params.push("ticket=" + encodeURIComponent(ticket));
+  const identity = localStorage.getItem(IDENTITY_KEY);
+  if (identity) params.push("identity=" + encodeURIComponent(identity));
   if (params.length === 0) return wsUrl;
   return wsUrl + (wsUrl.includes("?") ? "&" : "?") + params.join("&");
 }
@@ -324,7 +347,9 @@ async function connect() {
   }
   const sock = new WebSocket(connectUrl(ticket));
   ws = sock;
+  let opened = false;
   sock.onopen = () => {
+    opened = true;
     attempt = 0;
     setStatus("connected", "connected");
   };
@@ -350,8 +375,24 @@ async function connect() {
     }
     const why = ev.code === 1000 || ev.code === 1005 ? "" : ` (code ${ev.code}${ev.reason ? ": " + ev.reason : ""})`;
     notice("Disconnected" + why + ".");
-    scheduleReconnect();
+    // Refused before it opened, with an identity: if the server no longer knows it (its key
+    // changed), forget it and come back as a new guest rather than knock forever.
+    if (!opened && localStorage.getItem(IDENTITY_KEY)) checkIdentity().finally(scheduleReconnect);
+    else scheduleReconnect();
   };
+}
+
+async function checkIdentity() {
+  const identity = localStorage.getItem(IDENTITY_KEY);
+  try {
+    const resp = await fetch("/api/identity?identity=" + encodeURIComponent(identity), { cache: "no-store" });
+    if (resp.status === 401) {
+      localStorage.removeItem(IDENTITY_KEY);
+      notice("This server no longer knows your guest identity; you will be a new guest.");
+    }
+  } catch {
+    // Offline: keep it.
+  }
 }
 
 function scheduleReconnect() {
@@ -366,9 +407,10 @@ els.sendForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const text = els.text.value;
   if (!text.trim()) return;
-  const sent = isDm(current)
-    ? sendJson({ type: "dm", to: current.slice(1), text, ref: nextRef++ })
-    : sendJson({ type: "message", room: current, text, ref: nextRef++ });
+  const st = roomState(current);
+  const sent = !isDm(current) ? sendJson({ type: "message", room: current, text, ref: nextRef++ })
+    : st.pending ? sendJson({ type: "dm", to: st.label, text, ref: nextRef++ })
+    : sendJson({ type: "dm", to_user: current.slice(1), text, ref: nextRef++ });
   if (sent) els.text.value = "";
 });
 
@@ -392,7 +434,7 @@ els.joinForm.addEventListener("submit", (e) => {
   const room = els.joinRoom.value.trim();
   if (!room) return;
   if (isDm(room) && room.length > 1) {
-    openDm(room.slice(1));
+    openDmByName(room.slice(1));
   } else if (rooms.has(room)) {
     switchTo(room);
   } else if (sendJson({ type: "join", room })) {
@@ -417,4 +459,5 @@ els.messages.parentElement.addEventListener("scroll", () => {
 });
 
 switchTo("lobby");
+restoreDms();
 connect();

@@ -1,7 +1,7 @@
 // The chat page's side panels and history, loaded before app.js and sharing its globals
-// (`els`, `rooms`, `roomState`, `current`, `myId`, `TOKEN_KEY`, `messageLine`): who is
+// (`els`, `rooms`, `roomState`, `current`, `myUser`, `TOKEN_KEY`, `messageLine`): who is
 // online in the current room, who is typing, older messages fetched a page at a time, and
-// direct-message conversations (tabs named "@peer").
+// direct-message conversations (tabs named "@peer", keyed by the peer's user id).
 "use strict";
 
 // A typing event is sent at most this often per room; the server relays at most as often.
@@ -14,15 +14,17 @@ function renderMembers() {
   document.getElementById("members").hidden = isDm(current);
   const st = roomState(current);
   els.memberCount.textContent = String(Math.max(st.count, st.members.size));
-  const items = [...st.members].map(([id, name]) => {
+  const items = [...st.members].map(([user, name]) => {
     const li = document.createElement("li");
     li.textContent = name;
-    if (id === myId) {
+    li.dataset.user = user;
+    if (user === myUser) {
       li.className = "me";
     } else {
-      // A name in the list opens a conversation with it.
+      // A name in the list opens a conversation with that user (by id, whatever names
+      // anyone takes later).
       li.title = `Message ${name} directly`;
-      li.addEventListener("click", () => openDm(name));
+      li.addEventListener("click", () => openDm(user, name));
     }
     return li;
   });
@@ -74,16 +76,67 @@ async function loadOlder(room) {
   }
 }
 
-// Direct messages: a conversation is a tab keyed "@peer"; the server has no room for it.
+// Direct messages: a conversation is a tab keyed "@" + the peer's user id, labelled with
+// the peer's name; the server has no room for it.
 function isDm(key) {
   return key.startsWith("@");
 }
 
-// Opens (or shows) the conversation with `name`.
-function openDm(name) {
-  const key = "@" + name;
-  const st = roomState(key);
+// Opens (or shows) the conversation with `user`, shown as `name`.
+function openDm(user, name) {
+  noteDm(user, name);
+  switchTo("@" + user);
+}
+
+// A conversation's tab (without showing it), remembered across reloads.
+function noteDm(user, name) {
+  const st = roomState("@" + user);
   st.entered = true;
   st.complete = true;
+  st.label = name || st.label;
+  const kept = [...rooms].filter(([k, v]) => isDm(k) && !v.pending).map(([k, v]) => [k.slice(1), v.label]);
+  localStorage.setItem(DMS_KEY, JSON.stringify(kept));
+}
+
+// After a reload: the tabs of the conversations open before, each replayed from its start
+// by the welcome's resume.
+function restoreDms() {
+  let kept = [];
+  try {
+    kept = JSON.parse(localStorage.getItem(DMS_KEY) || "[]");
+  } catch {
+    // Not ours: start afresh.
+  }
+  for (const [user, label] of Array.isArray(kept) ? kept : []) {
+    if (typeof user === "string" && typeof label === "string") noteDm(user, label);
+  }
+}
+
+// "@name" typed in the join box: the user it names is whoever holds that name now, which
+// only the server knows. The tab waits under "@?name" (sending by name) until the first dm
+// of the conversation says whose it is; `adoptPending` then moves it to "@" + that id.
+function openDmByName(name) {
+  for (const st of rooms.values()) {
+    for (const [user, n] of st.members) {
+      if (n.toLowerCase() === name.toLowerCase() && user !== myUser) return openDm(user, n);
+    }
+  }
+  const key = "@?" + name;
+  const st = roomState(key);
+  Object.assign(st, { entered: true, complete: true, pending: true, label: name });
   switchTo(key);
+}
+
+function adoptPending(name, key) {
+  if (!name) return;
+  const pendingKey = [...rooms.keys()].find((k) => k.startsWith("@?") && k.slice(2).toLowerCase() === name.toLowerCase());
+  if (!pendingKey || rooms.has(key)) return;
+  const st = rooms.get(pendingKey);
+  st.pending = false;
+  // Re-insert under the id, in the same place in the tab order.
+  const entries = [...rooms].map(([k, v]) => (k === pendingKey ? [key, v] : [k, v]));
+  rooms.clear();
+  for (const [k, v] of entries) rooms.set(k, v);
+  for (const li of els.messages.children) if (li.dataset.room === pendingKey) li.dataset.room = key;
+  if (current === pendingKey) current = key;
 }

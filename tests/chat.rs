@@ -240,9 +240,16 @@ fn typing_reaches_the_others_in_the_room_once_per_two_seconds_and_is_never_store
     let r = http_get(server.http, "/api/rooms/lobby/messages");
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["messages"].as_array().unwrap().len(), 1, "{v}");
-    // Typing where one is not a member is an error, and reaches nobody.
+    // Typing where one is not a member is an error, and reaches nobody; nor does it spend
+    // that room's allowance: the first typing after joining is relayed.
     alice.send_json(json!({"type": "typing", "room": "elsewhere"}));
     assert!(alice.recv_type("error")["error"].as_str().unwrap().contains("not in room"));
+    alice.send_json(json!({"type": "join", "room": "elsewhere"}));
+    bob.send_json(json!({"type": "join", "room": "elsewhere"}));
+    assert_eq!(bob.recv_type("presence")["room"], "elsewhere");
+    alice.send_json(json!({"type": "typing", "room": "elsewhere"}));
+    let t = bob.recv_type("typing");
+    assert_eq!((t["room"].as_str(), t["user"].as_str()), (Some("elsewhere"), Some(alice.user.as_str())));
     // After the throttle, a new pause is relayed again.
     wait_until("the throttle let a second typing through", || {
         alice.send_json(json!({"type": "typing"}));

@@ -286,6 +286,13 @@ fn a_forged_altered_or_foreign_identity_is_refused_with_401() {
     assert_eq!(guest.again(&url).user, guest.user);
     let by_cookie = Client::connect_headers(&url, &[("Cookie", &format!("threadchat_identity={identity}"))]);
     assert_eq!(by_cookie.user, guest.user);
+    // The page asks whether its identity is still good when a connection is refused.
+    let check = |q: &str| http_get(server.http, &format!("/api/identity{q}"));
+    let good = check(&format!("?identity={identity}"));
+    assert_eq!(good.status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&good.body).unwrap()["user"].as_str(), Some(guest.user.as_str()));
+    assert_eq!(check(&format!("?identity={user}.{mac}x")).status, 401);
+    assert_eq!(check("").status, 400);
     // A neighbour is served throughout.
     assert!(Client::connect_from(Some(other_ip()), &url).user.starts_with("guest~"));
 }

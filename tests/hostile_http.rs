@@ -3,7 +3,7 @@
 //! guessing floods, clients that never read their responses, a panicking handler,
 //! dotfiles — each gets its documented status, and `/healthz` keeps answering others.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,34 @@ fn malformed_history_paths_are_4xx_and_the_port_keeps_answering() {
     assert_eq!(http_get(server.http, "/").status, 200);
     let r = http_get(server.http, "/api/rooms/lobby/messages?after=9223372036854775807");
     assert_eq!(r.status, 200, "the largest position is fine");
+}
+
+/// Raw UTF-8 in a request target (RFC 9112 wants it percent-encoded) is a `400` saying
+/// so, at the HTTP side and at an upgrade, never a `500`; a neighbour is served meanwhile.
+#[test]
+fn raw_utf8_in_a_request_target_is_a_400() {
+    let server = TestServer::start();
+    for (target, upgrade) in [
+        (&b"/caf\xc3\xa9"[..], false),
+        (b"/?x=\xc3\xa9", false),
+        (b"/api/rooms/\xef\xbd\x82/messages", false),
+        (b"/ws?name=\xc3\xa9", true),
+    ] {
+        let mut s = tcp(server.http);
+        let extra: &[u8] = if upgrade {
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        } else {
+            b"Connection: close\r\n"
+        };
+        s.write_all(&[&b"GET "[..], target, b" HTTP/1.1\r\nHost: x\r\n", extra, b"\r\n"].concat()).unwrap();
+        let mut raw = vec![];
+        let _ = s.read_to_end(&mut raw);
+        let r = parse_response(&raw);
+        assert_eq!(r.status, 400, "{target:?}: {}", r.text());
+        assert!(r.text().contains("not ASCII"), "{}", r.text());
+        let ok = http_request_from(Some(other_ip()), server.http, "GET", "/healthz", &[], "");
+        assert_eq!(ok.status, 200);
+    }
 }
 
 #[test]

@@ -413,6 +413,11 @@ fn a_rooms_claim_and_private_rooms_decide_who_enters_reads_and_posts() {
     assert!(listed(&alice).contains(&"team-a".to_string()));
     assert!(!listed(&bob).iter().any(|r| r.starts_with("team-")), "{:?}", listed(&bob));
     assert!(listed(&bob).contains(&"dev".to_string()));
+    // `/metrics`, open to all, names no private room, nor counts its members (alice and
+    // carol are in team-a and team-z); the public ones are there.
+    let metrics = http_get(server.http, "/metrics").text();
+    assert!(!metrics.contains("team-"), "{metrics}");
+    assert!(metrics.contains("threadchat_room_members{room=\"dev\"} 1"), "{metrics}");
 
     // A claim the server cannot read refuses the token outright.
     for rooms in [json!(["Bad Room"]), json!("team-a"), json!([1])] {

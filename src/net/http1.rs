@@ -104,6 +104,13 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     if len > MAX_HEAD_BYTES {
         return Err(HeadError::TooLarge);
     }
+    // A request target is ASCII (RFC 9112 §3.2; RFC 3986: anything else percent-encoded).
+    // httparse lets raw UTF-8 through, and tiny_http then fails on it: refuse it here, with
+    // the reason, before it reaches anything.
+    let target = req.path.unwrap_or_default();
+    if !target.is_ascii() {
+        return Err(HeadError::Malformed("the request target is not ASCII; percent-encode it".into()));
+    }
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         // obs-text (bytes ≥ 0x80) is legal but never needed here, and every consumer
@@ -115,7 +122,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     }
     let head = Head {
         method: req.method.unwrap_or_default().to_string(),
-        target: req.path.unwrap_or_default().to_string(),
+        target: target.to_string(),
         minor_version: req.version.unwrap_or(1),
         headers,
     };
@@ -258,6 +265,10 @@ mod tests {
         assert!(matches!(read(b"GET / HTTP/1.1\r\nHost").0, Err(HeadError::Malformed(_))));
         assert!(matches!(read(b"\x16\x03\x01 junk\r\n\r\n").0, Err(HeadError::Malformed(_))));
         assert!(matches!(read(b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n").0, Err(HeadError::Malformed(_))));
+        for target in [&b"/caf\xc3\xa9"[..], b"/?x=\xc3\xa9", b"/api/rooms/\xef\xbd\x82/messages"] {
+            let head = [&b"GET "[..], target, b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat();
+            assert!(matches!(read(&head).0, Err(HeadError::Malformed(_))), "{target:?}");
+        }
         let long = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD_BYTES], b"\r\n\r\n"].concat();
         assert!(matches!(read(&long).0, Err(HeadError::TooLarge)));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X{i}: v\r\n")).collect();

@@ -71,7 +71,11 @@ impl Shared {
     /// Current gauges for `/metrics`.
     pub fn gauges(&self) -> Gauges {
         let chat = &*self.chat;
-        let rooms = chat.hub.occupied_rooms();
+        // `/metrics` is open to anyone who can reach it: a private room (`--private-room`)
+        // is not named there, nor counted, as the room listing does not show it.
+        let mut rooms = chat.hub.occupied_rooms();
+        let public = crate::net::auth::RoomAccess::default();
+        rooms.retain(|(room, _)| public.may_enter(room, &chat.config.private_rooms));
         let backplane = chat.backplane.as_deref().map(|b| (b.ready().is_ok(), b.pending()));
         let mut g = Gauges {
             rooms,

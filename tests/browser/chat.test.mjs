@@ -129,6 +129,8 @@ test("a message typed in one page appears in both, as text", async () => {
     await alice.click("#name-form button");
     await alice.locator("#messages li.error", { hasText: "control characters" }).waitFor({ timeout: WAIT });
 
+    // carol takes the name "bob" once bob is gone: alice's conversation stays with bob's
+    // id, and carol reads none of it.
     await bob.close();
     await alice.locator("#messages li.notice", { hasText: "left." }).waitFor({ timeout: WAIT });
     await alice.screenshot({ path: path.join(SHOTS, "browser-chat.png"), fullPage: true });
@@ -450,21 +452,41 @@ test("a direct message reaches only its two parties, each in a conversation tab"
     await alice.locator("#member-list li", { hasText: "bob" }).click();
     await alice.locator('#room-tabs button[aria-selected="true"]', { hasText: "@bob" }).waitFor({ timeout: WAIT });
     await send(alice, "just between us");
-    await alice.locator('#messages li.message[data-room="@bob"]', { hasText: "just between us" }).waitFor({ timeout: WAIT });
+    await alice.locator('#messages li.message[data-room^="@guest~"]', { hasText: "just between us" }).waitFor({ timeout: WAIT });
     // bob gets a tab "@alice" with an unread mark, and the message in it.
     await bob.locator("#room-tabs button", { hasText: "@alice" }).locator(".unread").waitFor({ timeout: WAIT });
     await bob.click("#room-tabs button:has-text('@alice')");
     await bob.locator('#messages li.message:not([hidden])', { hasText: "just between us" }).waitFor({ timeout: WAIT });
     // He answers from his tab; carol, meanwhile, saw nothing of it.
     await send(bob, "agreed");
-    await alice.locator('#messages li.message[data-room="@bob"]', { hasText: "agreed" }).waitFor({ timeout: WAIT });
+    await alice.locator('#messages li.message[data-room^="@guest~"]', { hasText: "agreed" }).waitFor({ timeout: WAIT });
     await send(carol, "anyone here?");
     // (alice is in her @bob tab: the lobby line arrives hidden.)
     await alice.locator("#messages li.message", { hasText: "anyone here?" }).waitFor({ state: "attached", timeout: WAIT });
     assert.equal(await carol.locator("#room-tabs button", { hasText: "@" }).count(), 0);
     assert.equal(await carol.locator("#messages li.message", { hasText: /just between us|agreed/ }).count(), 0);
     await bob.screenshot({ path: path.join(SHOTS, "browser-dm.png") });
-    for (const page of [alice, bob, carol]) await page.close();
+    const bobUser = await bob.evaluate(() => myUser);
+    // A reload is the same guest: same user, same name, the conversation replayed.
+    await bob.reload();
+    await bob.locator("#status.connected").waitFor({ timeout: WAIT });
+    await bob.locator("#messages li.notice", { hasText: "is now bob" }).first().waitFor({ timeout: WAIT });
+    assert.equal(await bob.evaluate(() => myUser), bobUser, "the same user after a reload");
+    await bob.click("#room-tabs button:has-text('@alice')");
+    await bob.locator('#messages li.message:not([hidden])', { hasText: "just between us" }).waitFor({ timeout: WAIT });
+    await bob.locator('#messages li.message:not([hidden])', { hasText: "agreed" }).waitFor({ timeout: WAIT });
+    // carol takes the name "bob" once bob is gone: alice's conversation stays with bob's
+    // id, and carol reads none of it.
+    await bob.close();
+    await alice.locator("#messages li.notice", { hasText: "bob left." }).last().waitFor({ state: "attached", timeout: WAIT });
+    await carol.fill("#name", "bob");
+    await carol.click("#name-form button");
+    await carol.locator("#messages li.notice", { hasText: "is now bob" }).first().waitFor({ timeout: WAIT });
+    await send(alice, "are you still there?");
+    // Refused (bob, a guest, is not connected), never delivered to the name's new holder.
+    await alice.locator("#messages li.error", { hasText: "no user" }).waitFor({ timeout: WAIT });
+    assert.equal(await carol.locator("#messages li.message", { hasText: /just between us|agreed|still there/ }).count(), 0);
+    for (const page of [alice, carol]) await page.close();
   } finally {
     assert.equal(await stopServer(server), 0);
   }
