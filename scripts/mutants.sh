@@ -45,8 +45,8 @@ cargo mutants --all-features "${args[@]}" --timeout 180 -o mutants.out/whole "${
 # Files that mix guards with plumbing: only the guarding functions.
 #  - conn/outbox.rs: the per-client queue cap, queued-bytes accounting, shedding, the
 #    close deadline;
-#  - chat/backplane.rs: readiness, publishing, and answering messages never read back.
-cargo mutants --all-features --file src/conn/outbox.rs --file src/chat/backplane.rs \
+#  - chat/backplane/mod.rs: readiness, publishing, and answering messages never read back.
+cargo mutants --all-features --file src/conn/outbox.rs --file src/chat/backplane/mod.rs \
   -F 'Conn::(push|push_control|push_close|close_queued|shed|queued_bytes|wait_drained|send_blocking)( |$)' \
   -F 'Drop for Conn' -F 'Backplane::(ready|pending)' -F 'expire_pending' -F 'Publisher::publish' \
   --timeout 180 -o mutants.out/parts "${test_args[@]}" || true

@@ -137,7 +137,7 @@ impl ServerHandle {
         // exact; the low 32 bits count, and name guests).
         let base = crate::net::access::random_u64().ok_or(StartError::Random)?;
         hub.set_id_base((base % (1 << 20)) << 32);
-        let backplane = match &config.redis {
+        let backplane: Option<Box<crate::chat::backplane::Backplane>> = match &config.redis {
             None => None,
             #[cfg(not(feature = "redis"))]
             Some(_) => return Err(StartError::Redis(crate::config::missing_feature("--redis", "redis"))),
@@ -161,6 +161,10 @@ impl ServerHandle {
             }
         };
         hub.names.load(&*store);
+        #[cfg(feature = "redis")]
+        if let Some(bp) = &backplane {
+            hub.names.set_ledger(bp.ledger.clone());
+        }
         let chat = Arc::new(Chat {
             hub,
             backplane,

@@ -340,3 +340,88 @@ fn after_a_redis_restart_the_first_message_is_acknowledged() {
     };
     assert_eq!(reply["type"], "ack", "{reply}");
 }
+
+/// Issue #22 on a cluster: one user is one user on every instance (guest identities work
+/// anywhere, ids never collide), a name is held by one user cluster-wide, a dm finds its
+/// recipient on another instance, typing and renames cross, a signed-in owner takes its
+/// name back from a guest elsewhere, and a crashed instance's names come free in seconds.
+#[test]
+fn users_names_dms_and_typing_are_one_across_instances() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let redis = RedisServer::start();
+    let a = BinaryServer::start(&["--redis", &redis.url(), "--jwt-secret", SECRET, "--token", "a-token-for-guests"]);
+    let b = {
+        let b = TestServer::with(|c| {
+            c.redis = Some(redis.url());
+            c.jwt_secret = Some(SECRET.into());
+            c.token = Some("a-token-for-guests".into());
+        });
+        wait_ready(&b);
+        b
+    };
+    let guests = |url: String| format!("{url}?token=a-token-for-guests");
+    let (url_a, url_b) = (guests(a.chat_url()), guests(b.chat_url()));
+    let mut ann = Client::connect(&url_a);
+    let mut bo = Client::connect(&url_b);
+    assert_ne!(ann.user, bo.user, "guest ids never collide across instances");
+    rename(&mut ann, "ann");
+    // One key for the cluster: ann's identity is ann on B too.
+    let ann_on_b = ann.again(&url_b);
+    assert_eq!(ann_on_b.user, ann.user);
+    drop(ann_on_b);
+    // "ann" is ann's on every instance.
+    bo.send_json(json!({"type": "name", "name": "ANN"}));
+    assert!(bo.recv_type("error")["error"].as_str().unwrap().contains("belongs to someone else"));
+    rename(&mut bo, "bo");
+    // A dm by name from B reaches ann on A (once B has heard of her), only her.
+    eventually("B knows ann", Duration::from_secs(5), || {
+        bo.send_json(json!({"type": "dm", "to": "ann", "text": "across", "ref": 1}));
+        loop {
+            let v = bo.recv();
+            match v["type"].as_str() {
+                Some("ack") => return true,
+                Some("error") => return false,
+                _ => {}
+            }
+        }
+    });
+    let dm = ann.recv_type("dm");
+    assert_eq!(
+        (dm["text"].as_str(), dm["user"].as_str(), dm["to_user"].as_str()),
+        (Some("across"), Some(bo.user.as_str()), Some(ann.user.as_str()))
+    );
+    // Typing crosses, with the user id.
+    bo.send_json(json!({"type": "typing"}));
+    let t = ann.recv_type("typing");
+    assert_eq!(t["user"].as_str(), Some(bo.user.as_str()));
+    // A rename on B shows on A as a rename of the same user, not a leave and a join.
+    bo.send_json(json!({"type": "name", "name": "bonnie"}));
+    let n = ann.recv_type("name");
+    assert_eq!(
+        (n["user"].as_str(), n["name"].as_str(), n["old"].as_str()),
+        (Some(bo.user.as_str()), Some("bonnie"), Some("bo"))
+    );
+    // A guest on A holds "sam"; sam signs in on B: the guest on A is renamed within seconds.
+    let mut guest = Client::connect(&url_a);
+    rename(&mut guest, "sam");
+    let exp = threadchat::clock::now_ms() / 1000 + 600;
+    let sam = Client::signed_in(&b.chat_url(), &jwt(SECRET, json!({"sub": "u-sam", "name": "sam", "exp": exp})));
+    assert_eq!(sam.name, "sam");
+    let renamed = guest.recv_type("name");
+    assert_eq!((renamed["user"].as_str(), renamed["old"].as_str()), (Some(guest.user.as_str()), Some("sam")));
+    // A crashes (kill -9): within seconds its users' names are free on B.
+    drop(a);
+    eventually("ann's name is free after A crashed", Duration::from_secs(15), || {
+        let mut c = Client::connect(&url_b);
+        c.send_json(json!({"type": "name", "name": "ann"}));
+        loop {
+            let v = c.recv();
+            match v["type"].as_str() {
+                Some("name") => return true,
+                Some("error") => return false,
+                _ => {}
+            }
+        }
+    });
+    drop((ann, guest));
+}

@@ -189,7 +189,8 @@ fn one_address_reads_at_most_4_mib_of_history_a_second_in_bursts_of_16() {
     // The budget refills while we read: bound what it may have refilled from both sides
     // (after the first page, before the last request; from before the first request, after
     // the refusal), so the bounds hold however fast this build serves pages.
-    let (mut first_done, mut last_asked) = (None, started);
+    let mut first_done = None;
+    let mut last_asked;
     let refusal = loop {
         assert!(started.elapsed() < Duration::from_secs(60), "{served} bytes served in a minute, never refused");
         last_asked = Instant::now();

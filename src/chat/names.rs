@@ -15,9 +15,17 @@
 //! Reservations are loaded at start (up to `MAX_CACHED`; past that the store is asked on
 //! every claim), so checking a name costs no store read on the message path. Lock order:
 //! `Names.state` is a leaf (taken after the hub's state, never held across a store call).
+//!
+//! **In a cluster** (`--redis`) the same rules hold across instances through a [`Ledger`]
+//! (the backplane's, in Redis): a claim is granted there first, atomically; reservations
+//! are kept there too; the names this instance holds are renewed every second and expire
+//! a few seconds after a crash; a name released here is handed back at the next renewal
+//! (a release happens under the hub lock, where no network call may). The users connected
+//! elsewhere, with their names, come with the cluster's presence (`set_remote`). While Redis
+//! is unreachable, names are checked on this instance only.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -51,6 +59,26 @@ struct State {
     reserved_names: HashMap<Arc<str>, Arc<str>>,
     /// `reserved` holds every reservation in the store.
     complete: bool,
+    /// Users connected on other instances, with the name each shows (from the cluster's
+    /// presence, about once a second).
+    remote: HashMap<String, String>,
+    /// Names released here since the last renewal, for the ledger: (key, user).
+    released: Vec<(String, String)>,
+}
+
+/// The cluster-wide record of names (see the module doc). Every call may fail (Redis
+/// unreachable); the caller then decides on this instance's knowledge alone.
+pub trait Ledger: Send + Sync {
+    /// `user` holds `key` now (`force`: even from another holder; an owner's sign-in),
+    /// unless another user holds or owns it: then `Some(that user)`.
+    fn claim(&self, key: &str, user: &str, force: bool) -> Result<Option<String>, String>;
+    /// Reserves `key` for `user` unless reserved already; the owner either way.
+    fn reserve(&self, key: &str, user: &str) -> Result<String, String>;
+    /// Who owns or holds `key`.
+    fn owner(&self, key: &str) -> Result<Option<String>, String>;
+    /// Renews what this instance holds and hands back what it released; returns the held
+    /// keys it lost, with who has them now.
+    fn renew(&self, held: &[(String, String)], released: &[(String, String)]) -> Result<Vec<(String, String)>, String>;
 }
 
 impl State {
@@ -71,9 +99,16 @@ impl State {
 #[derive(Default)]
 pub struct Names {
     state: Mutex<State>,
+    /// With `--redis`: the cluster's record (set once at start).
+    ledger: OnceLock<Arc<dyn Ledger>>,
 }
 
 impl Names {
+    /// Joins the cluster's record of names (at start, with `--redis`).
+    pub fn set_ledger(&self, ledger: Arc<dyn Ledger>) {
+        let _ = self.ledger.set(ledger);
+    }
+
     /// Loads the store's reservations (at start).
     pub fn load(&self, store: &dyn Store) {
         match store.reserved_names(MAX_CACHED + 1) {
@@ -90,7 +125,8 @@ impl Names {
         }
     }
 
-    /// The user a name (by key) is reserved for, from memory, else the store.
+    /// The user a name (by key) is reserved for, from memory, else the store (not the
+    /// ledger: a claim asks it anyway).
     fn owner(&self, key: &str, store: &dyn Store) -> Option<Arc<str>> {
         {
             let st = self.state.lock();
@@ -126,6 +162,19 @@ impl Names {
         if st.held.get(&key).is_some_and(|h| h.user != *user) {
             return Err(NAME_TAKEN.into());
         }
+        // Cluster-wide (unless this user holds it here already, which the ledger knows).
+        if !st.held.contains_key(&key)
+            && let Some(ledger) = self.ledger.get()
+        {
+            drop(st);
+            if let Ok(Some(_other)) = ledger.claim(&key, user, false) {
+                return Err(NAME_TAKEN.into());
+            }
+            st = self.state.lock();
+            if st.held.get(&key).is_some_and(|h| h.user != *user) {
+                return Err(NAME_TAKEN.into());
+            }
+        }
         st.take(key, user, name);
         Ok(())
     }
@@ -133,7 +182,12 @@ impl Names {
     /// The owner of a reserved name holds it, whoever held it a moment ago (a guest, whom
     /// the hub then renames: `Hub::take_name_back`).
     pub fn hold_owned(&self, user: &Arc<str>, name: &Arc<str>) {
-        self.state.lock().take(protocol::name_key(name), user, name);
+        let key = protocol::name_key(name);
+        if let Some(ledger) = self.ledger.get() {
+            // An instance where a guest holds it learns at its next renewal, and renames it.
+            let _ = ledger.claim(&key, user, true);
+        }
+        self.state.lock().take(key, user, name);
     }
 
     /// A connection of `user` stops holding `name` (renamed, or gone).
@@ -146,6 +200,9 @@ impl Names {
             h.conns -= 1;
             if h.conns == 0 {
                 st.held.remove(&key);
+                if self.ledger.get().is_some() {
+                    st.released.push((key, user.to_string()));
+                }
             }
         }
         if let Some(shown) = st.shown.get_mut(user) {
@@ -179,15 +236,19 @@ impl Names {
         for n in 1..=MAX_SUFFIX {
             let name = candidate(claim, n);
             let key = protocol::name_key(&name);
-            let owner = match self.owner(&key, store) {
-                Some(owner) => owner,
-                None => match store.reserve_name(&key, user, &name) {
-                    Ok(owner) => Arc::from(owner),
-                    Err(e) => return Err(format!("cannot reserve your name: {e}")),
-                },
-            };
-            if owner != *user {
+            if self.owner(&key, store).is_some_and(|o| o != *user) {
                 continue;
+            }
+            // The cluster's reservation first (Redis unreachable: this instance's alone),
+            // then this instance's store, so that a restart keeps it too.
+            let ledger = self.ledger.get().and_then(|l| l.reserve(&key, user).ok());
+            if ledger.is_some_and(|o| *o != **user) {
+                continue;
+            }
+            match store.reserve_name(&key, user, &name) {
+                Ok(owner) if *owner == **user => {}
+                Ok(_) => continue,
+                Err(e) => return Err(format!("cannot reserve your name: {e}")),
             }
             let name: Arc<str> = Arc::from(name);
             let mut st = self.state.lock();
@@ -203,19 +264,64 @@ impl Names {
         Err(format!("every name from {claim:?} to {claim:?}-{MAX_SUFFIX} belongs to another user"))
     }
 
-    /// The user holding `name` now (connected here), else the user it is reserved for.
+    /// The user holding `name` now (here, else on another instance), else the user it is
+    /// reserved for.
     pub fn user_of(&self, name: &str, store: &dyn Store) -> Option<Arc<str>> {
         let key = protocol::name_key(name);
-        if let Some(h) = self.state.lock().held.get(&key) {
-            return Some(h.user.clone());
+        {
+            let st = self.state.lock();
+            if let Some(h) = st.held.get(&key) {
+                return Some(h.user.clone());
+            }
+            if let Some((user, _)) = st.remote.iter().find(|(_, n)| protocol::name_key(n) == key) {
+                return Some(Arc::from(user.as_str()));
+            }
         }
-        self.owner(&key, store).filter(|u| !u.is_empty())
+        if let Some(owner) = self.owner(&key, store).filter(|u| !u.is_empty()) {
+            return Some(owner);
+        }
+        let ledger = self.ledger.get()?;
+        ledger.owner(&key).ok().flatten().map(Arc::from)
     }
 
-    /// The name `user` shows now, or the one reserved for it.
+    /// The name `user` shows now (here, else elsewhere), or the one reserved for it.
     pub fn name_of(&self, user: &str) -> Option<Arc<str>> {
         let st = self.state.lock();
-        st.shown.get(user).map(|(n, _)| n.clone()).or_else(|| st.reserved_names.get(user).cloned())
+        st.shown
+            .get(user)
+            .map(|(n, _)| n.clone())
+            .or_else(|| st.remote.get(user).map(|n| Arc::from(n.as_str())))
+            .or_else(|| st.reserved_names.get(user).cloned())
+    }
+
+    /// Whether `user` is connected to another instance (cluster presence).
+    pub fn is_remote(&self, user: &str) -> bool {
+        self.state.lock().remote.contains_key(user)
+    }
+
+    /// The users connected elsewhere, with their names (from the backplane).
+    pub fn set_remote(&self, users: HashMap<String, String>) {
+        self.state.lock().remote = users;
+    }
+
+    /// With a ledger: renews this instance's names and hands back those released. Returns
+    /// the names lost to another user (the hub renames their holders here). Called about
+    /// once a second by the backplane reader.
+    pub fn renew(&self) -> Vec<(String, Arc<str>)> {
+        let Some(ledger) = self.ledger.get() else { return vec![] };
+        let (held, released) = {
+            let mut st = self.state.lock();
+            let held: Vec<(String, String)> = st.held.iter().map(|(k, h)| (k.clone(), h.user.to_string())).collect();
+            (held, std::mem::take(&mut st.released))
+        };
+        match ledger.renew(&held, &released) {
+            Ok(lost) => lost.into_iter().map(|(key, other)| (key, Arc::from(other))).collect(),
+            Err(_) => {
+                // Try the releases again next time.
+                self.state.lock().released.extend(released);
+                vec![]
+            }
+        }
     }
 }
 

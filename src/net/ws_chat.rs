@@ -117,7 +117,16 @@ pub(crate) fn handle_chat(
             Err(format!("not in room {room:?}; join it first"))
         }
         Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
-            true => shared.chat.hub.relay_typing(conn, &room, TYPING_SHOWN.as_millis() as u64),
+            true => {
+                let shown = TYPING_SHOWN.as_millis() as u64;
+                let relayed = shared.chat.hub.relay_typing(conn, &room, shown);
+                if relayed.is_ok()
+                    && let Some(bp) = &shared.chat.backplane
+                {
+                    bp.publish_typing(&room, conn.id, &conn.user(), &conn.name(), shown);
+                }
+                relayed
+            }
             false => Ok(()), // throttled: the last one relayed is still showing
         },
         Err(error) => Err(error),

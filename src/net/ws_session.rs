@@ -226,7 +226,7 @@ fn take_name(conn: &Arc<Conn>, identity: &Identity, shared: &Shared) -> Result<(
             conn.set_name(&name);
             conn.name_locked.store(true, Ordering::Release);
             if taken {
-                hub.take_name_back(&user, &name, store);
+                hub.take_name_back(&user, &crate::chat::protocol::name_key(&name), store);
             }
         }
         Identity::Anonymous => {

@@ -30,6 +30,16 @@ impl Hub {
             .collect()
     }
 
+    /// Every user connected here (chat clients), with the name it shows (for the other
+    /// instances: a `dm` to a name or user finds them).
+    pub fn local_users(&self) -> HashMap<String, String> {
+        let st = self.state.lock();
+        st.users
+            .iter()
+            .filter_map(|(user, conns)| Some((user.to_string(), conns.first()?.name().to_string())))
+            .collect()
+    }
+
     /// Replaces what the other instances have (from the backplane), and tells local members
     /// who arrived, left or was renamed elsewhere since the last snapshot: a `join` for a
     /// user new to the room, a `leave` for one gone from it (also when its instance crashed

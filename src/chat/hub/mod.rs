@@ -307,9 +307,9 @@ impl Hub {
             self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
     }
 
-    /// Whether `user` has a chat connection here.
+    /// Whether `user` has a chat connection here or (in a cluster) on another instance.
     pub fn is_online(&self, user: &str) -> bool {
-        self.state.lock().users.contains_key(user)
+        self.state.lock().users.contains_key(user) || self.names.is_remote(user)
     }
 
     /// Whether `conn` is a member of `room`.
@@ -342,23 +342,24 @@ impl Hub {
         self.finish_fan_out(&audience, None, overflowed);
     }
 
-    /// A signed-in user now owns `name`: every connection of another user showing a name
-    /// that looks the same (a guest who took it first) is renamed to a guest name of its own
-    /// and told so with a `name` event. From here on it receives nothing meant for the owner
+    /// `owner` now has the name whose key is `key` (a signed-in user's own, or, in a
+    /// cluster, one another instance granted first): every guest connection here of another
+    /// user showing a name that looks the same is renamed to a guest name of its own and
+    /// told so with a `name` event. From here on it receives nothing meant for the owner
     /// (delivery follows user ids, never names).
-    pub fn take_name_back(&self, owner: &str, name: &str, store: &dyn crate::store::Store) {
-        let key = crate::chat::protocol::name_key(name);
+    pub fn take_name_back(&self, owner: &str, key: &str, store: &dyn crate::store::Store) {
         let holders: Vec<Arc<Conn>> = self
             .snapshot()
             .iter()
-            .filter(|c| *c.user() != *owner && crate::chat::protocol::name_key(&c.name()) == key)
+            .filter(|c| *c.user() != *owner && !c.name_locked.load(Ordering::Acquire))
+            .filter(|c| c.kind().is_chat() && crate::chat::protocol::name_key(&c.name()) == key)
             .cloned()
             .collect();
         for conn in holders {
             let user = conn.user();
             let base = format!("guest-{}", crate::chat::names::short(&user));
             let fresh = self.names.hold_first_free(&user, &base, store);
-            log::info!("client {}: renamed to {fresh}: its name {name:?} belongs to a signed-in user", conn.id);
+            log::info!("client {}: renamed to {fresh}: its name belongs to another user", conn.id);
             self.rename(&conn, &fresh);
         }
     }

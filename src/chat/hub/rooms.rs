@@ -117,22 +117,32 @@ impl Hub {
     /// Relays `conn`'s `typing` to the other members of `room`. Not in rooms above the
     /// join-notice limit: there every keystroke pause would cost a delivery per member.
     pub fn relay_typing(&self, conn: &Arc<Conn>, room: &str, expires_ms: u64) -> Result<(), String> {
+        if !self.state.lock().rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
+            return Err(format!("not in room {room:?}; join it first"));
+        }
+        let frame =
+            ServerMsg::Typing { room, id: conn.id, user: &conn.user(), name: &conn.name(), expires_ms }.to_frame();
+        self.relay_typing_frame(room, &frame, Some(conn.id));
+        Ok(())
+    }
+
+    /// A `typing` from another instance (through the backplane's log), to the members here.
+    pub fn relay_remote_typing(&self, room: &str, id: u64, user: &str, name: &str, expires_ms: u64) {
+        self.relay_typing_frame(room, &ServerMsg::Typing { room, id, user, name, expires_ms }.to_frame(), None);
+    }
+
+    fn relay_typing_frame(&self, room: &str, frame: &bytes::Bytes, skip: Option<u64>) {
         let mut overflowed = vec![];
         let members = {
             let st = self.state.lock();
-            let Some(r) = st.rooms.get(room).filter(|r| r.is_member(conn.id)) else {
-                return Err(format!("not in room {room:?}; join it first"));
-            };
+            let Some(r) = st.rooms.get(room) else { return };
             if r.members.len() > self.join_notice_limit {
-                return Ok(());
+                return;
             }
-            let frame =
-                ServerMsg::Typing { room, id: conn.id, user: &conn.user(), name: &conn.name(), expires_ms }.to_frame();
-            overflowed.extend(self.push_to(&r.members, &frame, Some(conn.id)));
+            overflowed.extend(self.push_to(&r.members, frame, skip));
             r.members.clone()
         };
-        self.finish_fan_out(&members, Some(conn.id), overflowed);
-        Ok(())
+        self.finish_fan_out(&members, skip, overflowed);
     }
 
     /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.

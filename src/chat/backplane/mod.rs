@@ -23,14 +23,23 @@
 //! finds a jump in a room's numbers first fills it from the store (exact with a shared
 //! Postgres).
 //!
-//! Presence: every second each instance writes its rooms' members (id and name, one per
-//! name) to `threadchat:presence:INSTANCE` (expiring after 5 s, so a crashed instance's
-//! entries go) and reads the others'. Presence lists, counts and `GET /api/rooms` include
-//! them, and local members get `join`/`leave` for names that appeared or vanished elsewhere
-//! (within about a second; a crashed instance's members leave when its entry expires).
+//! Presence: every second each instance writes its rooms' members (connection id, user id
+//! and name, one per user) and its connected users to `threadchat:presence:INSTANCE`
+//! (expiring after 5 s, so a crashed instance's entries go) and reads the others'. Presence
+//! lists, counts and `GET /api/rooms` include them, local members get `join`/`leave`/`name`
+//! for users that appeared, vanished or were renamed elsewhere (within about a second; a
+//! crashed instance's members leave when its entry expires), and a `dm` finds its recipient
+//! on any instance.
 //!
-//! Threads: "backplane" (the reader, also the presence sync). The sequencer thread publishes
-//! through its own connection. Nothing else talks to Redis.
+//! Names: who holds which display name, cluster-wide, is the ledger's (`ledger.rs`), renewed
+//! by the reader with the presence. `typing` events travel through the log as entries
+//! without a number (field `t`), relayed by every other instance's reader, never stored.
+//!
+//! Threads: "backplane" (the reader, also the presence and names sync). The sequencer thread
+//! publishes through its own connection; connection threads use the ledger's small pool
+//! (names, typing). Nothing else talks to Redis.
+
+mod ledger;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,8 +108,32 @@ struct Payload {
     token: String,
 }
 
+/// A `typing` entry in the log (field `t`): relayed by the other instances.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TypingPayload {
+    instance: String,
+    room: String,
+    id: u64,
+    user: String,
+    name: String,
+    expires_ms: u64,
+}
+
+/// What an instance writes each second to its presence key.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Snapshot {
+    /// Members per room.
+    #[serde(default)]
+    rooms: HashMap<String, Vec<crate::chat::hub::RemoteMember>>,
+    /// Every connected user, with the name it shows.
+    #[serde(default)]
+    users: HashMap<String, String>,
+}
+
 pub struct Backplane {
     client: redis::Client,
+    /// The cluster's names, and the pool of connections for short calls from any thread.
+    pub ledger: std::sync::Arc<ledger::RedisLedger>,
     /// Random, per process: names this instance's presence key and message tokens.
     pub instance: String,
     /// Published messages of this instance, by token, until the reader has stored them.
@@ -128,6 +161,7 @@ impl Backplane {
     pub fn new(url: &str, instance: String, hooks: &crate::config::TestHooks) -> Result<Backplane, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
         Ok(Backplane {
+            ledger: std::sync::Arc::new(ledger::RedisLedger::new(client.clone(), instance.clone())),
             client,
             instance,
             pending: Mutex::new(HashMap::new()),
@@ -178,11 +212,41 @@ impl Backplane {
     }
 
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        con.set_read_timeout(Some(IO_TIMEOUT + READ_BLOCK))?;
-        con.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(con)
+        connect(&self.client)
     }
+
+    /// Relays a `typing` to the members on the other instances (through the log; a
+    /// best effort: never stored, and dropped if Redis is unreachable).
+    pub fn publish_typing(&self, room: &str, id: u64, user: &str, name: &str, expires_ms: u64) {
+        let payload = TypingPayload {
+            instance: self.instance.clone(),
+            room: room.to_string(),
+            id,
+            user: user.to_string(),
+            name: name.to_string(),
+            expires_ms,
+        };
+        let json = serde_json::to_string(&payload).unwrap_or_default();
+        let _ = self.ledger.with(|con| {
+            redis::cmd("XADD")
+                .arg(LOG_KEY)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(LOG_MAXLEN)
+                .arg("*")
+                .arg("t")
+                .arg(&json)
+                .query::<String>(con)
+        });
+    }
+}
+
+/// A connection with the backplane's timeouts.
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT + READ_BLOCK))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(con)
 }
 
 /// The sequencer's side: publishes batches through its own connection.
@@ -389,6 +453,10 @@ impl<'a> Reader<'a> {
         let mut seen: Vec<(StoredMessage, String)> = Vec::new();
         let mut to_send: Vec<StoredMessage> = Vec::with_capacity(entries.len());
         for entry in entries {
+            if let Some(typing) = entry.get::<String>("t") {
+                self.relay_typing(&typing);
+                continue;
+            }
             let Some((msg, token)) = decode(&entry) else {
                 log::warn!("backplane: skipping malformed log entry {}", entry.id);
                 continue;
@@ -441,6 +509,15 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Another instance's `typing`, to the members here (this instance's own are relayed
+    /// locally when sent).
+    fn relay_typing(&self, payload: &str) {
+        let Ok(t) = serde_json::from_str::<TypingPayload>(payload) else { return };
+        if t.instance != self.bp.instance && crate::chat::protocol::validate_room(&t.room).is_ok() {
+            self.hub.relay_remote_typing(&t.room, t.id, &t.user, &t.name, t.expires_ms);
+        }
+    }
+
     /// Answers published messages that were never read back (Redis failed in between).
     fn expire_pending(&self) {
         let mut pending = self.bp.pending.lock();
@@ -463,9 +540,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Writes this instance's rooms and names; reads the other instances'.
+    /// Writes this instance's rooms and users; reads the other instances'; renews the
+    /// names held here (renaming the holders of any lost to another user).
     fn sync_presence(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        let mine = self.hub.local_presence();
+        let mine = Snapshot { rooms: self.hub.local_presence(), users: self.hub.local_users() };
         let key = format!("threadchat:presence:{}", self.bp.instance);
         let json = serde_json::to_string(&mine).unwrap_or_default();
         redis::pipe()
@@ -483,6 +561,7 @@ impl<'a> Reader<'a> {
         let instances: Vec<String> = redis::cmd("SMEMBERS").arg("threadchat:instances").query(con)?;
         let others: Vec<&String> = instances.iter().filter(|i| **i != self.bp.instance).collect();
         let mut remote: HashMap<String, Vec<crate::chat::hub::RemoteMember>> = HashMap::new();
+        let mut users: HashMap<String, String> = HashMap::new();
         if !others.is_empty() {
             let keys: Vec<String> = others.iter().map(|i| format!("threadchat:presence:{i}")).collect();
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(con)?;
@@ -492,9 +571,9 @@ impl<'a> Reader<'a> {
                     redis::cmd("SREM").arg("threadchat:instances").arg(instance.as_str()).query::<()>(con)?;
                     continue;
                 };
-                let rooms: HashMap<String, Vec<crate::chat::hub::RemoteMember>> =
-                    serde_json::from_str(&value).unwrap_or_default();
-                for (room, members) in rooms {
+                let snapshot: Snapshot = serde_json::from_str(&value).unwrap_or_default();
+                users.extend(snapshot.users);
+                for (room, members) in snapshot.rooms {
                     let list = remote.entry(room).or_default();
                     for (id, user, name) in members {
                         // One entry per user, as presence counts people, not tabs.
@@ -506,6 +585,10 @@ impl<'a> Reader<'a> {
             }
         }
         self.hub.set_remote_presence(remote);
+        self.hub.names.set_remote(users);
+        for (key, other) in self.hub.names.renew() {
+            self.hub.take_name_back(&other, &key, self.store);
+        }
         Ok(())
     }
 }
@@ -514,7 +597,10 @@ fn decode(entry: &redis::streams::StreamId) -> Option<(StoredMessage, String)> {
     let seq: u64 = entry.get("s")?;
     let payload: String = entry.get("m")?;
     let p: Payload = serde_json::from_str(&payload).ok()?;
-    crate::chat::protocol::validate_room(&p.room).ok()?;
+    // A room, or a conversation between two users.
+    if crate::chat::protocol::validate_room(&p.room).is_err() && crate::chat::protocol::dm_parties(&p.room).is_none() {
+        return None;
+    }
     Some((StoredMessage { room: p.room, seq, id: p.id, user: p.user, name: p.name, text: p.text, ts: p.ts }, p.token))
 }
 
