@@ -295,13 +295,8 @@ pub struct SendArgs {
     /// Send to this room (joined first if it is not `lobby`).
     #[arg(long, default_value = "lobby")]
     pub room: String,
-    /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
-    #[arg(long, visible_alias = "jwt", env = "THREADCHAT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// With wss://: trust the certificates in this PEM file (a self-signed server's)
-    /// instead of the system's certificate authorities.
-    #[arg(long)]
-    pub ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Args, Debug)]
@@ -325,9 +320,22 @@ pub struct TailArgs {
     /// live, with nothing lost or repeated in between (`?resume=ROOM:SEQ`).
     #[arg(long)]
     pub since: Option<u64>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// How `send` and `tail` connect: credentials, identity, certificates.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
     #[arg(long, visible_alias = "jwt", env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Keep a guest identity in this file: presented if it exists (as the
+    /// `threadchat_identity` cookie), written with the one the server gives if not, so every
+    /// run is the same user (the same name and direct messages). A server that no longer
+    /// knows it answers 401; delete the file to become a new guest.
+    #[arg(long, env = "THREADCHAT_IDENTITY_FILE")]
+    pub identity_file: Option<std::path::PathBuf>,
     /// With wss://: trust the certificates in this PEM file (a self-signed server's)
     /// instead of the system's certificate authorities.
     #[arg(long)]

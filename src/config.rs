@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::args::{BenchArgs, Cli, Command, SendArgs, ServeArgs, TailArgs};
+pub use crate::args::{BenchArgs, Cli, Command, ConnectArgs, SendArgs, ServeArgs, TailArgs};
 
 /// Everything the server runs with, validated.
 #[derive(Debug, Clone)]

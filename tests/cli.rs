@@ -266,3 +266,36 @@ fn a_bad_private_room_pattern_is_a_flag_error() {
         assert!(err.contains("--private-room"), "{err}");
     }
 }
+
+/// `--identity-file`: every run is the same guest (the same user id), the file is private,
+/// and an identity the server does not know is refused (exit 1, the 401's reason).
+#[test]
+fn an_identity_file_makes_every_run_the_same_user() {
+    let server = TestServer::start();
+    let url = server.chat_url();
+    let dir = TempDir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("identity");
+    let path = file.to_str().unwrap();
+    let user_of = |out: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        v["user"].as_str().unwrap().to_string()
+    };
+    let (code, first, err) = run_cli(&["send", &url, "one", "--identity-file", path], CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let (code, second, err) = run_cli(&["send", &url, "two", "--identity-file", path], CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(user_of(&first), user_of(&second), "the same user both times");
+    assert!(user_of(&first).starts_with("guest~"));
+    // Without the file: someone new.
+    let (_, other, _) = run_cli(&["send", &url, "three"], CLI_WAIT);
+    assert_ne!(user_of(&other), user_of(&first));
+    // Altered: refused, by name.
+    let kept = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{}x", kept.trim())).unwrap();
+    let (code, _, err) = run_cli(&["send", &url, "four", "--identity-file", path], CLI_WAIT);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("401") && err.contains("identity not issued by this server"), "{err}");
+}

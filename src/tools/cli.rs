@@ -11,7 +11,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::{Message, WebSocket};
 
-use crate::config::{SendArgs, TailArgs};
+use crate::config::{ConnectArgs, SendArgs, TailArgs};
 
 /// Why a client command failed; `exit_code` is what the process returns.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ fn tls_stream(tcp: TcpStream, host: &str, ca_file: Option<&Path>) -> Result<Stre
 pub fn send(args: &SendArgs) -> Result<(), CliError> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let deadline = Instant::now() + timeout;
-    let mut ws = connect(&args.url, args.token.as_deref(), args.ca_file.as_deref(), deadline, timeout)?;
+    let mut ws = connect(&args.url, &args.connect, deadline, timeout)?;
     if is_echo_url(&args.url) {
         ws.send(Message::text(args.text.as_str())).map_err(|e| CliError::Closed(e.to_string()))?;
         let (raw, _) = next_event(&mut ws, deadline, timeout)?;
@@ -158,7 +158,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
         close(&mut ws);
         return Ok(());
     }
-    let my_id = wait_welcome(&mut ws, deadline, timeout)?;
+    let my_id = wait_welcome(&mut ws, &args.connect, deadline, timeout)?;
     if let Some(name) = &args.name {
         write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
     }
@@ -199,8 +199,8 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
         }
         None => args.url.clone(),
     };
-    let mut ws = connect(&url, args.token.as_deref(), args.ca_file.as_deref(), connect_deadline, connect_timeout)?;
-    let my_id = wait_welcome(&mut ws, connect_deadline, connect_timeout)?;
+    let mut ws = connect(&url, &args.connect, connect_deadline, connect_timeout)?;
+    let my_id = wait_welcome(&mut ws, &args.connect, connect_deadline, connect_timeout)?;
     if args.since.is_none() {
         join(&mut ws, &args.room, connect_deadline, connect_timeout)?;
     }
@@ -263,20 +263,21 @@ fn is_echo_url(url: &str) -> bool {
     url.split(['?', '#']).next().is_some_and(|u| u.ends_with("/echo"))
 }
 
-fn connect(
-    url: &str,
-    token: Option<&str>,
-    ca_file: Option<&Path>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<Ws, CliError> {
+fn connect(url: &str, how: &ConnectArgs, deadline: Instant, timeout: Duration) -> Result<Ws, CliError> {
+    let ca_file = how.ca_file.as_deref();
     let mut request = url.into_client_request().map_err(|e| CliError::Connect(format!("{url}: {e}")))?;
-    if let Some(token) = token {
-        // A header, not `?token=`: secrets in URLs end up in logs.
+    // Headers, not `?token=` or `?identity=`: secrets in URLs end up in logs.
+    if let Some(token) = &how.token {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| CliError::Connect("--token contains characters not allowed in a header".into()))?;
         request.headers_mut().insert("Authorization", value);
+    }
+    if let Some(identity) = how.identity_file.as_deref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        let value = format!("threadchat_identity={}", identity.trim())
+            .parse()
+            .map_err(|_| CliError::Connect("the --identity-file does not hold an identity".into()))?;
+        request.headers_mut().insert("Cookie", value);
     }
     let uri = request.uri();
     let tls = match uri.scheme_str() {
@@ -319,12 +320,27 @@ fn connect(
     }
 }
 
-fn wait_welcome(ws: &mut Ws, deadline: Instant, timeout: Duration) -> Result<u64, CliError> {
+/// Reads the welcome; returns this connection's id. A guest's identity is kept in the
+/// `--identity-file`, if one was given and did not hold it already.
+fn wait_welcome(ws: &mut Ws, how: &ConnectArgs, deadline: Instant, timeout: Duration) -> Result<u64, CliError> {
     let (_, event) = next_event(ws, deadline, timeout)?;
-    match (event.get("type").and_then(Value::as_str), event.get("id").and_then(Value::as_u64)) {
-        (Some("welcome"), Some(id)) => Ok(id),
-        _ => Err(CliError::Connect(format!("expected a welcome, got {event}"))),
+    let id = match (event.get("type").and_then(Value::as_str), event.get("id").and_then(Value::as_u64)) {
+        (Some("welcome"), Some(id)) => id,
+        _ => return Err(CliError::Connect(format!("expected a welcome, got {event}"))),
+    };
+    if let (Some(path), Some(identity)) = (&how.identity_file, event.get("identity").and_then(Value::as_str))
+        && std::fs::read_to_string(path).ok().as_deref().map(str::trim) != Some(identity)
+    {
+        keep_identity(path, identity).map_err(|e| CliError::Connect(format!("{}: {e}", path.display())))?;
     }
+    Ok(id)
+}
+
+/// Writes a guest identity to `path`, readable by its owner only (it is a credential).
+fn keep_identity(path: &Path, identity: &str) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    io::Write::write_all(&mut file, format!("{identity}\n").as_bytes())
 }
 
 /// The next text frame as (raw text, parsed JSON), with the read deadline re-armed to
