@@ -73,3 +73,19 @@ else:
     raise SystemExit("not enough free ports below the ephemeral range")
 PY
 }
+
+# mint SECRET NAME EXP_OFFSET_SECS [SUB]: an HS256 JWT for user SUB (default u-NAME) named
+# NAME, expiring EXP_OFFSET_SECS from now, made by Python's standard library (so the
+# server's own HS256 code is checked against something it did not write).
+mint() {
+  python3 - "$@" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret, name, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sub = sys.argv[4] if len(sys.argv) > 4 else "u-" + name
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b64(json.dumps({"sub": sub, "name": name, "exp": int(time.time()) + offset}).encode())
+sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+print(f"{head}.{body}.{b64(sig)}")
+PY
+}

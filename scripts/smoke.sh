@@ -63,17 +63,6 @@ check "Ctrl-C exits 0" [ "$code" = "0" ]
 # JWTs made by another implementation (Python's standard library) are accepted, and only
 # those: the server's own HS256 code is checked against something it did not write.
 secret=smoke-secret-smoke-secret-smoke-secret
-mint() { # mint SECRET NAME EXP_OFFSET_SECS
-  python3 - "$@" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-secret, name, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "u-" + name, "name": name, "exp": int(time.time()) + offset}).encode())
-sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(sig)}")
-PY
-}
 mkdir -p "$work/jwt"
 start_server "$work/jwt" --data-dir "$work/jwt" --jwt-secret "$secret"
 "$BIN" send "ws://$WS/ws" "signed elsewhere" --token "$(mint "$secret" carol 300)" >"$work/jwt.out"

@@ -289,9 +289,6 @@ pub struct SendArgs {
     /// Give up (exit 3) if the message has not come back within this many seconds.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
-    /// Set this display name before sending.
-    #[arg(long)]
-    pub name: Option<String>,
     /// Send to this room (joined first if it is not `lobby`).
     #[arg(long, default_value = "lobby")]
     pub room: String,
@@ -324,9 +321,12 @@ pub struct TailArgs {
     pub connect: ConnectArgs,
 }
 
-/// How `send` and `tail` connect: credentials, identity, certificates.
+/// How `send` and `tail` connect: credentials, identity, name, certificates.
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
+    /// Take this display name first (exit 1 if another user holds or owns it).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Token or JWT for a server that requires one (sent as `Authorization: Bearer`).
     #[arg(long, visible_alias = "jwt", env = "THREADCHAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -159,9 +159,7 @@ pub fn send(args: &SendArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let my_id = wait_welcome(&mut ws, &args.connect, deadline, timeout)?;
-    if let Some(name) = &args.name {
-        write(&mut ws, serde_json::json!({"type": "name", "name": name}))?;
-    }
+    rename(&mut ws, my_id, &args.connect, deadline, timeout)?;
     join(&mut ws, &args.room, deadline, timeout)?;
     write(&mut ws, serde_json::json!({"type": "message", "text": args.text, "room": args.room}))?;
     loop {
@@ -201,6 +199,7 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
     };
     let mut ws = connect(&url, &args.connect, connect_deadline, connect_timeout)?;
     let my_id = wait_welcome(&mut ws, &args.connect, connect_deadline, connect_timeout)?;
+    rename(&mut ws, my_id, &args.connect, connect_deadline, connect_timeout)?;
     if args.since.is_none() {
         join(&mut ws, &args.room, connect_deadline, connect_timeout)?;
     }
@@ -235,6 +234,24 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
         if Some(printed) == args.count {
             close(&mut ws);
             return Ok(());
+        }
+    }
+}
+
+/// Takes the `--name` asked for, if any: waits for this connection's `name` event; an
+/// error reply (a name someone else holds, or not a valid name) fails the command.
+fn rename(ws: &mut Ws, my_id: u64, how: &ConnectArgs, deadline: Instant, timeout: Duration) -> Result<(), CliError> {
+    let Some(name) = &how.name else { return Ok(()) };
+    write(ws, serde_json::json!({"type": "name", "name": name}))?;
+    loop {
+        let (_, event) = next_event(ws, deadline, timeout)?;
+        match event.get("type").and_then(Value::as_str) {
+            Some("name") if event.get("id").and_then(Value::as_u64) == Some(my_id) => return Ok(()),
+            Some("error") => {
+                let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                return Err(CliError::Rejected(error.to_string()));
+            }
+            _ => {}
         }
     }
 }
