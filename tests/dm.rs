@@ -379,3 +379,19 @@ fn the_conversation_budget_counts_the_conversations_in_the_history_after_a_resta
     alice.send_json(json!({"type": "dm", "to_user": bob.user, "text": "after"}));
     assert_eq!(next_dm(&mut alice)["seq"], 2);
 }
+
+/// One guest identity is one user: its connections are capped like a JWT user's
+/// (`--max-connections-per-user`, 8), from any address; another guest is not affected.
+#[test]
+fn one_guest_identity_holds_at_most_eight_connections() {
+    let server = TestServer::start();
+    let url = server.chat_url();
+    let first = server.chat();
+    let tabs: Vec<Client> = (0..7).map(|_| first.again(&url)).collect();
+    let identity = first.identity.clone().unwrap();
+    let ninth = connect_from(Some(other_ip()), &format!("{url}?identity={identity}"), &[]);
+    assert_eq!(refused_status(ninth), 429);
+    assert!(Client::connect_from(Some(other_ip()), &url).user != first.user, "another guest is served");
+    drop(tabs);
+    wait_until("a tab closed frees a slot", || connect_raw(&format!("{url}?identity={identity}")).is_ok());
+}

@@ -60,8 +60,9 @@ struct State {
     /// `reserved` holds every reservation in the store.
     complete: bool,
     /// Users connected on other instances, with the name each shows (from the cluster's
-    /// presence, about once a second).
+    /// presence, about once a second), and the same by name key.
     remote: HashMap<String, String>,
+    remote_by_key: HashMap<String, String>,
     /// Names released here since the last renewal, for the ledger: (key, user).
     released: Vec<(String, String)>,
 }
@@ -236,8 +237,11 @@ impl Names {
         for n in 1..=MAX_SUFFIX {
             let name = candidate(claim, n);
             let key = protocol::name_key(&name);
-            if self.owner(&key, store).is_some_and(|o| o != *user) {
-                continue;
+            match self.owner(&key, store) {
+                Some(owner) if owner != *user => continue,
+                // Reserved for this user already (every sign-in after the first): no write.
+                Some(_) => return Ok(self.reserved_for(user, key, name)),
+                None => {}
             }
             // The cluster's reservation first (Redis unreachable: this instance's alone),
             // then this instance's store, so that a restart keeps it too.
@@ -250,18 +254,24 @@ impl Names {
                 Ok(_) => continue,
                 Err(e) => return Err(format!("cannot reserve your name: {e}")),
             }
-            let name: Arc<str> = Arc::from(name);
-            let mut st = self.state.lock();
-            if st.reserved.len() < MAX_CACHED || st.reserved.contains_key(&key) {
-                st.reserved.insert(key.clone(), user.clone());
-                st.reserved_names.insert(user.clone(), name.clone());
-            } else {
-                st.complete = false;
-            }
-            let taken = st.held.get(&key).is_some_and(|h| h.user != *user);
-            return Ok((name, taken));
+            return Ok(self.reserved_for(user, key, name));
         }
         Err(format!("every name from {claim:?} to {claim:?}-{MAX_SUFFIX} belongs to another user"))
+    }
+
+    /// Notes that `name` (by `key`) is `user`'s; returns it, and whether another user holds
+    /// it at this moment.
+    fn reserved_for(&self, user: &Arc<str>, key: String, name: String) -> (Arc<str>, bool) {
+        let name: Arc<str> = Arc::from(name);
+        let mut st = self.state.lock();
+        let taken = st.held.get(&key).is_some_and(|h| h.user != *user);
+        if st.reserved.len() < MAX_CACHED || st.reserved.contains_key(&key) {
+            st.reserved.insert(key, user.clone());
+            st.reserved_names.insert(user.clone(), name.clone());
+        } else {
+            st.complete = false;
+        }
+        (name, taken)
     }
 
     /// The user holding `name` now (here, else on another instance), else the user it is
@@ -273,7 +283,7 @@ impl Names {
             if let Some(h) = st.held.get(&key) {
                 return Some(h.user.clone());
             }
-            if let Some((user, _)) = st.remote.iter().find(|(_, n)| protocol::name_key(n) == key) {
+            if let Some(user) = st.remote_by_key.get(&key) {
                 return Some(Arc::from(user.as_str()));
             }
         }
@@ -301,7 +311,10 @@ impl Names {
 
     /// The users connected elsewhere, with their names (from the backplane).
     pub fn set_remote(&self, users: HashMap<String, String>) {
-        self.state.lock().remote = users;
+        let by_key = users.iter().map(|(user, name)| (protocol::name_key(name), user.clone())).collect();
+        let mut st = self.state.lock();
+        st.remote = users;
+        st.remote_by_key = by_key;
     }
 
     /// With a ledger: renews this instance's names and hands back those released. Returns
@@ -312,13 +325,20 @@ impl Names {
         let (held, released) = {
             let mut st = self.state.lock();
             let held: Vec<(String, String)> = st.held.iter().map(|(k, h)| (k.clone(), h.user.to_string())).collect();
-            (held, std::mem::take(&mut st.released))
+            let mut released = std::mem::take(&mut st.released);
+            // Released, then held again by the same user (a reconnect): still theirs.
+            released.retain(|(key, user)| !st.held.get(key).is_some_and(|h| *h.user == **user));
+            (held, released)
         };
         match ledger.renew(&held, &released) {
             Ok(lost) => lost.into_iter().map(|(key, other)| (key, Arc::from(other))).collect(),
             Err(_) => {
-                // Try the releases again next time.
-                self.state.lock().released.extend(released);
+                // Try the releases again next time (a bounded list: past it, the oldest are
+                // left to expire in Redis on their own).
+                let mut st = self.state.lock();
+                st.released.extend(released);
+                let over = st.released.len().saturating_sub(MAX_CACHED);
+                st.released.drain(..over);
                 vec![]
             }
         }

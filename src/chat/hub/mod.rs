@@ -13,7 +13,7 @@
 //! removed from the list, sent a Close frame, and given `CLOSE_TIMEOUT` to go away before
 //! the heartbeat thread cuts the socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,16 +23,18 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::chat::names::Names;
-use crate::chat::protocol::ServerMsg;
-use crate::chat::room_index::{RoomIndex, RoomStats, RoomSummary};
+use crate::chat::room_index::{RoomIndex, RoomSummary};
 use crate::conn::outbox::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
 
 mod broadcast;
 mod cluster;
 mod conversations;
+mod people;
 mod resume;
 mod rooms;
+
+use rooms::Room;
 
 /// How long a client gets to answer a server-initiated Close before its socket is shut.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,57 +97,6 @@ pub enum Deadline {
 /// again, or get a fresh ticket, and reconnect (resuming loses nothing).
 pub const TOKEN_EXPIRED_CODE: u16 = 4001;
 pub const TOKEN_EXPIRED: &str = "token expired: reconnect with a fresh token or ticket";
-
-#[derive(Default)]
-struct Room {
-    /// What `/api/rooms` and `/metrics` see (see `room_index.rs`).
-    stats: Arc<RoomStats>,
-    /// Resumes of this room in progress: while any is, the recent-frames cache is kept even
-    /// without members.
-    resuming: usize,
-    /// Bytes in `recent`.
-    recent_bytes: usize,
-    /// Members, copy-on-write: a broadcaster clones the `Arc` to flush after unlocking.
-    members: Arc<Vec<Arc<Conn>>>,
-    /// Members per user id: presence shows a user once, and `join`/`leave` are sent only
-    /// for a user's first arrival and last departure (two tabs are one person).
-    users: HashMap<Arc<str>, usize>,
-    /// `seq` of the last message broadcast here since start (0: none yet).
-    last_seq: u64,
-    /// The last `RECENT_FRAMES` message frames, by seq.
-    recent: VecDeque<(u64, Bytes)>,
-}
-
-impl Room {
-    fn is_member(&self, id: u64) -> bool {
-        self.members.iter().any(|c| c.id == id)
-    }
-
-    /// Caches a broadcast frame for resumes, if anyone could need it.
-    fn remember(&mut self, seq: u64, frame: &Bytes) {
-        if self.members.is_empty() && self.resuming == 0 {
-            return;
-        }
-        self.recent.push_back((seq, frame.clone()));
-        self.recent_bytes += frame.len();
-        while self.recent.len() > RECENT_FRAMES || self.recent_bytes > RECENT_BYTES {
-            let Some((_, old)) = self.recent.pop_front() else { break };
-            self.recent_bytes -= old.len();
-        }
-    }
-
-    /// Memory follows members: a room nobody is in (or resuming) gives its cache back.
-    fn release_cache_if_unused(&mut self) {
-        if self.members.is_empty() && self.resuming == 0 {
-            self.recent = VecDeque::new();
-            self.recent_bytes = 0;
-        }
-    }
-
-    fn publish_users(&self) {
-        self.stats.users.store(self.users.len(), Ordering::Relaxed);
-    }
-}
 
 /// Room budgets (`--max-rooms`, `--max-rooms-per-client`).
 #[derive(Clone, Copy, Debug)]
@@ -289,79 +240,15 @@ impl Hub {
         }
     }
 
-    /// Makes `conn` a chat client and sends its welcome (before anything else can be
-    /// queued): its connection id, user id and name, and for a guest the credential that
-    /// brings it back as the same user.
-    pub fn welcome(&self, conn: &Arc<Conn>, identity: Option<&str>) {
-        let (name, user) = (conn.name(), conn.user());
-        let _st = self.state.lock();
-        conn.set_kind(Kind::Chat);
-        conn.push(ServerMsg::Welcome { id: conn.id, user: &user, name: &name, identity }.to_frame());
-        drop(_st);
-        conn.flush();
-    }
-
     /// Closes `conn` with [`TOKEN_EXPIRED_CODE`] at `at`, when its credential expires.
     pub fn close_when_expired(&self, conn: &Arc<Conn>, at: Instant) {
         let _ =
             self.closing.send(PendingClose { conn: Arc::downgrade(conn), deadline: at, why: Deadline::TokenExpiry });
     }
 
-    /// Whether `user` has a chat connection here or (in a cluster) on another instance.
-    pub fn is_online(&self, user: &str) -> bool {
-        self.state.lock().users.contains_key(user) || self.names.is_remote(user)
-    }
-
     /// Whether `conn` is a member of `room`.
     pub fn is_member(&self, conn: &Conn, room: &str) -> bool {
         conn.rooms.lock().iter().any(|r| r == room)
-    }
-
-    /// Renames `conn` (its new name already held in `names`) and tells the members of its
-    /// rooms (and itself). Nobody outside those rooms learns of it: a server-wide
-    /// announcement would tell everyone who is where. Under the hub lock, so a `leave` or
-    /// `presence` built meanwhile shows one name or the other, never a mix.
-    pub fn rename(&self, conn: &Arc<Conn>, new: &Arc<str>) {
-        let mut overflowed = vec![];
-        let audience = {
-            let st = self.state.lock();
-            let old = conn.set_name(new);
-            self.names.release(&conn.user(), &old);
-            let frame = ServerMsg::Name { id: conn.id, user: &conn.user(), name: new, old: &old }.to_frame();
-            let rooms = conn.rooms.lock().clone();
-            let mut audience: Vec<Arc<Conn>> = vec![Arc::clone(conn)];
-            let mut seen = std::collections::HashSet::from([conn.id]);
-            for room in rooms {
-                if let Some(r) = st.rooms.get(&room) {
-                    audience.extend(r.members.iter().filter(|c| seen.insert(c.id)).cloned());
-                }
-            }
-            overflowed.extend(self.push_to(&audience, &frame, None));
-            audience
-        };
-        self.finish_fan_out(&audience, None, overflowed);
-    }
-
-    /// `owner` now has the name whose key is `key` (a signed-in user's own, or, in a
-    /// cluster, one another instance granted first): every guest connection here of another
-    /// user showing a name that looks the same is renamed to a guest name of its own and
-    /// told so with a `name` event. From here on it receives nothing meant for the owner
-    /// (delivery follows user ids, never names).
-    pub fn take_name_back(&self, owner: &str, key: &str, store: &dyn crate::store::Store) {
-        let holders: Vec<Arc<Conn>> = self
-            .snapshot()
-            .iter()
-            .filter(|c| *c.user() != *owner && !c.name_locked.load(Ordering::Acquire))
-            .filter(|c| c.kind().is_chat() && crate::chat::protocol::name_key(&c.name()) == key)
-            .cloned()
-            .collect();
-        for conn in holders {
-            let user = conn.user();
-            let base = format!("guest-{}", crate::chat::names::short(&user));
-            let fresh = self.names.hold_first_free(&user, &base, store);
-            log::info!("client {}: renamed to {fresh}: its name belongs to another user", conn.id);
-            self.rename(&conn, &fresh);
-        }
     }
 
     /// Removes a connection from the list and from every room (each room is told).

@@ -1,13 +1,68 @@
 //! Rooms: creating them within the budgets, joining and leaving, and what each tells the
 //! others (`presence`, `join`, `leave`) — part of the hub; see `mod.rs`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
 use crate::chat::protocol::{Member, ServerMsg};
+use crate::chat::room_index::RoomStats;
 use crate::conn::outbox::{Conn, Kind};
 
-use super::{Hub, HubState, PRESENCE_LIST_MAX, Room};
+use super::{Hub, HubState, PRESENCE_LIST_MAX, RECENT_BYTES, RECENT_FRAMES};
+
+#[derive(Default)]
+pub(super) struct Room {
+    /// What `/api/rooms` and `/metrics` see (see `room_index.rs`).
+    pub(super) stats: Arc<RoomStats>,
+    /// Resumes of this room in progress: while any is, the recent-frames cache is kept even
+    /// without members.
+    pub(super) resuming: usize,
+    /// Bytes in `recent`.
+    pub(super) recent_bytes: usize,
+    /// Members, copy-on-write: a broadcaster clones the `Arc` to flush after unlocking.
+    pub(super) members: Arc<Vec<Arc<Conn>>>,
+    /// Members per user id: presence shows a user once, and `join`/`leave` are sent only
+    /// for a user's first arrival and last departure (two tabs are one person).
+    pub(super) users: HashMap<Arc<str>, usize>,
+    /// `seq` of the last message broadcast here since start (0: none yet).
+    pub(super) last_seq: u64,
+    /// The last `RECENT_FRAMES` message frames, by seq.
+    pub(super) recent: VecDeque<(u64, Bytes)>,
+}
+
+impl Room {
+    pub(super) fn is_member(&self, id: u64) -> bool {
+        self.members.iter().any(|c| c.id == id)
+    }
+
+    /// Caches a broadcast frame for resumes, if anyone could need it.
+    pub(super) fn remember(&mut self, seq: u64, frame: &Bytes) {
+        if self.members.is_empty() && self.resuming == 0 {
+            return;
+        }
+        self.recent.push_back((seq, frame.clone()));
+        self.recent_bytes += frame.len();
+        while self.recent.len() > RECENT_FRAMES || self.recent_bytes > RECENT_BYTES {
+            let Some((_, old)) = self.recent.pop_front() else { break };
+            self.recent_bytes -= old.len();
+        }
+    }
+
+    /// Memory follows members: a room nobody is in (or resuming) gives its cache back.
+    pub(super) fn release_cache_if_unused(&mut self) {
+        if self.members.is_empty() && self.resuming == 0 {
+            self.recent = VecDeque::new();
+            self.recent_bytes = 0;
+        }
+    }
+
+    pub(super) fn publish_users(&self) {
+        self.stats.users.store(self.users.len(), Ordering::Relaxed);
+    }
+}
 
 impl Hub {
     /// `room`, created if it does not exist yet and the server is below `--max-rooms`
