@@ -327,7 +327,7 @@ impl Names {
             let held: Vec<(String, String)> = st.held.iter().map(|(k, h)| (k.clone(), h.user.to_string())).collect();
             let mut released = std::mem::take(&mut st.released);
             // Released, then held again by the same user (a reconnect): still theirs.
-            released.retain(|(key, user)| !st.held.get(key).is_some_and(|h| *h.user == **user));
+            released.retain(|(key, user)| st.held.get(key).is_none_or(|h| *h.user != **user));
             (held, released)
         };
         match ledger.renew(&held, &released) {
