@@ -394,7 +394,19 @@ fn users_names_dms_and_typing_are_one_across_instances() {
     bo.send_json(json!({"type": "typing"}));
     let t = ann.recv_type("typing");
     assert_eq!(t["user"].as_str(), Some(bo.user.as_str()));
-    // A rename on B shows on A as a rename of the same user, not a leave and a join.
+    // A rename on B shows on A as a rename of the same user, not a leave and a join (once
+    // A knows bo by that name: a dm to "bo" from A is acknowledged).
+    eventually("A knows bo", Duration::from_secs(5), || {
+        ann.send_json(json!({"type": "dm", "to": "bo", "text": "hello bo", "ref": 2}));
+        loop {
+            let v = ann.recv();
+            match v["type"].as_str() {
+                Some("ack") => return true,
+                Some("error") => return false,
+                _ => {}
+            }
+        }
+    });
     bo.send_json(json!({"type": "name", "name": "bonnie"}));
     let n = ann.recv_type("name");
     assert_eq!(

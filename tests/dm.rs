@@ -240,6 +240,7 @@ fn two_jwt_users_with_one_name_claim_get_two_names_and_never_each_others_dms() {
     assert!(seen_before_marker(&mut sam2, "dm").is_empty(), "u-2 replayed u-1's dm");
     // A presence list tells the two apart by user id.
     sam1.send_json(json!({"type": "join", "room": "sams"}));
+    while sam1.recv_type("presence")["room"] != "sams" {}
     sam2.send_json(json!({"type": "join", "room": "sams"}));
     let presence = loop {
         let v = sam2.recv_type("presence");
