@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test threadchat has, installing what they need on a fresh machine:
-#   0. scripts/layers.py: the module layering of src/lib.rs holds; the default build (what
+#   0. scripts/layers.py: the module layering of src/lib.rs holds; scripts/tour.py: every name
+#      docs/tour.md links is defined in the file it links; the default build (what
 #      `cargo run` compiles: no Postgres, no Redis) builds without warnings
 #   1. with --all-features from here on: cargo tests (unit + integration over real sockets, the real binary included), with
 #      the history in SQLite
@@ -43,6 +44,7 @@ cargo_counts() { # "N unit + M integration + K doc tests" from cargo test's resu
 }
 
 stage layers 'sed -n "s/^layers: //p" "$log"' -- python3 scripts/layers.py
+stage tour 'sed -n "s/^tour: //p" "$log"' -- python3 scripts/tour.py
 # What `cargo run` builds: the default features (no Postgres, no Redis). It must build
 # without warnings, and name the missing feature when asked for a backend it left out.
 default_build() {
