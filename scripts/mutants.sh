@@ -27,16 +27,16 @@ fi
 
 # Files that are guards through and through: every mutant counts.
 whole=(
-  src/net/access.rs      # per-address buckets, the IP table, X-Forwarded-For
-  src/net/auth.rs        # tokens, JWTs, login names, per-user sessions
-  src/net/tickets.rs     # one-time tickets and their shares
-  src/net/admission.rs   # who gets a thread
-  src/conn/budget.rs     # the server-wide outgoing budget
-  src/net/files.rs       # static paths
-  src/net/ws_chat.rs     # what a session may do: rooms it may enter, DMs, typing, plain text
+  src/net/access/per_ip.rs      # per-address buckets, the IP table, X-Forwarded-For
+  src/net/access/auth.rs        # tokens, JWTs, login names, per-user sessions
+  src/net/access/tickets.rs     # one-time tickets and their shares
+  src/net/entry/admission.rs   # who gets a thread
+  src/conn/unsent.rs     # the server-wide outgoing budget
+  src/net/http/files.rs       # static paths
+  src/net/ws/chat.rs     # what a session may do: rooms it may enter, DMs, typing, plain text
   src/chat/hub/conversations.rs  # the conversation budget
-  src/net/frame_budget.rs        # what a client's frames may cost (messages, pings, echoes)
-  src/net/history_budget.rs      # one address's history reads
+  src/net/access/frame_rate.rs        # what a client's frames may cost (messages, pings, echoes)
+  src/net/access/history_rate.rs      # one address's history reads
 )
 args=()
 for f in "${whole[@]}"; do args+=(--file "$f"); done

@@ -55,7 +55,7 @@ pub struct Config {
     pub sync_commit: bool,
     pub token: Option<String>,
     pub jwt_secret: Option<String>,
-    /// `--identity-secret`: the key of guest identities (see `net/identity.rs`).
+    /// `--identity-secret`: the key of guest identities (see `net/access/identity.rs`).
     pub identity_secret: Option<String>,
     pub allow_origins: Vec<String>,
     /// `--private-room`: rooms (or `prefix*`) only a JWT `rooms` claim opens.

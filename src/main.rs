@@ -2,9 +2,9 @@
 //!
 //! The architecture — every thread, channel and lock, and who owns each socket — is told
 //! once, in the README's "Architecture" section. In one breath: both listeners run one
-//! accept loop (`net/accept.rs`) that hands each admitted connection (`net/admission.rs`)
-//! to a thread of its own (`net/session.rs`); that thread reads a request head and becomes a
-//! WebSocket session (`net/ws_session.rs`) or answers HTTP through tiny_http (`net/exchange.rs`);
+//! accept loop (`net/entry/accept.rs`) that hands each admitted connection (`net/entry/admission.rs`)
+//! to a thread of its own (`net/entry/connection.rs`); that thread reads a request head and becomes a
+//! WebSocket session (`net/ws/session.rs`) or answers HTTP through tiny_http (`net/http/exchange.rs`);
 //! chat messages are numbered, stored and broadcast by the sequencer; every byte to a
 //! socket goes through that connection's outbox (`conn/outbox.rs`).
 

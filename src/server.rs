@@ -21,11 +21,11 @@ use crate::conn::flusher::Flusher;
 use crate::conn::outbox::Outboxes;
 use crate::conn::threads::Pool;
 use crate::metrics::Metrics;
-use crate::net::accept;
-use crate::net::admission::{Admission, Limits};
-use crate::net::http;
-use crate::net::state::Shared;
-use crate::net::tiny::Workers;
+use crate::net::entry::accept;
+use crate::net::entry::admission::{Admission, Limits};
+use crate::net::http::tiny::Workers;
+use crate::net::http::workers;
+use crate::net::shared::Shared;
 use crate::store;
 
 /// How long shutdown waits for clients to answer the 1001 Close and for queued messages to
@@ -35,7 +35,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// `--private-room` patterns are room names or `prefix*`: checked at start, a flag error.
 pub fn check_private_rooms(config: &Config) -> Result<(), String> {
     for pattern in &config.private_rooms {
-        crate::net::auth::validate_room_pattern(pattern).map_err(|e| format!("--private-room: {e}"))?;
+        crate::net::access::auth::validate_room_pattern(pattern).map_err(|e| format!("--private-room: {e}"))?;
     }
     Ok(())
 }
@@ -44,7 +44,7 @@ pub fn check_private_rooms(config: &Config) -> Result<(), String> {
 /// certificate as the flag error it is, before anything starts.
 pub fn check_tls(config: &Config) -> Result<(), String> {
     match &config.tls {
-        Some((cert, key)) => crate::net::tls::server_config(cert, key).map(|_| ()),
+        Some((cert, key)) => crate::net::entry::tls::server_config(cert, key).map(|_| ()),
         None => Ok(()),
     }
 }
@@ -110,7 +110,7 @@ impl ServerHandle {
         })?;
         let http_addr = http_listener.local_addr().map_err(StartError::Thread)?;
         let tls = match &config.tls {
-            Some((cert, key)) => Some(crate::net::tls::server_config(cert, key).map_err(StartError::Tls)?),
+            Some((cert, key)) => Some(crate::net::entry::tls::server_config(cert, key).map_err(StartError::Tls)?),
             None => None,
         };
         let http = Arc::new(Workers::start().map_err(StartError::Thread)?);
@@ -122,7 +122,7 @@ impl ServerHandle {
         let (fanout, fanout_threads) = Fanout::start().map_err(StartError::Thread)?;
         let (closing_tx, closing_rx) = crossbeam_channel::unbounded();
         let (over_budget_tx, over_budget_rx) = crossbeam_channel::bounded(1);
-        let queue_budget = Arc::new(crate::conn::budget::QueueBudget::new(config.max_queued_total, over_budget_tx));
+        let queue_budget = Arc::new(crate::conn::unsent::QueueBudget::new(config.max_queued_total, over_budget_tx));
         let metrics = Arc::new(Metrics::default());
         let outbox_metrics = Arc::clone(&metrics);
         let limits = crate::chat::hub::RoomLimits {
@@ -135,7 +135,7 @@ impl ServerHandle {
         // messages in the history for its own) nor across a cluster's instances: each
         // process numbers from its own random base (below 2^52, so JavaScript numbers stay
         // exact; the low 32 bits count, and name guests).
-        let base = crate::net::access::random_u64().ok_or(StartError::Random)?;
+        let base = crate::net::access::per_ip::random_u64().ok_or(StartError::Random)?;
         hub.set_id_base((base % (1 << 20)) << 32);
         let backplane: Option<Box<crate::chat::backplane::Backplane>> = match &config.redis {
             None => None,
@@ -143,21 +143,21 @@ impl ServerHandle {
             Some(_) => return Err(StartError::Redis(crate::config::missing_feature("--redis", "redis"))),
             #[cfg(feature = "redis")]
             Some(url) => {
-                let instance = format!("{:016x}", crate::net::access::random_u64().unwrap_or(base));
+                let instance = format!("{:016x}", crate::net::access::per_ip::random_u64().unwrap_or(base));
                 Some(Box::new(
                     crate::chat::backplane::Backplane::new(url, instance, &config.hooks).map_err(StartError::Redis)?,
                 ))
             }
         };
-        // The key of guest identities (see net/identity.rs for where it lives and why).
+        // The key of guest identities (see net/access/identity.rs for where it lives and why).
         let identity_key = match (&config.identity_secret, &backplane) {
             (Some(secret), _) => secret.as_bytes().to_vec(),
             (None, Some(bp)) => {
-                let fresh = crate::net::access::random_bytes::<32>().ok_or(StartError::Random)?;
+                let fresh = crate::net::access::per_ip::random_bytes::<32>().ok_or(StartError::Random)?;
                 bp.identity_key(&fresh).map_err(StartError::IdentityKey)?
             }
             (None, None) => {
-                crate::net::identity::key_from_data_dir(&config.data_dir).map_err(StartError::IdentityKey)?
+                crate::net::access::identity::key_from_data_dir(&config.data_dir).map_err(StartError::IdentityKey)?
             }
         };
         hub.names.load(&*store);
@@ -182,10 +182,10 @@ impl ServerHandle {
         });
         let shared = Arc::new(Shared {
             chat: Arc::clone(&chat),
-            ips: crate::net::access::IpTable::default(),
-            tickets: crate::net::tickets::Tickets::default(),
-            guest_keys: crate::net::identity::GuestKeys::new(&identity_key),
-            user_sessions: crate::net::auth::UserSessions::default(),
+            ips: crate::net::access::per_ip::IpTable::default(),
+            tickets: crate::net::access::tickets::Tickets::default(),
+            guest_keys: crate::net::access::identity::GuestKeys::new(&identity_key),
+            user_sessions: crate::net::access::auth::UserSessions::default(),
             admission: Arc::new(Admission::new(Limits {
                 max_pending: config.max_handshakes,
                 max_pending_per_ip: config.max_handshakes_per_ip,
@@ -215,7 +215,7 @@ impl ServerHandle {
         threads.extend(sequencer::spawn(Arc::clone(&chat)).map_err(StartError::Thread)?);
         threads.extend(fanout_threads);
         for i in 0..config.http_threads {
-            threads.push(http::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
+            threads.push(workers::spawn_worker(i, Arc::clone(&http), Arc::clone(&shared)).map_err(StartError::Thread)?);
         }
         // One accept path for both ports; one pool of connection threads behind them.
         let pool = Pool::default();
@@ -255,7 +255,7 @@ impl ServerHandle {
         // Wake each blocking accept() with a connection to ourselves (the accept loop checks
         // the flag first thing after every accept). Same trick as tiny_http's own Drop.
         for addr in [shared.http_addr, shared.ws_addr] {
-            let _ = TcpStream::connect_timeout(&crate::net::state::connectable(addr), Duration::from_secs(1));
+            let _ = TcpStream::connect_timeout(&crate::net::shared::connectable(addr), Duration::from_secs(1));
         }
         // Connections still reading a request, or being answered over HTTP: cut now.
         let unfinished = shared.admission.close_all();

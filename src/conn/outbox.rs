@@ -33,9 +33,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
-use crate::conn::budget::QueueBudget;
 use crate::conn::flusher::{Flushed, Flusher, Parked};
 use crate::conn::frames;
+use crate::conn::unsent::QueueBudget;
 use crate::metrics::{Disconnect, Metrics};
 use tungstenite::protocol::frame::coding::CloseCode;
 

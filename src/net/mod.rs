@@ -1,27 +1,20 @@
 //! The way in: accepting connections, admitting them, and serving each on its own thread —
 //! as a WebSocket session or as HTTP requests answered through tiny_http — with the access
-//! checks every entrance shares. May use `chat`, `conn` and `store`; nothing uses it but
+//! rules every entrance shares. May use `chat`, `conn` and `store`; nothing uses it but
 //! the wiring in `server.rs`.
+//!
+//! - `entry/`: a connection's way to a thread: the accept loop, admission (who gets a
+//!   thread), the connection thread itself, its request head, its stream (and TLS);
+//! - `http/`: a request handed whole to tiny_http, its workers, the routes and the page;
+//! - `ws/`: a WebSocket session: the upgrade and read loop, and what it does with each
+//!   chat request;
+//! - `access/`: who may come in and how much they may take: credentials, guest identities,
+//!   tickets, and the per-address, per-client and history budgets;
+//! - `shared.rs`: the state every connection thread shares; `query.rs`: query strings.
 
-pub mod accept;
 pub mod access;
-pub mod admission;
-pub mod api;
-pub mod auth;
-pub mod exchange;
-pub mod files;
-pub mod frame_budget;
-pub mod history_budget;
+pub mod entry;
 pub mod http;
-pub mod http1;
-pub mod identity;
 pub mod query;
-pub mod respond;
-pub mod session;
-pub mod state;
-pub mod stream;
-pub mod tickets;
-pub mod tiny;
-pub mod tls;
-pub mod ws_chat;
-pub mod ws_session;
+pub mod shared;
+pub mod ws;

@@ -193,7 +193,7 @@ impl Backplane {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// The cluster's guest identity key (see `net/identity.rs`): `fresh`, if this is the
+    /// The cluster's guest identity key (see `net/access/identity.rs`): `fresh`, if this is the
     /// first instance to ask, else the one the first stored (`SET NX`, then `GET`).
     pub fn identity_key(&self, fresh: &[u8]) -> Result<Vec<u8>, String> {
         const KEY: &str = "threadchat:identity-key";

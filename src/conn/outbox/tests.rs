@@ -2,7 +2,7 @@
 //! to the byte, the Close rule, shedding, and the server-wide budget following every byte.
 
 use super::*;
-use crate::conn::budget::QueueBudget;
+use crate::conn::unsent::QueueBudget;
 use std::net::{TcpListener, TcpStream};
 
 /// A connection with `max_queued` as its cap, the budget it reports to, and the client end

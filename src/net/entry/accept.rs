@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::conn::outbox::Conn;
 use crate::conn::threads::Pool;
-use crate::net::admission::Refused;
-use crate::net::state::Shared;
+use crate::net::entry::admission::Refused;
+use crate::net::shared::Shared;
 
 /// After an accept error (EMFILE, ENFILE, ENOBUFS: out of resources), accepting pauses
 /// this long instead of spinning; the connections wait in the listen backlog meanwhile.
@@ -56,7 +56,7 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
         let tls = match &shared.tls {
             None => None,
-            Some(config) => match crate::net::stream::new_tls(config) {
+            Some(config) => match crate::net::entry::stream::new_tls(config) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     log::error!("{peer}: TLS setup failed: {e}");
@@ -80,7 +80,7 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
         let live = shared.enter_client();
         let job = Box::new({
             let shared = Arc::clone(shared);
-            move || crate::net::session::serve(conn, slot, &shared, live)
+            move || crate::net::entry::connection::serve(conn, slot, &shared, live)
         });
         if let Err(e) = pool.run(job) {
             log::error!("{peer}: cannot start a connection thread: {e}");

@@ -19,13 +19,13 @@ use crate::chat::hub::CloseCode;
 use crate::conn::frames;
 use crate::conn::outbox::{Conn, Kind};
 use crate::metrics::{Disconnect, Refusal};
-use crate::net::access;
-use crate::net::auth::{self, Identity, UserSlot};
-use crate::net::frame_budget::{FrameBudget, Verdict};
-use crate::net::http1::{self, Head};
-use crate::net::state::Shared;
-use crate::net::stream::ConnStream;
-use crate::net::ws_chat::{self, TypingThrottle, error_frame, handle_chat, handle_plain};
+use crate::net::access::auth::{self, Identity, UserSlot};
+use crate::net::access::frame_rate::{FrameBudget, Verdict};
+use crate::net::access::per_ip;
+use crate::net::entry::head::{self, Head};
+use crate::net::entry::stream::ConnStream;
+use crate::net::shared::Shared;
+use crate::net::ws::chat::{self, TypingThrottle, error_frame, handle_chat, handle_plain};
 
 /// tungstenite's read buffer per connection. Its default is 128 KiB, which for 10,000 idle
 /// clients would be over a GiB; and tungstenite zero-fills the whole buffer before every
@@ -63,8 +63,8 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let conn = Arc::clone(&stream.conn);
     let (id, peer) = (conn.id, conn.peer);
     // Behind a trusted proxy, limits and tickets apply to the client, not the proxy.
-    let ip = access::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
-    if ip != access::address_of(peer.ip()) {
+    let ip = per_ip::client_ip(peer.ip(), head.header("X-Forwarded-For"), &shared.chat.config.trusted_proxies);
+    if ip != per_ip::address_of(peer.ip()) {
         log::info!("client {id} ({peer}): client address {ip} (X-Forwarded-For)");
     }
     let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip) };
@@ -74,7 +74,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
         Err((status, text)) => {
             log::info!("{peer}: upgrade refused with {status}: {text}");
             shared.chat.metrics.rejected(Refusal::from_status(status));
-            conn.push_control(http1::plain_response(status, &text, ""), false);
+            conn.push_control(head::plain_response(status, &text, ""), false);
             conn.flush();
             conn.close_gently(true);
             return;
@@ -204,10 +204,10 @@ fn upgrade<'a>(
 /// this server issued it (else 401), or a new one.
 fn guest(head: &Head, shared: &Shared) -> Result<(String, Option<String>), (u16, String)> {
     let keys = &shared.guest_keys;
-    match crate::net::identity::offered(head.query(), head.header("Cookie")) {
+    match crate::net::access::identity::offered(head.query(), head.header("Cookie")) {
         Some(credential) => match keys.verify(&credential) {
             Some(user) => Ok((user, Some(credential))),
-            None => Err((401, crate::net::identity::BAD_IDENTITY.into())),
+            None => Err((401, crate::net::access::identity::BAD_IDENTITY.into())),
         },
         None => keys.issue().map(|(user, c)| (user, Some(c))).ok_or((503, "no random numbers for a guest id".into())),
     }
@@ -257,9 +257,9 @@ fn start_chat(
     match admitted.kind {
         Kind::Chat => {
             shared.chat.hub.welcome(conn, admitted.credential.as_deref());
-            ws_chat::enter_initial_rooms(conn, shared, &admitted.query, ip, budget, rooms);
+            chat::enter_initial_rooms(conn, shared, &admitted.query, ip, budget, rooms);
         }
-        Kind::Plain => ws_chat::enter_plain(conn, shared, &admitted.query, rooms),
+        Kind::Plain => chat::enter_plain(conn, shared, &admitted.query, rooms),
         Kind::Echo | Kind::Handshaking => {}
     }
 }
@@ -312,7 +312,7 @@ fn admit(
     sessions: usize,
 ) -> Result<Identity, (u16, &'static str)> {
     let cfg = &shared.chat.config;
-    let ip = access::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
+    let ip = per_ip::client_ip(conn.peer.ip(), head.header("X-Forwarded-For"), &cfg.trusted_proxies);
     if shared.is_shutting_down() {
         return Err((503, "server is shutting down"));
     }

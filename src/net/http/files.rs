@@ -9,13 +9,13 @@ use std::path::{Component, Path, PathBuf};
 
 /// The page, built into the binary.
 const EMBEDDED: &[(&str, &[u8])] = &[
-    ("index.html", include_bytes!("../../static/index.html")),
-    ("app.js", include_bytes!("../../static/app.js")),
-    ("panels.js", include_bytes!("../../static/panels.js")),
-    ("style.css", include_bytes!("../../static/style.css")),
-    ("stats.html", include_bytes!("../../static/stats.html")),
-    ("stats.js", include_bytes!("../../static/stats.js")),
-    ("stats.css", include_bytes!("../../static/stats.css")),
+    ("index.html", include_bytes!("../../../static/index.html")),
+    ("app.js", include_bytes!("../../../static/app.js")),
+    ("panels.js", include_bytes!("../../../static/panels.js")),
+    ("style.css", include_bytes!("../../../static/style.css")),
+    ("stats.html", include_bytes!("../../../static/stats.html")),
+    ("stats.js", include_bytes!("../../../static/stats.js")),
+    ("stats.css", include_bytes!("../../../static/stats.css")),
 ];
 
 /// Largest file served from `--static-dir`: a response is held whole in memory while it is

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::net::state::Shared;
+use crate::net::shared::Shared;
 use crate::store::{History, StoreError, StoredMessage};
 
 const MIB: f64 = 1024.0 * 1024.0;

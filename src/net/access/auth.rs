@@ -87,7 +87,7 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
     let user = claims.sub?;
     crate::chat::protocol::validate_user(&user).ok()?;
-    if user.starts_with(crate::net::identity::GUEST_PREFIX) {
+    if user.starts_with(crate::net::access::identity::GUEST_PREFIX) {
         return None;
     }
     let name = crate::chat::protocol::normalize_name(claims.name.as_ref().unwrap_or(&user)).ok()?;

@@ -9,8 +9,8 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::chat::Chat;
 use crate::metrics::Gauges;
-use crate::net::admission::Admission;
-use crate::net::tiny::Workers;
+use crate::net::entry::admission::Admission;
+use crate::net::http::tiny::Workers;
 
 /// What every connection thread of one server shares: the chat, and the way in's own
 /// state (admission, per-address and per-user counts, tickets, tiny_http). Built by
@@ -19,13 +19,13 @@ pub struct Shared {
     /// The chat: hub, sequencer, store, settings (see `chat/mod.rs`).
     pub chat: Arc<Chat>,
     /// Connections and upgrade rate per client IP.
-    pub ips: crate::net::access::IpTable,
+    pub ips: crate::net::access::per_ip::IpTable,
     /// One-time upgrade tickets (`POST /api/ticket`).
-    pub tickets: crate::net::tickets::Tickets,
+    pub tickets: crate::net::access::tickets::Tickets,
     /// Signs and checks guest identities.
-    pub guest_keys: crate::net::identity::GuestKeys,
+    pub guest_keys: crate::net::access::identity::GuestKeys,
     /// Open sessions per JWT user (`--max-connections-per-user`).
-    pub user_sessions: crate::net::auth::UserSessions,
+    pub user_sessions: crate::net::access::auth::UserSessions,
     /// Connections that have no thread's worth of request yet, and HTTP requests in progress.
     pub admission: Arc<Admission>,
     /// tiny_http, which connection threads hand complete HTTP requests to.
@@ -74,7 +74,7 @@ impl Shared {
         // `/metrics` is open to anyone who can reach it: a private room (`--private-room`)
         // is not named there, nor counted, as the room listing does not show it.
         let mut rooms = chat.hub.occupied_rooms();
-        let public = crate::net::auth::RoomAccess::default();
+        let public = crate::net::access::auth::RoomAccess::default();
         rooms.retain(|(room, _)| public.may_enter(room, &chat.config.private_rooms));
         let backplane = chat.backplane.as_deref().map(|b| (b.ready().is_ok(), b.pending()));
         let mut g = Gauges {

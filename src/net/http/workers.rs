@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::net::respond::{header, text};
-use crate::net::state::Shared;
-use crate::net::tiny::Workers;
+use crate::net::http::respond::{header, text};
+use crate::net::http::tiny::Workers;
+use crate::net::shared::Shared;
 
 /// How often an idle worker looks whether tiny_http was restarted (and at the shutdown flag).
 const WORKER_POLL: Duration = Duration::from_secs(1);
@@ -35,7 +35,7 @@ pub fn spawn_worker(index: usize, workers: Arc<Workers>, shared: Arc<Shared>) ->
             let method = request.method().clone();
             let url = request.url().to_string();
             let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::net::api::route(&mut request, &shared)
+                crate::net::http::api::route(&mut request, &shared)
             }));
             let response = routed.unwrap_or_else(|_| {
                 // The panic message was printed by the hook; this request fails alone.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::net::auth::Identity;
+use crate::net::access::auth::Identity;
 
 /// How long a ticket from `POST /api/ticket` is valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -95,7 +95,7 @@ impl Tickets {
 }
 
 fn random_hex<const N: usize>() -> Option<String> {
-    Some(crate::net::access::random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::net::access::per_ip::random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl Admission {
     /// Called by an accept loop for each new connection, before a thread is spent on it.
     pub fn accept(self: &Arc<Self>, conn: &Arc<Conn>) -> Result<Slot, Refused> {
         // Counted by address (an IPv6 /64), but a trusted proxy is known by its own address.
-        let ip = crate::net::access::address_of(conn.peer.ip());
+        let ip = crate::net::access::per_ip::address_of(conn.peer.ip());
         let counted = !self.limits.trusted_proxies.contains(&conn.peer.ip());
         let mut st = self.state.lock();
         if st.closed {
@@ -198,7 +198,7 @@ impl State {
     fn evict(&mut self, key: u64) {
         if let Some(entry) = self.pending.get(&key) {
             let (conn, counted) = (Arc::clone(&entry.conn), entry.counted);
-            let ip = crate::net::access::address_of(conn.peer.ip());
+            let ip = crate::net::access::per_ip::address_of(conn.peer.ip());
             log::info!("{}: closed to make room for newer connections (pending handshake)", conn.peer);
             conn.terminate();
             self.remove_pending(key, ip, counted);

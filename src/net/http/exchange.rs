@@ -15,10 +15,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::metrics::Refusal;
-use crate::net::admission::Slot;
-use crate::net::http1::{self, Head};
-use crate::net::state::Shared;
-use crate::net::stream::ConnStream;
+use crate::net::entry::admission::Slot;
+use crate::net::entry::head::{self, Head};
+use crate::net::entry::stream::ConnStream;
+use crate::net::shared::Shared;
 
 /// Headers that describe one hop of a connection, not the request: never forwarded.
 const HOP_BY_HOP: [&str; 8] =
@@ -39,12 +39,12 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
     let refuse = |status: u16, text: &str, extra: &str| {
         log::info!("http {}: {} {} refused with {status}: {text}", conn.peer, head.method, head.path());
         shared.chat.metrics.rejected(Refusal::from_status(status));
-        conn.push_control(http1::plain_response(status, text, extra), false);
+        conn.push_control(head::plain_response(status, text, extra), false);
         conn.flush();
         After::Close
     };
     let length = match head.content_length() {
-        Ok(n) if n > http1::MAX_BODY_BYTES => return refuse(413, "request body too large", ""),
+        Ok(n) if n > head::MAX_BODY_BYTES => return refuse(413, "request body too large", ""),
         Ok(n) => n as usize,
         Err((status, text)) => return refuse(status, text, ""),
     };
@@ -72,7 +72,7 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
         }
     }
     let body: Vec<u8> = buf.drain(..length).collect();
-    let client_ip = crate::net::access::client_ip(
+    let client_ip = crate::net::access::per_ip::client_ip(
         conn.peer.ip(),
         head.header("X-Forwarded-For"),
         &shared.chat.config.trusted_proxies,
@@ -108,18 +108,18 @@ pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mu
 
 /// The request as tiny_http gets it: HTTP/1.0 (so its answer has a plain Content-Length and
 /// ends with the connection), hop-by-hop headers dropped, the client's address added in
-/// [`crate::net::respond::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
+/// [`crate::net::http::respond::PEER_HEADER`] (any copy the client sent is dropped: only we may set it).
 fn upstream_request(head: &Head, body: &[u8], client_ip: std::net::IpAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(format!("{} {} HTTP/1.0\r\n", head.method, head.target).as_bytes());
     for (name, value) in &head.headers {
         let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::net::respond::PEER_HEADER) {
+        if HOP_BY_HOP.contains(&lower.as_str()) || lower.eq_ignore_ascii_case(crate::net::http::respond::PEER_HEADER) {
             continue;
         }
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::net::respond::PEER_HEADER).as_bytes());
+    out.extend_from_slice(format!("{}: {client_ip}\r\n", crate::net::http::respond::PEER_HEADER).as_bytes());
     if !body.is_empty() || matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
@@ -131,7 +131,7 @@ fn upstream_request(head: &Head, body: &[u8], client_ip: std::net::IpAddr) -> Ve
 /// tiny_http's HTTP/1.0 answer as the client gets it: its HTTP version, our `Connection`
 /// header, a Content-Length. `None` if it cannot be parsed.
 fn downstream_response(raw: &[u8], minor_version: u8, keep_alive: bool) -> Option<Bytes> {
-    let mut slots = [httparse::EMPTY_HEADER; http1::MAX_HEADERS];
+    let mut slots = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let httparse::Status::Complete(head_len) = resp.parse(raw).ok()? else {
         return None;
@@ -180,7 +180,7 @@ mod tests {
         let mut buf = Vec::new();
         let raw = b"POST /api/x?y=1 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
             X-Threadchat-Peer: 6.6.6.6\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        let head = http1::read_head(&mut &raw[..], &mut buf).unwrap();
+        let head = head::read_head(&mut &raw[..], &mut buf).unwrap();
         let out = String::from_utf8(upstream_request(&head, b"{}", [10, 0, 0, 1].into())).unwrap();
         assert!(out.starts_with("POST /api/x?y=1 HTTP/1.0\r\n"), "{out}");
         assert!(out.contains("Host: h\r\n") && out.contains("X-Threadchat-Peer: 10.0.0.1\r\n"));

@@ -2,9 +2,9 @@
 //! and shutdown.
 
 use super::*;
-use crate::conn::budget::QueueBudget;
 use crate::conn::flusher::Flusher;
 use crate::conn::outbox::Outboxes;
+use crate::conn::unsent::QueueBudget;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;

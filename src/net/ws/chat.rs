@@ -12,10 +12,10 @@ use bytes::Bytes;
 use crate::chat::commit::{Reply, Submit, error_frame_for};
 use crate::chat::protocol::{self, ClientMsg, Peer};
 use crate::conn::outbox::Conn;
-use crate::net::auth::{ROOM_CLOSED, RoomAccess};
-use crate::net::frame_budget::FrameBudget;
-use crate::net::history_budget::{HistoryBudget, Paced};
-use crate::net::state::Shared;
+use crate::net::access::auth::{ROOM_CLOSED, RoomAccess};
+use crate::net::access::frame_rate::FrameBudget;
+use crate::net::access::history_rate::{HistoryBudget, Paced};
+use crate::net::shared::Shared;
 
 /// A plain-text client: named by `?name=` (or `guest-ID`), in the lobby, nothing else.
 pub(crate) fn enter_plain(conn: &Arc<Conn>, shared: &Shared, query: &str, rooms: &RoomAccess) {

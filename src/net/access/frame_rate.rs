@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::net::access::{Bucket, IpTable};
+use crate::net::access::per_ip::{Bucket, IpTable};
 
 /// What to do with a frame.
 pub enum Verdict {

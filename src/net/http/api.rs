@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use tiny_http::{Method, Request, Response};
 
-use crate::net::auth::{Identity, RoomAccess};
-use crate::net::history_budget::HistoryBudget;
-use crate::net::respond::{HttpResponse, header, json, peer_ip, request_header, text};
-use crate::net::state::Shared;
-use crate::net::tickets::NoTicket;
+use crate::net::access::auth::{Identity, RoomAccess};
+use crate::net::access::history_rate::HistoryBudget;
+use crate::net::access::tickets::NoTicket;
+use crate::net::http::respond::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::shared::Shared;
 use crate::store::StoredMessage;
 
 /// Longest history page `GET /api/rooms/{room}/messages` returns, in messages…
@@ -32,7 +32,7 @@ const MAX_HISTORY_PAGE_BYTES: usize = 1024 * 1024;
 /// How long a `POST` waits for its message to be stored.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 // The connection thread must wait for tiny_http longer than any route takes.
-const _: () = assert!(POST_TIMEOUT.as_secs() < crate::net::tiny::UPSTREAM_TIMEOUT.as_secs());
+const _: () = assert!(POST_TIMEOUT.as_secs() < crate::net::http::tiny::UPSTREAM_TIMEOUT.as_secs());
 
 pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     let url = request.url().to_string();
@@ -88,7 +88,7 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
                         return too_many("too many failed attempts; slow down");
                     }
                     shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-                    json(401, &serde_json::json!({ "error": crate::net::identity::BAD_IDENTITY }))
+                    json(401, &serde_json::json!({ "error": crate::net::access::identity::BAD_IDENTITY }))
                 }
             },
         },
@@ -149,13 +149,13 @@ fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, H
     if !cfg.auth_required() {
         return Ok(Identity::Anonymous);
     }
-    let given = crate::net::auth::token_from(
+    let given = crate::net::access::auth::token_from(
         query,
         request_header(request, "Authorization"),
         request_header(request, "Cookie"),
     );
     if let Some(identity) =
-        given.and_then(|g| crate::net::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
+        given.and_then(|g| crate::net::access::auth::authenticate(&g, cfg.token.as_deref(), cfg.jwt_secret.as_deref()))
     {
         return Ok(identity);
     }
@@ -212,7 +212,7 @@ fn may_enter(identity: &Identity, room: &str, shared: &Shared) -> bool {
 
 /// `403`, the same for every room the caller may not enter (see `auth::ROOM_CLOSED`).
 fn room_closed() -> HttpResponse {
-    json(403, &serde_json::json!({ "error": crate::net::auth::ROOM_CLOSED }))
+    json(403, &serde_json::json!({ "error": crate::net::access::auth::ROOM_CLOSED }))
 }
 
 fn too_many(error: &str) -> HttpResponse {
@@ -230,15 +230,16 @@ fn issue_ticket(request: &Request, shared: &Shared, identity: Identity) -> HttpR
     };
     // A ticket bought with a JWT carries its name and user to the socket.
     match shared.tickets.issue(ip, identity) {
-        Ok(ticket) => {
-            json(200, &serde_json::json!({ "ticket": ticket, "expires_in": crate::net::tickets::TICKET_TTL.as_secs() }))
-                .with_header(header("Cache-Control", "no-store"))
-        }
+        Ok(ticket) => json(
+            200,
+            &serde_json::json!({ "ticket": ticket, "expires_in": crate::net::access::tickets::TICKET_TTL.as_secs() }),
+        )
+        .with_header(header("Cache-Control", "no-store")),
         Err(NoTicket::AddressFull) => {
             shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
             too_many(&format!(
                 "this address holds {} unused tickets already; use or let them expire",
-                crate::net::tickets::MAX_TICKETS_PER_IP
+                crate::net::access::tickets::MAX_TICKETS_PER_IP
             ))
         }
         Err(_) => {
@@ -315,7 +316,7 @@ fn room_history(room: &str, query: &str, shared: &Shared, budget: &HistoryBudget
 /// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
 /// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
 fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Identity) -> HttpResponse {
-    let limit = crate::net::http1::MAX_BODY_BYTES;
+    let limit = crate::net::entry::head::MAX_BODY_BYTES;
     let mut body = Vec::new();
     if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
         || body.len() as u64 > limit
@@ -391,10 +392,15 @@ fn poster(
         }
         Identity::Anonymous => {
             let query = request.url().split_once('?').map_or("", |(_, q)| q);
-            let user: Arc<str> = match crate::net::identity::offered(query, request_header(request, "Cookie")) {
+            let user: Arc<str> = match crate::net::access::identity::offered(query, request_header(request, "Cookie")) {
                 Some(credential) => match shared.guest_keys.verify(&credential) {
                     Some(user) => Arc::from(user),
-                    None => return Err(json(401, &serde_json::json!({ "error": crate::net::identity::BAD_IDENTITY }))),
+                    None => {
+                        return Err(json(
+                            401,
+                            &serde_json::json!({ "error": crate::net::access::identity::BAD_IDENTITY }),
+                        ));
+                    }
                 },
                 None => Arc::from(ANONYMOUS_POSTER),
             };
@@ -423,7 +429,7 @@ fn ws_url(request: &Request, shared: &Shared) -> String {
     let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
     let host = request_header(request, "Host")
         .filter(|h| is_valid_host(h))
-        .map_or_else(|| crate::net::state::connectable(shared.http_addr).to_string(), str::to_string);
+        .map_or_else(|| crate::net::shared::connectable(shared.http_addr).to_string(), str::to_string);
     format!("{scheme}://{host}/ws")
 }
 
@@ -459,7 +465,7 @@ fn content_security_policy(request: &Request, shared: &Shared) -> String {
     let ws = ws_url(request, shared);
     let ws_origin = ws.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
     let scheme = if shared.tls.is_some() { "wss" } else { "ws" };
-    let second = format!("{scheme}://{}", crate::net::state::connectable(shared.ws_addr));
+    let second = format!("{scheme}://{}", crate::net::shared::connectable(shared.ws_addr));
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self' {ws_origin} {second}; object-src 'none'; base-uri 'none'; \
@@ -468,7 +474,7 @@ fn content_security_policy(request: &Request, shared: &Shared) -> String {
 }
 
 fn static_file(path: &str, request: &Request, shared: &Shared) -> HttpResponse {
-    let Some(file) = crate::net::files::find(path, shared.chat.config.static_dir.as_deref()) else {
+    let Some(file) = crate::net::http::files::find(path, shared.chat.config.static_dir.as_deref()) else {
         return text(404, "not found\n");
     };
     let mut response = Response::from_data(file.body)

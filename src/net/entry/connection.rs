@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use crate::conn::outbox::Conn;
 use crate::metrics::Refusal;
-use crate::net::admission::Slot;
-use crate::net::exchange::After;
-use crate::net::http1::{self, HeadError};
-use crate::net::state::{LiveGuard, Shared};
-use crate::net::stream::ConnStream;
+use crate::net::entry::admission::Slot;
+use crate::net::entry::head::{self, HeadError};
+use crate::net::entry::stream::ConnStream;
+use crate::net::http::exchange::After;
+use crate::net::shared::{LiveGuard, Shared};
 
 /// Entry point of a connection thread (see `accept.rs`).
 pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveGuard) {
@@ -29,7 +29,7 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
     let mut buf = Vec::new();
     let mut first = true;
     loop {
-        let head = match http1::read_head(&mut stream, &mut buf) {
+        let head = match head::read_head(&mut stream, &mut buf) {
             Ok(head) => head,
             Err(e) => return refuse_head(&conn, shared, &e, first),
         };
@@ -41,9 +41,9 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
             // buffer as its read buffer for the whole session (1 KiB more per idle client).
             let tail = buf.as_slice().to_vec();
             drop(buf);
-            return crate::net::ws_session::run(stream, head, tail, shared);
+            return crate::net::ws::session::run(stream, head, tail, shared);
         }
-        match crate::net::exchange::answer(&mut stream, &mut buf, &head, &mut slot, shared) {
+        match crate::net::http::exchange::answer(&mut stream, &mut buf, &head, &mut slot, shared) {
             After::KeepAlive if slot.wait_for_next() => {
                 // A fresh deadline for the whole next request: trickling bytes never
                 // extend it, and an idle keep-alive connection ends with it.
@@ -66,7 +66,7 @@ fn refuse_head(conn: &Arc<Conn>, shared: &Shared, e: &HeadError, first: bool) {
         Some((status, text)) => {
             log::info!("{}: refused with {status}: {text}", conn.peer);
             shared.chat.metrics.rejected(Refusal::from_status(status));
-            conn.push_control(http1::plain_response(status, &text, ""), false);
+            conn.push_control(head::plain_response(status, &text, ""), false);
             conn.flush();
             // Drain what the client is still sending, so our answer is not destroyed by
             // the RST that closing with unread input causes.

@@ -1,0 +1,5 @@
+//! A WebSocket session: the upgrade and the blocking read loop (`session.rs`), and what the
+//! session does with each chat request, JSON on `/ws` or plain text on `/` (`chat.rs`).
+
+pub mod chat;
+pub mod session;
