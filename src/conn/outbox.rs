@@ -24,11 +24,9 @@
 //! taken after `out` when both are needed and never held across a blocking call.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -277,20 +275,11 @@ impl Conn {
 
     /// Queues a frame without doing any I/O, so it is safe to call while holding the hub lock.
     pub fn push(&self, frame: Bytes) -> Push {
-        let mut out = self.out.lock();
-        if out.close_queued || out.dead {
-            return Push::Closed;
-        }
-        if out.queued_bytes + frame.len() > self.max_queued || self.budget.refuses(out.queued_bytes) {
-            return Push::Overflow;
-        }
-        out.queued_bytes += frame.len();
-        self.budget.add(frame.len());
-        out.queue.push_back(frame);
-        Push::Queued
+        self.push_control(frame, false)
     }
 
-    /// Queues raw bytes written by tungstenite (handshake responses, pongs, Close replies).
+    /// Queues raw bytes: a frame, or what tungstenite wrote (handshake responses, pongs,
+    /// Close replies). `is_close`: a Close frame, the only thing that may pass the cap.
     pub fn push_control(&self, bytes: Bytes, is_close: bool) -> Push {
         let mut out = self.out.lock();
         if out.close_queued || out.dead {
@@ -402,72 +391,6 @@ impl Conn {
         }
     }
 
-    /// Writes as much of `batch` as the kernel takes without blocking, in as few `sendmsg`
-    /// calls as possible. Sent frames are popped; a partly sent one is advanced. Returns the
-    /// queued bytes consumed and whether everything went out; stops early on `EAGAIN`.
-    fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<(usize, bool)> {
-        let bytes_out = &self.metrics.bytes_out;
-        match &self.tls {
-            Some(tls) => send::tls(&self.socket, &mut tls.lock(), batch, bytes_out),
-            None => send::plain(&self.socket, batch, bytes_out).map(|n| (n, batch.is_empty())),
-        }
-    }
-
-    /// Waits until everything queued has been written (or the socket died), at most until
-    /// `deadline`. Returns whether the outbox drained.
-    pub fn wait_drained(&self, deadline: Instant) -> bool {
-        let mut out = self.out.lock();
-        while !out.is_drained() {
-            if self.drained.wait_until(&mut out, deadline).timed_out() {
-                return out.is_drained();
-            }
-        }
-        true
-    }
-
-    /// Sends `data` (an HTTP response) and waits until the kernel has taken it, queueing at
-    /// most [`BLOCKING_CHUNK`] at a time so a big response never sits whole in the outbox.
-    /// `false`: the socket failed, or `deadline` passed first (a client that does not read).
-    pub fn send_blocking(self: &Arc<Self>, mut data: Bytes, deadline: Instant) -> bool {
-        while !data.is_empty() {
-            let part = data.split_to(data.len().min(BLOCKING_CHUNK).min(self.max_queued));
-            if self.push_control(part, false) != Push::Queued {
-                return false;
-            }
-            self.flush();
-            if !self.wait_drained(deadline) {
-                return false;
-            }
-        }
-        !self.out.lock().dead
-    }
-
-    /// The end of a connection: sends TLS's close_notify, lets queued bytes (our Close, a
-    /// refusal, a response) reach the client for up to [`CLOSE_LINGER`], then shuts the write
-    /// side. With `drain_reads`, also reads and discards until the client closes: closing a
-    /// socket with unread input makes the kernel send RST, which can destroy our last bytes
-    /// in the client's receive buffer before it reads them.
-    #[inline(never)] // its 4 KiB buffer must not join the frame an idle client sits in
-    pub fn close_gently(self: &Arc<Self>, drain_reads: bool) {
-        self.send_close_notify();
-        let deadline = Instant::now() + CLOSE_LINGER;
-        self.wait_drained(deadline);
-        let _ = self.socket.shutdown(Shutdown::Write);
-        if drain_reads {
-            let mut scratch = [0u8; 4096];
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || self.socket.set_read_timeout(Some(left)).is_err() {
-                    break;
-                }
-                match (&self.socket).read(&mut scratch) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
-    }
-
     /// Whether a Close frame has already been queued (by anyone).
     pub fn close_queued(&self) -> bool {
         self.out.lock().close_queued
@@ -492,36 +415,6 @@ impl Conn {
     pub fn queued_bytes(&self) -> usize {
         self.out.lock().queued_bytes
     }
-
-    /// Hard stop: both directions shut, which wakes the client thread's blocking read.
-    pub fn terminate(&self) {
-        let _ = self.socket.shutdown(Shutdown::Both);
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // Whatever was still queued leaves the server-wide budget with the connection.
-        self.budget.sub(self.out.get_mut().queued_bytes);
-    }
-}
-
-impl Parked for Conn {
-    fn id(&self) -> u64 {
-        self.id
-    }
-
-    fn fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
-    }
-
-    fn flush_parked(&self) -> Flushed {
-        self.write_queued(true)
-    }
-
-    fn terminate(&self) {
-        Conn::terminate(self);
-    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -540,6 +433,7 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+mod ending;
 mod send;
 #[cfg(test)]
 mod tests;

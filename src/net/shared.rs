@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use crate::chat::Chat;
+use crate::conn::outbox::Conn;
 use crate::metrics::Gauges;
 use crate::net::entry::admission::Admission;
 use crate::net::http::tiny::Workers;
@@ -66,6 +67,16 @@ impl Shared {
     pub fn enter_session(&self) -> SessionGuard<'_> {
         let count = self.sessions.fetch_add(1, Ordering::AcqRel) + 1;
         SessionGuard { shared: self, count }
+    }
+
+    /// Refuses a request with a plain-text HTTP answer: logged (`what` says which request),
+    /// counted by status, queued and sent. The caller then closes the connection (gently:
+    /// the client is probably still sending). The one way every entrance refuses.
+    pub fn refuse(&self, conn: &Arc<Conn>, what: &str, status: u16, text: &str, extra_headers: &str) {
+        log::info!("{}: {what} refused with {status}: {text}", conn.peer);
+        self.chat.metrics.rejected(crate::metrics::Refusal::from_status(status));
+        conn.push_control(crate::net::entry::head::plain_response(status, text, extra_headers), false);
+        conn.flush();
     }
 
     /// Current gauges for `/metrics`.

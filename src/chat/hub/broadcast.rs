@@ -53,11 +53,7 @@ impl Hub {
                 }
             }
         }
-        if !overflowed.is_empty() {
-            overflowed.sort_by_key(|c| c.id);
-            overflowed.dedup_by_key(|c| c.id);
-            self.close_overflowed(overflowed);
-        }
+        self.close_overflowed(overflowed);
         to_flush
     }
 

@@ -97,11 +97,7 @@ impl Hub {
         for members in &to_flush {
             flush_all(members, None);
         }
-        if !overflowed.is_empty() {
-            overflowed.sort_by_key(|c| c.id);
-            overflowed.dedup_by_key(|c| c.id);
-            self.close_overflowed(overflowed);
-        }
+        self.close_overflowed(overflowed);
     }
 }
 

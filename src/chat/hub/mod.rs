@@ -326,7 +326,11 @@ impl Hub {
 
     /// Closes slow consumers found during a fan-out. Their `leave` notices may overflow yet
     /// other clients, so this is a work list, not recursion.
+    /// One client over its cap may overflow several times in one fan-out (a batch of
+    /// messages): each is closed once.
     fn close_overflowed(&self, mut work: Vec<Arc<Conn>>) {
+        work.sort_by_key(|c| c.id);
+        work.dedup_by_key(|c| c.id);
         while let Some(conn) = work.pop() {
             log::warn!("client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)", conn.id, conn.peer);
             self.close_one(&conn, CloseCode::Policy, SLOW_CONSUMER, &mut work);

@@ -10,6 +10,42 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes};
 
+use super::Conn;
+use crate::conn::flusher::{Flushed, Parked};
+
+impl Conn {
+    /// Writes as much of `batch` as the kernel takes without blocking, in as few `sendmsg`
+    /// calls as possible. Sent frames are popped; a partly sent one is advanced. Returns the
+    /// queued bytes consumed and whether everything went out; stops early on `EAGAIN`.
+    pub(super) fn send_batch(&self, batch: &mut VecDeque<Bytes>) -> io::Result<(usize, bool)> {
+        let bytes_out = &self.metrics.bytes_out;
+        match &self.tls {
+            Some(state) => tls(&self.socket, &mut state.lock(), batch, bytes_out),
+            None => plain(&self.socket, batch, bytes_out).map(|n| (n, batch.is_empty())),
+        }
+    }
+}
+
+/// While its kernel buffer is full, a connection is the flusher's: it finishes the write
+/// when epoll says the socket has room.
+impl Parked for Conn {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+
+    fn flush_parked(&self) -> Flushed {
+        self.write_queued(true)
+    }
+
+    fn terminate(&self) {
+        Conn::terminate(self);
+    }
+}
+
 /// How many queued frames one `sendmsg` call may gather. Linux allows 1024 iovecs; 64 frames
 /// is already far more than a burst usually holds and keeps the stack array small.
 const MAX_IOVECS: usize = 64;

@@ -64,10 +64,7 @@ pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveG
 fn refuse_head(conn: &Arc<Conn>, shared: &Shared, e: &HeadError, first: bool) {
     match e.status() {
         Some((status, text)) => {
-            log::info!("{}: refused with {status}: {text}", conn.peer);
-            shared.chat.metrics.rejected(Refusal::from_status(status));
-            conn.push_control(head::plain_response(status, &text, ""), false);
-            conn.flush();
+            shared.refuse(conn, "request head", status, &text, "");
             // Drain what the client is still sending, so our answer is not destroyed by
             // the RST that closing with unread input causes.
             conn.close_gently(true);

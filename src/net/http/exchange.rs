@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::metrics::Refusal;
 use crate::net::entry::admission::Slot;
 use crate::net::entry::head::{self, Head};
 use crate::net::entry::stream::ConnStream;
@@ -37,10 +36,7 @@ pub enum After {
 pub fn answer(stream: &mut ConnStream, buf: &mut Vec<u8>, head: &Head, slot: &mut Slot, shared: &Shared) -> After {
     let conn = Arc::clone(&stream.conn);
     let refuse = |status: u16, text: &str, extra: &str| {
-        log::info!("http {}: {} {} refused with {status}: {text}", conn.peer, head.method, head.path());
-        shared.chat.metrics.rejected(Refusal::from_status(status));
-        conn.push_control(head::plain_response(status, text, extra), false);
-        conn.flush();
+        shared.refuse(&conn, &format!("http {} {}", head.method, head.path()), status, text, extra);
         After::Close
     };
     let length = match head.content_length() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 /// How long a connection thread waits for tiny_http's answer. Longer than the longest any
-/// route takes on purpose (`api::POST_TIMEOUT`, a POST waiting for the history store).
+/// route takes on purpose (`messages::POST_TIMEOUT`, a POST waiting for the history store).
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Largest response relayed. Every route's answer is far smaller (history pages are capped

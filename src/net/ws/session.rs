@@ -18,11 +18,11 @@ use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 use crate::chat::hub::CloseCode;
 use crate::conn::frames;
 use crate::conn::outbox::{Conn, Kind};
-use crate::metrics::{Disconnect, Refusal};
+use crate::metrics::Disconnect;
 use crate::net::access::auth::{self, Identity, UserSlot};
 use crate::net::access::frame_rate::{FrameBudget, Verdict};
 use crate::net::access::per_ip;
-use crate::net::entry::head::{self, Head};
+use crate::net::entry::head::Head;
 use crate::net::entry::stream::ConnStream;
 use crate::net::shared::Shared;
 use crate::net::ws::chat::{self, TypingThrottle, error_frame, handle_chat, handle_plain};
@@ -72,10 +72,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let mut admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
         Ok(admitted) => admitted,
         Err((status, text)) => {
-            log::info!("{peer}: upgrade refused with {status}: {text}");
-            shared.chat.metrics.rejected(Refusal::from_status(status));
-            conn.push_control(head::plain_response(status, &text, ""), false);
-            conn.flush();
+            shared.refuse(&conn, "upgrade", status, &text, "");
             conn.close_gently(true);
             return;
         }

@@ -1,0 +1,87 @@
+//! Unit tests of `names.rs`.
+use super::*;
+use crate::store::sqlite::SqliteStore;
+
+fn store() -> (tempfile_dir::Dir, SqliteStore) {
+    let dir = tempfile_dir::Dir::new();
+    let store = SqliteStore::open(&dir.0, false).unwrap();
+    (dir, store)
+}
+
+/// A directory removed on drop (std only).
+mod tempfile_dir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("threadchat-names-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn a(s: &str) -> Arc<str> {
+    Arc::from(s)
+}
+
+#[test]
+fn one_user_per_name_whatever_its_case() {
+    let (_d, store) = store();
+    let names = Names::default();
+    names.hold(&a("g~1"), &a("Bob"), &store).unwrap();
+    assert_eq!(names.hold(&a("g~2"), &a("BOB"), &store), Err(NAME_TAKEN.into()));
+    assert_eq!(names.hold(&a("g~2"), &a("ｂｏｂ"), &store), Err(NAME_TAKEN.into()));
+    // The same user in a second tab may.
+    names.hold(&a("g~1"), &a("bob"), &store).unwrap();
+    names.release("g~1", "Bob");
+    assert!(names.hold(&a("g~2"), &a("bob"), &store).is_err(), "one tab still holds it");
+    names.release("g~1", "bob");
+    names.hold(&a("g~2"), &a("bob"), &store).unwrap();
+    assert_eq!(names.user_of("BOB", &store).as_deref(), Some("g~2"));
+    assert_eq!(names.name_of("g~2").as_deref(), Some("bob"));
+}
+
+#[test]
+fn a_jwt_name_is_reserved_for_good_and_a_second_claim_gets_a_suffix() {
+    let (d, store) = store();
+    let names = Names::default();
+    names.hold(&a("g~1"), &a("sam"), &store).unwrap();
+    let (name, taken) = names.reserve(&a("u-1"), "Sam", &store).unwrap();
+    assert_eq!((&*name, taken), ("Sam", true), "a guest holds it: the caller renames it");
+    names.release("g~1", "sam");
+    assert!(names.hold(&a("g~2"), &a("sam"), &store).is_err());
+    let (other, _) = names.reserve(&a("u-2"), "sam", &store).unwrap();
+    assert_eq!(&*other, "sam-2");
+    assert_eq!(&*names.reserve(&a("u-2"), "sam", &store).unwrap().0, "sam-2", "the same every time");
+    assert_eq!(&*names.reserve(&a("u-1"), "sam", &store).unwrap().0, "sam");
+    // After a restart (a fresh registry on the same store): still reserved.
+    drop(names);
+    let store = SqliteStore::open(&d.0, false).unwrap();
+    let names = Names::default();
+    names.load(&store);
+    assert!(names.hold(&a("g~3"), &a("SAM"), &store).is_err());
+    assert!(names.hold(&a("g~3"), &a("sam-2"), &store).is_err());
+    assert_eq!(names.user_of("sam", &store).as_deref(), Some("u-1"));
+    assert_eq!(names.name_of("u-2").as_deref(), Some("sam-2"));
+    // Without the cache (past MAX_CACHED), the store still answers.
+    let uncached = Names::default();
+    assert!(uncached.hold(&a("g~3"), &a("Sam"), &store).is_err());
+}
+
+#[test]
+fn guests_get_the_first_free_name_and_suffixes_fit() {
+    let (_d, store) = store();
+    let names = Names::default();
+    names.reserve(&a("u-1"), "guest-abc", &store).unwrap();
+    assert_eq!(&*names.hold_first_free(&a("g~abc1"), "guest-abc", &store), "guest-abc-2");
+    assert_eq!(candidate(&"x".repeat(40), 12).chars().count(), MAX_NAME_CHARS);
+    assert_eq!(candidate("abc d", 2), "abc d-2");
+    assert_eq!(short("guest~0123456789"), "012345");
+}
