@@ -10,16 +10,12 @@
 # 127.0.0.x), every other setting at its default. Prints one line per run and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 REV=${1:?usage: scripts/bench_ab.sh REV}
 ROUNDS=${ROUNDS:-3}
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --quiet
-NEW=target/release/threadchat
-tree=target/ab/src-$REV
-if [ ! -d "$tree" ]; then git worktree add -f "$tree" "$REV" >/dev/null; fi
-CARGO_TARGET_DIR=target/ab/target cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
-OLD=target/ab/target/release/threadchat
+build_ab "$REV"
 
 # run BIN MODE: prints the figure.
 run() {

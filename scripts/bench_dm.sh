@@ -11,18 +11,14 @@
 # 64 dms in flight. Prints one line per run and the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 REV=${1:-4f0abda}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-10000}
 SECONDS_EACH=${SECONDS:-10}
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --quiet
-NEW=target/release/threadchat
-tree=target/ab/src-$REV
-if [ ! -d "$tree" ]; then git worktree add -f "$tree" "$REV" >/dev/null; fi
-CARGO_TARGET_DIR=target/ab/target cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
-OLD=target/ab/target/release/threadchat
+build_ab "$REV"
 
 # run BIN: prints "baseline_p99 dms_per_sec p99_with_dms".
 run() {

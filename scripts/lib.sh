@@ -89,3 +89,14 @@ sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).diges
 print(f"{head}.{body}.{b64(sig)}")
 PY
 }
+
+# build_ab REV: builds the work tree and REV (in a git worktree under target/ab) in
+# release; sets NEW and OLD to the two binaries (for side-by-side benchmarks).
+build_ab() {
+  local rev=$1 tree=target/ab/src-$1
+  cargo build --release --quiet
+  NEW=target/release/threadchat
+  if [ ! -d "$tree" ]; then git worktree add -f "$tree" "$rev" >/dev/null; fi
+  CARGO_TARGET_DIR=target/ab/target cargo build --release --quiet --manifest-path "$tree/Cargo.toml"
+  OLD=target/ab/target/release/threadchat
+}

@@ -375,15 +375,7 @@ fn users_names_dms_and_typing_are_one_across_instances() {
     rename(&mut bo, "bo");
     // A dm by name from B reaches ann on A (once B has heard of her), only her.
     eventually("B knows ann", Duration::from_secs(5), || {
-        bo.send_json(json!({"type": "dm", "to": "ann", "text": "across", "ref": 1}));
-        loop {
-            let v = bo.recv();
-            match v["type"].as_str() {
-                Some("ack") => return true,
-                Some("error") => return false,
-                _ => {}
-            }
-        }
+        bo.answered(json!({"type": "dm", "to": "ann", "text": "across", "ref": 1}), "ack")
     });
     let dm = ann.recv_type("dm");
     assert_eq!(
@@ -397,15 +389,7 @@ fn users_names_dms_and_typing_are_one_across_instances() {
     // A rename on B shows on A as a rename of the same user, not a leave and a join (once
     // A knows bo by that name: a dm to "bo" from A is acknowledged).
     eventually("A knows bo", Duration::from_secs(5), || {
-        ann.send_json(json!({"type": "dm", "to": "bo", "text": "hello bo", "ref": 2}));
-        loop {
-            let v = ann.recv();
-            match v["type"].as_str() {
-                Some("ack") => return true,
-                Some("error") => return false,
-                _ => {}
-            }
-        }
+        ann.answered(json!({"type": "dm", "to": "bo", "text": "hello bo", "ref": 2}), "ack")
     });
     bo.send_json(json!({"type": "name", "name": "bonnie"}));
     let n = ann.recv_type("name");
@@ -425,15 +409,7 @@ fn users_names_dms_and_typing_are_one_across_instances() {
     drop(a);
     eventually("ann's name is free after A crashed", Duration::from_secs(15), || {
         let mut c = Client::connect(&url_b);
-        c.send_json(json!({"type": "name", "name": "ann"}));
-        loop {
-            let v = c.recv();
-            match v["type"].as_str() {
-                Some("name") => return true,
-                Some("error") => return false,
-                _ => {}
-            }
-        }
+        c.answered(json!({"type": "name", "name": "ann"}), "name")
     });
     drop((ann, guest));
 }

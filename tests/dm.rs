@@ -133,17 +133,7 @@ fn a_names_next_holder_reads_none_of_the_previous_holders_conversations() {
     drop(bob);
     // Someone else takes "bob" once it is free, and asks for the conversation.
     let mut mallory = server.chat();
-    wait_until("bob's name is free", || {
-        mallory.send_json(json!({"type": "name", "name": "bob"}));
-        loop {
-            let v = mallory.recv();
-            match v["type"].as_str() {
-                Some("name") => return true,
-                Some("error") => return false,
-                _ => {}
-            }
-        }
-    });
+    wait_until("bob's name is free", || mallory.answered(json!({"type": "name", "name": "bob"}), "name"));
     mallory.send_json(json!({"type": "resume", "with": "alice", "after": 0}));
     assert!(seen_before_marker(&mut mallory, "dm").is_empty(), "mallory read bob's conversation");
     // alice's next dm to "bob" goes to whoever is bob now; the old one stays with bob's id.

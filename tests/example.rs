@@ -64,14 +64,7 @@ impl Minimal {
 
     /// Waits for the process to exit; its status, or a panic after `within`.
     fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the example did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, within)
     }
 }
 

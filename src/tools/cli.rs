@@ -243,17 +243,7 @@ pub fn tail(args: &TailArgs) -> Result<(), CliError> {
 fn rename(ws: &mut Ws, my_id: u64, how: &ConnectArgs, deadline: Instant, timeout: Duration) -> Result<(), CliError> {
     let Some(name) = &how.name else { return Ok(()) };
     write(ws, serde_json::json!({"type": "name", "name": name}))?;
-    loop {
-        let (_, event) = next_event(ws, deadline, timeout)?;
-        match event.get("type").and_then(Value::as_str) {
-            Some("name") if event.get("id").and_then(Value::as_u64) == Some(my_id) => return Ok(()),
-            Some("error") => {
-                let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
-                return Err(CliError::Rejected(error.to_string()));
-            }
-            _ => {}
-        }
-    }
+    await_reply(ws, deadline, timeout, |e| e["type"] == "name" && e["id"].as_u64() == Some(my_id))
 }
 
 /// Enters `room` (every client starts in `lobby`): sends `join` and waits for the room's
@@ -263,15 +253,24 @@ fn join(ws: &mut Ws, room: &str, deadline: Instant, timeout: Duration) -> Result
         return Ok(());
     }
     write(ws, serde_json::json!({"type": "join", "room": room}))?;
+    await_reply(ws, deadline, timeout, |e| e["type"] == "presence" && e["room"] == room)
+}
+
+/// Reads events until one that `done` accepts (`Ok`) or an `error` reply (`Rejected`).
+fn await_reply(
+    ws: &mut Ws,
+    deadline: Instant,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<(), CliError> {
     loop {
         let (_, event) = next_event(ws, deadline, timeout)?;
-        match event.get("type").and_then(Value::as_str) {
-            Some("presence") if event.get("room").and_then(Value::as_str) == Some(room) => return Ok(()),
-            Some("error") => {
-                let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
-                return Err(CliError::Rejected(error.to_string()));
-            }
-            _ => {}
+        if done(&event) {
+            return Ok(());
+        }
+        if event["type"] == "error" {
+            let error = event.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+            return Err(CliError::Rejected(error.to_string()));
         }
     }
 }

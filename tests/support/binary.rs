@@ -104,14 +104,19 @@ impl BinaryServer {
 
     /// Waits for the process to exit; panics after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
+        wait_child(&mut self.child, within)
+    }
+}
+
+/// Waits for a child process to exit, polling; panics after `within`.
+pub fn wait_child(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
         }
+        assert!(Instant::now() < deadline, "the process did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -95,6 +95,19 @@ impl Client {
         }
     }
 
+    /// Sends `request` and reads until an event of type `yes` (true) or an `error` (false).
+    pub fn answered(&mut self, request: Value, yes: &str) -> bool {
+        self.send_json(request);
+        loop {
+            let v = self.recv();
+            match v["type"].as_str() {
+                Some(t) if t == yes => return true,
+                Some("error") => return false,
+                _ => {}
+            }
+        }
+    }
+
     /// Next JSON text frame (control frames are skipped; pongs are answered by tungstenite).
     pub fn recv(&mut self) -> Value {
         read_json(&mut self.ws)
