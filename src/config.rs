@@ -103,6 +103,29 @@ pub struct TestHooks {
     pub confirm_timeout: Duration,
 }
 
+/// Each hook is one named call at the place it injects its fault, so the paths a reader
+/// follows stay about the server: nothing sets a hook but a test, through `Config` in Rust.
+impl TestHooks {
+    /// Panics if `text` is the injected one (a client's thread; see `panic_on_text`).
+    pub fn panic_on_text(&self, text: &str) {
+        if self.panic_on_text.as_deref() == Some(text) {
+            panic!("injected panic on {text:?} (test hook)");
+        }
+    }
+
+    /// Panics if `path` is the injected one (an HTTP handler; see `panic_on_path`).
+    pub fn panic_on_path(&self, path: &str) {
+        if self.panic_on_path.as_deref() == Some(path) {
+            panic!("injected panic on {path} (test hook)");
+        }
+    }
+
+    /// Whether a batch with these texts is to fail its commit (see `fail_store_on_text`).
+    pub fn fails_commit<'t>(&self, mut texts: impl Iterator<Item = &'t str>) -> bool {
+        self.fail_store_on_text.as_deref().is_some_and(|t| texts.any(|x| x == t))
+    }
+}
+
 impl Default for TestHooks {
     fn default() -> Self {
         TestHooks {

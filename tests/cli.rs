@@ -177,25 +177,47 @@ fn bad_flags_exit_2_with_one_line() {
 fn help_documents_every_flag_and_default() {
     let (code, out, _) = run_cli(&["--help"], CLI_WAIT);
     assert_eq!(code, 0);
-    for flag in [
-        "--http-addr",
-        "--ws-addr",
-        "--static-dir",
-        "--max-message-bytes",
-        "--ping-interval-secs",
-        "--max-clients",
-        "--max-queued-bytes",
-        "--handshake-timeout-secs",
-        "--public-ws-url",
-        "--http-threads",
-        "--max-conversations",
-        "--private-room",
-        "THREADCHAT_WS_ADDR",
-        "[default: 65536]",
-        "[default: 30]",
-    ] {
+    for flag in ["THREADCHAT_WS_ADDR", "[default: 65536]", "[default: 30]"] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
+    // docs/configuration.md and --help list the same flags under the same headings.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let sections = |text: &str, heading: fn(&str) -> Option<&str>, flag: fn(&str) -> Vec<String>| {
+        let mut found: Vec<(String, String)> = vec![];
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(h) = heading(line) {
+                current = h.to_string();
+            }
+            found.extend(flag(line).into_iter().map(|f| (current.clone(), f)));
+        }
+        found.sort();
+        found
+    };
+    let in_doc = sections(
+        &doc,
+        |l| l.strip_prefix("## "),
+        |l| match l.strip_prefix("| ") {
+            Some(row) => {
+                let flags = row.split(" | ").next().unwrap_or("").split(", ").map(|f| f.trim_matches('`'));
+                flags.filter(|f| f.starts_with("--")).map(str::to_string).collect()
+            }
+            None => vec![],
+        },
+    );
+    let in_help = sections(
+        &out,
+        |l| l.strip_suffix(':').filter(|h| !h.starts_with(' ') && !h.is_empty() && *h != "Options" && *h != "Commands"),
+        |l| {
+            let l = l.trim_start();
+            match l.strip_prefix("--").and_then(|f| f.split(' ').next()) {
+                Some(f) if !matches!(f, "help" | "version") && l.starts_with("--") => vec![format!("--{f}")],
+                _ => vec![],
+            }
+        },
+    );
+    assert!(in_doc.len() >= 38, "{in_doc:?}");
+    assert_eq!(in_doc, in_help, "docs/configuration.md and --help disagree");
 }
 
 #[test]

@@ -118,12 +118,9 @@ fn run(chat: &Chat, rx: &Receiver<Cmd>, prune: &Sender<(String, u64)>) {
             });
         }
         let started = Instant::now();
-        let injected = chat.config.hooks.fail_store_on_text.as_deref();
-        let result = match injected {
-            Some(t) if msgs.iter().any(|m| m.text == t) => {
-                Err(crate::store::StoreError("injected failure (test hook)".into()))
-            }
-            _ => store.append(&msgs),
+        let result = match chat.config.hooks.fails_commit(msgs.iter().map(|m| m.text.as_str())) {
+            true => Err(crate::store::StoreError("injected failure (test hook)".into())),
+            false => store.append(&msgs),
         };
         match result {
             Ok(()) => {

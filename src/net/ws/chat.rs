@@ -72,9 +72,7 @@ pub(crate) fn handle_chat(
             Err(ROOM_CLOSED.to_string())
         }
         Ok(ClientMsg::Message { room, text, r#ref }) => {
-            if shared.chat.config.hooks.panic_on_text.as_deref() == Some(text.as_str()) {
-                panic!("client {}: injected panic (test hook)", conn.id);
-            }
+            shared.chat.config.hooks.panic_on_text(&text);
             if !shared.chat.hub.is_member(conn, &room) {
                 return Some(error_frame_ref(shared, conn, &format!("not in room {room:?}; join it first"), r#ref));
             }
