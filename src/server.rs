@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::chat::Chat;
-use crate::chat::commit::Sequencer;
 use crate::chat::heartbeat;
 use crate::chat::hub::{CloseCode, Hub};
 use crate::chat::sequencer;
+use crate::chat::sequencer::queue::Sequencer;
 use crate::config::Config;
 use crate::conn::fanout::Fanout;
 use crate::conn::flusher::Flusher;

@@ -1,24 +1,19 @@
-//! What surrounds a commit of chat messages: the submissions waiting for one (the
-//! [`Sequencer`] queue every sender uses), and [`after_commit`], the one step that follows
-//! every commit — broadcast in order, flush, acknowledge, prune. The sequencer (one
-//! instance) and the backplane reader (a cluster) both end each batch with it.
+//! What surrounds a commit of chat messages: what a sender submits ([`Submit`], and whom
+//! to answer, [`Reply`]), and [`after_commit`], the one step that follows every commit —
+//! broadcast in order, flush, acknowledge, prune. The sequencer (one instance,
+//! `sequencer.rs`, which also holds the queue senders submit to) and the backplane reader
+//! (a cluster) both end each batch with it.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::chat::hub::Hub;
 use crate::chat::protocol::ServerMsg;
 use crate::conn::fanout::Fanout;
 use crate::conn::outbox::{Conn, Kind};
 use crate::store::StoredMessage;
-
-/// Most messages in one transaction.
-pub const MAX_BATCH: usize = 512;
-/// Submissions waiting at most; past it, submitting threads wait (backpressure on exactly
-/// the clients that are sending).
-const QUEUE: usize = 8192;
 
 /// Who to tell when a message is stored (or could not be).
 pub enum Reply {
@@ -38,53 +33,6 @@ pub struct Submit {
     pub name: Arc<str>,
     pub text: String,
     pub reply: Reply,
-}
-
-pub enum Cmd {
-    Submit(Submit),
-    Stop,
-}
-
-/// The handle other threads submit through; the sequencer thread takes from `rx`.
-pub struct Sequencer {
-    tx: Sender<Cmd>,
-    pub rx: Receiver<Cmd>,
-}
-
-impl Default for Sequencer {
-    fn default() -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        Sequencer { tx, rx }
-    }
-}
-
-impl Sequencer {
-    /// Queues a message for storing and broadcasting. Blocks while the queue is full.
-    pub fn submit(&self, s: Submit) -> Result<(), String> {
-        self.tx.send(Cmd::Submit(s)).map_err(|_| "the message store has stopped".to_string())
-    }
-
-    /// Asks the thread to exit after what is already queued.
-    pub fn stop(&self) {
-        let _ = self.tx.send(Cmd::Stop);
-    }
-}
-
-/// Waits for a submission, then takes everything else already waiting (up to `MAX_BATCH`)
-/// into `batch`. `None`: stop now; `Some(true)`: stop after this batch.
-pub fn next_batch(rx: &Receiver<Cmd>, batch: &mut Vec<Submit>) -> Option<bool> {
-    match rx.recv() {
-        Ok(Cmd::Submit(s)) => batch.push(s),
-        Ok(Cmd::Stop) | Err(_) => return None,
-    }
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(Cmd::Submit(s)) => batch.push(s),
-            Ok(Cmd::Stop) => return Some(true),
-            Err(_) => break,
-        }
-    }
-    Some(false)
 }
 
 /// After a commit: queue `broadcast` (in `seq` order) for every member of its rooms, flush

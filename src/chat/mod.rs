@@ -18,8 +18,8 @@ pub mod room_index;
 pub mod sequencer;
 
 use crate::chat::backplane::Backplane;
-use crate::chat::commit::Sequencer;
 use crate::chat::hub::Hub;
+use crate::chat::sequencer::queue::Sequencer;
 use crate::config::Config;
 use crate::conn::fanout::Fanout;
 use crate::conn::outbox::Outboxes;

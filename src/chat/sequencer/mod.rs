@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::Chat;
-use crate::chat::commit::{Cmd, MAX_BATCH, Submit, after_commit, next_batch, reply_err};
+use crate::chat::commit::{Submit, after_commit, reply_err};
+
+pub mod queue;
 use crate::store::{Retention, StoredMessage};
+use queue::{Cmd, MAX_BATCH, next_batch};
 
 /// Rows deleted per pruning statement, so the pruner holds the write lock only briefly.
 const PRUNE_CHUNK: usize = 500;
