@@ -15,7 +15,8 @@ mod http;
 mod limits;
 // Heartbeat reaping and graceful shutdown (in-process and the binary with SIGTERM).
 mod lifecycle;
-// Direct messages: both parties' tabs only, stored, resumable; JWT-only with auth.
+// Users, not names: guest identities, names one user's at a time, JWT names reserved;
+// direct messages to two user ids only, stored, resumable by those two alone.
 mod dm;
 // Rooms, presence, acks, history API, resume, gaps, restart, kill -9.
 mod rooms;
@@ -33,12 +34,13 @@ mod budgets;
 mod security;
 // TLS on both listeners (rcgen certificate, rustls client).
 mod tls;
-// Several instances on a Redis backplane: order, presence, resume, Redis failure.
+// Several instances on a Redis backplane: order, presence, resume, Redis failure, users and
+// names across instances.
 #[cfg(feature = "redis")]
 mod cluster;
 // The `send` / `tail` client commands and flag validation of the real binary.
 mod cli;
 // The binary as `cargo run` starts it: every default limit at its documented figure.
 mod defaults;
-// examples/minimal.rs, the whole idea in one file: its page and its chat.
+// examples/minimal.rs, the whole idea in one file, at its own defaults against hostile clients.
 mod example;
