@@ -24,6 +24,14 @@ LAYER = {
 }
 # Tools are clients of the server: only base modules and the protocol's types.
 TOOLS_MAY_USE = {"args", "config", "metrics", "clock", "chat::protocol", "tools"}
+# Inside the way in (src/net/), folders by job: the access rules are consulted by the
+# sessions, never the reverse; an HTTP exchange and a WebSocket session do not know each
+# other (the connection thread in entry/ picks one).
+NET_MAY_NOT = {
+    "net::access": ("net::entry", "net::http", "net::ws"),
+    "net::http": ("net::ws",),
+    "net::ws": ("net::http",),
+}
 
 
 def modules():
@@ -85,6 +93,9 @@ def main():
                 problems.append(f"{m} -> {d}: the server does not use the tools")
             elif layer(d) > layer(m) and top not in ("lib",):
                 problems.append(f"{m} -> {d}: reaches up a layer")
+            for folder, banned in NET_MAY_NOT.items():
+                if (m == folder or m.startswith(folder + "::")) and any(d == b or d.startswith(b + "::") for b in banned):
+                    problems.append(f"{m} -> {d}: {folder} may not use {', '.join(banned)}")
     # Cycles (strongly connected components of more than one module), lib.rs aside.
     index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
     sys.setrecursionlimit(10000)
