@@ -344,3 +344,22 @@ fn dotfiles_are_not_served_and_pages_carry_the_security_headers() {
         assert_eq!(http_get(server.http, path).header("X-Content-Type-Options"), Some("nosniff"), "{path}");
     }
 }
+
+/// `GET /api/identity` answers whether a guest identity is ours; guessing at it spends the
+/// address's attempt budget like a wrong credential (429), and a neighbour's check is
+/// answered meanwhile.
+#[test]
+fn guessing_identities_is_throttled_per_address() {
+    let server = TestServer::with(|c| c.upgrade_rate = 10.0);
+    let good = server.chat().identity.unwrap();
+    let statuses: Vec<u16> = (0..40)
+        .map(|i| {
+            let path = format!("/api/identity?identity=guest~{i:024x}.AAAA");
+            http_request_from(Some([127, 0, 3, 5].into()), server.http, "GET", &path, &[], "").status
+        })
+        .collect();
+    assert!(statuses.contains(&401) && statuses.contains(&429), "{statuses:?}");
+    let neighbour =
+        http_request_from(Some(other_ip()), server.http, "GET", &format!("/api/identity?identity={good}"), &[], "");
+    assert_eq!(neighbour.status, 200, "{}", neighbour.text());
+}
