@@ -5,6 +5,7 @@
 #
 #   scripts/bench_ab.sh REV            e.g. scripts/bench_ab.sh 3d42e8b (three rounds)
 #   ROUNDS=5 scripts/bench_ab.sh REV
+#   MODES=idle_kib scripts/bench_ab.sh REV   (one of the two figures)
 #
 # Both servers get the same flags: connection caps and rates lifted (the load comes from
 # 127.0.0.x), every other setting at its default. Prints one line per run and the medians.
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 REV=${1:?usage: scripts/bench_ab.sh REV}
 ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-"handshakes idle_kib"}
 ulimit -n "$(ulimit -Hn)"
 
 build_ab "$REV"
@@ -42,7 +44,7 @@ run() {
 }
 
 declare -A results
-for mode in handshakes idle_kib; do
+for mode in $MODES; do
   for round in $(seq 1 "$ROUNDS"); do
     # Alternate which goes first, so neither always runs on a warmer machine.
     if [ $((round % 2)) = 1 ]; then order="old new"; else order="new old"; fi
@@ -54,7 +56,7 @@ for mode in handshakes idle_kib; do
     done
   done
 done
-for mode in handshakes idle_kib; do
+for mode in $MODES; do
   python3 - "$mode" "${results[$mode-old]}" "${results[$mode-new]}" "$REV" <<'PY'
 import statistics, sys
 mode, old, new, rev = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()], sys.argv[4]

@@ -50,9 +50,6 @@ struct Held {
 struct State {
     /// Names held now, by key.
     held: HashMap<String, Held>,
-    /// The name each connected user was last seen under, with their connections' count:
-    /// what a `dm` to a user id shows as `to`.
-    shown: HashMap<Arc<str>, (Arc<str>, usize)>,
     /// Reservations (key → user), all of them while `complete`.
     reserved: HashMap<String, Arc<str>>,
     /// Display name of each reserving user (a `dm` to someone offline still shows a name).
@@ -84,16 +81,13 @@ pub trait Ledger: Send + Sync {
 
 impl State {
     /// One more connection of `user` holds `name` (by `key`), taking it from anyone else.
-    fn take(&mut self, key: String, user: &Arc<str>, name: &Arc<str>) {
+    fn take(&mut self, key: String, user: &Arc<str>) {
         match self.held.get_mut(&key) {
             Some(h) if h.user == *user => h.conns += 1,
             _ => {
                 self.held.insert(key, Held { user: user.clone(), conns: 1 });
             }
         }
-        let shown = self.shown.entry(user.clone()).or_insert_with(|| (name.clone(), 0));
-        shown.0 = name.clone();
-        shown.1 += 1;
     }
 }
 
@@ -176,7 +170,7 @@ impl Names {
                 return Err(NAME_TAKEN.into());
             }
         }
-        st.take(key, user, name);
+        st.take(key, user);
         Ok(())
     }
 
@@ -188,7 +182,7 @@ impl Names {
             // An instance where a guest holds it learns at its next renewal, and renames it.
             let _ = ledger.claim(&key, user, true);
         }
-        self.state.lock().take(key, user, name);
+        self.state.lock().take(key, user);
     }
 
     /// A connection of `user` stops holding `name` (renamed, or gone).
@@ -204,12 +198,6 @@ impl Names {
                 if self.ledger.get().is_some() {
                     st.released.push((key, user.to_string()));
                 }
-            }
-        }
-        if let Some(shown) = st.shown.get_mut(user) {
-            shown.1 -= 1;
-            if shown.1 == 0 {
-                st.shown.remove(user);
             }
         }
     }
@@ -294,14 +282,11 @@ impl Names {
         ledger.owner(&key).ok().flatten().map(Arc::from)
     }
 
-    /// The name `user` shows now (here, else elsewhere), or the one reserved for it.
+    /// The name `user` shows on another instance, or the one reserved for it (the name a
+    /// user connected here shows is its connections': `Hub::name_of`).
     pub fn name_of(&self, user: &str) -> Option<Arc<str>> {
         let st = self.state.lock();
-        st.shown
-            .get(user)
-            .map(|(n, _)| n.clone())
-            .or_else(|| st.remote.get(user).map(|n| Arc::from(n.as_str())))
-            .or_else(|| st.reserved_names.get(user).cloned())
+        st.remote.get(user).map(|n| Arc::from(n.as_str())).or_else(|| st.reserved_names.get(user).cloned())
     }
 
     /// Whether `user` is connected to another instance (cluster presence).

@@ -76,7 +76,7 @@ impl Hub {
     pub(super) fn message_frame(&self, m: &StoredMessage) -> Bytes {
         if let Some((a, b)) = crate::chat::protocol::dm_parties(&m.room) {
             let to_user = if m.user == a { b } else { a };
-            let to = self.names.name_of(to_user);
+            let to = self.name_of(to_user);
             return ServerMsg::Dm {
                 room: &m.room,
                 seq: m.seq,

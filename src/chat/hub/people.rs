@@ -23,6 +23,13 @@ impl Hub {
         conn.flush();
     }
 
+    /// The name `user` shows: on a connection here, else on another instance, else the one
+    /// reserved for it (a JWT user).
+    pub fn name_of(&self, user: &str) -> Option<Arc<str>> {
+        let here = self.state.lock().users.get(user).and_then(|conns| conns.first().map(|c| c.name()));
+        here.or_else(|| self.names.name_of(user))
+    }
+
     /// Whether `user` has a chat connection here or (in a cluster) on another instance.
     pub fn is_online(&self, user: &str) -> bool {
         self.state.lock().users.contains_key(user) || self.names.is_remote(user)

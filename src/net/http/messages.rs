@@ -180,7 +180,7 @@ fn poster(
             };
             let name: Arc<str> = match asked {
                 Some(asked) => Arc::from(asked),
-                None => names.name_of(&user).unwrap_or_else(|| Arc::from(ANONYMOUS_POSTER)),
+                None => shared.chat.hub.name_of(&user).unwrap_or_else(|| Arc::from(ANONYMOUS_POSTER)),
             };
             match names.user_of(&name, store) {
                 Some(holder) if holder != user => Err(refuse(crate::chat::names::NAME_TAKEN)),
