@@ -265,8 +265,8 @@ impl Conn {
     }
 
     /// Sets the user id, once (later calls are ignored).
-    pub fn set_user(&self, user: &str) {
-        let _ = self.user.set(Arc::from(user));
+    pub fn set_user(&self, user: Arc<str>) {
+        let _ = self.user.set(user);
     }
 
     pub fn set_name(&self, name: &str) -> Arc<str> {

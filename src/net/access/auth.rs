@@ -3,6 +3,7 @@
 //! connections. (Guests' identities are in `identity.rs`; names in `chat/names.rs`.)
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -177,25 +178,26 @@ impl RoomAccess {
 /// take the server's connections from many addresses.
 #[derive(Default)]
 pub struct UserSessions {
-    open: Mutex<HashMap<String, usize>>,
+    open: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 /// One session counted for a user until dropped.
 pub struct UserSlot<'a> {
     sessions: &'a UserSessions,
-    user: String,
+    user: Arc<str>,
 }
 
 impl UserSessions {
-    /// Counts a session of `user`, unless it already has `max`.
-    pub fn enter(&self, user: &str, max: usize) -> Option<UserSlot<'_>> {
+    /// Counts a session of `user`, unless it already has `max`. (The id is shared, not
+    /// copied: every idle session holds one.)
+    pub fn enter(&self, user: &Arc<str>, max: usize) -> Option<UserSlot<'_>> {
         let mut open = self.open.lock();
-        let n = open.entry(user.to_string()).or_insert(0);
+        let n = open.entry(Arc::clone(user)).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(UserSlot { sessions: self, user: user.to_string() })
+        Some(UserSlot { sessions: self, user: Arc::clone(user) })
     }
 }
 
@@ -334,15 +336,15 @@ mod tests {
     #[test]
     fn user_sessions_are_capped_and_released() {
         let s = UserSessions::default();
-        let a = s.enter("ada", 2).unwrap();
-        let _b = s.enter("ada", 2).unwrap();
-        assert!(s.enter("ada", 2).is_none());
-        assert!(s.enter("bob", 2).is_some());
+        let a = s.enter(&Arc::from("ada"), 2).unwrap();
+        let _b = s.enter(&Arc::from("ada"), 2).unwrap();
+        assert!(s.enter(&Arc::from("ada"), 2).is_none());
+        assert!(s.enter(&Arc::from("bob"), 2).is_some());
         drop(a);
-        assert!(s.enter("ada", 2).is_some());
+        assert!(s.enter(&Arc::from("ada"), 2).is_some());
         drop(_b);
         // A user with no session left is forgotten (the map does not grow with every user).
-        let c = s.enter("carol", 1).unwrap();
+        let c = s.enter(&Arc::from("carol"), 1).unwrap();
         drop(c);
         assert!(!s.open.lock().contains_key("carol"));
     }

@@ -48,7 +48,7 @@ struct Admitted<'a> {
     kind: Kind,
     identity: Identity,
     /// Who this is: the JWT's `sub`, or a guest's id ("" on `/echo`, which has no users).
-    user_id: String,
+    user_id: Arc<str>,
     /// A guest's credential, for its welcome (so it can come back as the same user).
     credential: Option<String>,
     /// The session counted against its user, until the session ends.
@@ -80,7 +80,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     drop(head);
     let _user = admitted.user.take();
     conn.set_kind(admitted.kind);
-    conn.set_user(&admitted.user_id);
+    conn.set_user(Arc::clone(&admitted.user_id));
     if admitted.kind.is_chat()
         && let Err(e) = take_name(&conn, &admitted.identity, shared)
     {
@@ -111,6 +111,8 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let mut budget = FrameBudget::new(&shared.chat.config, ip);
     let access = auth::RoomAccess::of(&admitted.identity);
     start_chat(&conn, &admitted, ip, &mut budget, &access, shared);
+    // What the upgrade decided is in the connection now; an idle session keeps none of it.
+    drop(admitted);
     // The handshake was the deepest this thread will go for a while; an idle client then
     // keeps only the few KiB its blocking read needs.
     crate::conn::threads::release_unused_stack();
@@ -180,11 +182,13 @@ fn upgrade<'a>(
         Identity::Anonymous => guest(head, shared)?,
     };
     // One account may not take the server's connections from many addresses.
-    let user = match user_id.as_str() {
+    // One allocation for the id, shared by the connection, its session count and the hub.
+    let user_id: Arc<str> = Arc::from(user_id);
+    let user = match &*user_id {
         "" => None,
-        id => {
+        _ => {
             let max = shared.chat.config.max_connections_per_user;
-            Some(shared.user_sessions.enter(id, max).ok_or_else(|| {
+            Some(shared.user_sessions.enter(&user_id, max).ok_or_else(|| {
                 (429, format!("too many connections for this user (at most {max}; see --max-connections-per-user)"))
             })?)
         }
