@@ -42,6 +42,33 @@ pub enum Command {
     Tail(TailArgs),
     /// Load generator: many simulated clients against any server that broadcasts text.
     Bench(BenchArgs),
+    /// Copy the SQLite history consistently while a server runs on it (VACUUM INTO), and
+    /// print what the copy holds as JSON.
+    #[command(
+        after_help = "Exit status:\n  0  copied\n  1  could not copy (no history there, the target exists, a disk error)\n  2  bad arguments"
+    )]
+    Backup(BackupArgs),
+    /// Check a history file: SQLite's integrity check, the schema version, every room's
+    /// numbering. Prints a JSON summary (or the problem, on stderr).
+    #[command(
+        after_help = "Exit status:\n  0  whole\n  1  damaged (integrity, or a hole in a room's numbering)\n  2  not a threadchat history (not SQLite, other tables, a newer schema)"
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The server's data directory (where `history.db` is).
+    #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where to write the copy (must not exist).
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A history file (`history.db`, or a backup of it).
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

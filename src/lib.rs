@@ -33,3 +33,5 @@ mod store;
 pub use chat::protocol::MAX_TEXT_CHARS;
 pub use config::Config;
 pub use server::ServerHandle;
+/// `threadchat backup` and `verify`: the operator's copies of the SQLite history.
+pub use store::backup;

@@ -48,6 +48,17 @@ fn main() -> ExitCode {
         Some(Command::Send(args)) => cli::send(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Tail(args)) => cli::tail(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Bench(args)) => bench(&args),
+        Some(Command::Backup(args)) => threadchat::backup::backup(&args.data_dir, &args.out)
+            .map(|summary| println!("{}", serde_json::to_string(&summary).unwrap_or_default()))
+            .map_err(|e| (e, 1)),
+        Some(Command::Verify(args)) => match threadchat::backup::verify(&args.file) {
+            Ok(summary) => {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                Ok(())
+            }
+            Err(threadchat::backup::Verdict::Damaged(why)) => Err((why, 1)),
+            Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,7 +124,7 @@ fn serve(args: ServeArgs) -> Result<(), (String, i32)> {
     })
     .map_err(|e| (format!("cannot install the signal handler: {e}"), 1))?;
 
-    let server = ServerHandle::start(config).map_err(|e| (e.to_string(), 1))?;
+    let server = ServerHandle::start(config).map_err(|e| (e.to_string(), e.exit_code()))?;
     // stdout carries only these two lines, for scripts to parse.
     let tls = server.shared().tls.is_some();
     println!("http listening on {}://{}", if tls { "https" } else { "http" }, server.http_addr());

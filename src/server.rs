@@ -76,6 +76,17 @@ pub enum StartError {
     IdentityKey(String),
 }
 
+impl StartError {
+    /// The process's exit status: 2 for what the operator must change before a retry can
+    /// work (a history written by a newer version), 1 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Store(e) if e.0.starts_with(crate::store::NEWER_SCHEMA) => 2,
+            _ => 1,
+        }
+    }
+}
+
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -42,5 +42,7 @@ mod cluster;
 mod cli;
 // The binary as `cargo run` starts it: every default limit at its documented figure.
 mod defaults;
+// The operator's data: backup while writing, verify, a newer history refused.
+mod backup;
 // examples/minimal.rs, the whole idea in one file, at its own defaults against hostile clients.
 mod example;

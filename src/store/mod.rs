@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod backup;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -152,6 +153,21 @@ pub const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL
     )",
 ];
+
+/// How an error about a history newer than this threadchat begins (the server exits 2).
+pub const NEWER_SCHEMA: &str = "the history was written by a newer threadchat";
+
+/// Refuses a history whose schema is newer than this build's `MIGRATIONS`: opening it could
+/// damage what a newer version wrote. Called before any migration runs.
+pub fn check_schema(current: i64) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError(format!(
+            "{NEWER_SCHEMA} (schema version {current}; this one knows up to {known}): run that version, or restore a backup this version made; nothing was changed"
+        )));
+    }
+    Ok(())
+}
 
 /// Opens the configured store: Postgres for a `postgres://` URL, else SQLite in `data_dir`.
 /// `sync_commit`: flush every commit to disk (see `--sync-commit`).

@@ -1,0 +1,161 @@
+//! The operator's copies of the SQLite history: `threadchat backup` while a server runs and
+//! writes, and `threadchat verify` of any copy.
+//!
+//! **Backup is `VACUUM INTO`, not SQLite's online backup API.** The backup API copies pages
+//! and starts over whenever another connection writes the database meanwhile — and a server
+//! in another process commits all the time, so a backup of a busy chat might never finish.
+//! `VACUUM INTO` reads the whole database inside one read transaction (in WAL mode a reader
+//! never blocks the writer, nor the writer it) and writes a fresh, compact file: a
+//! consistent copy as of one instant, whatever the server does meanwhile. The price is CPU
+//! for rebuilding the indexes, on the backup's own process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use super::MIGRATIONS;
+
+/// What a history file holds, as `backup` and `verify` print it.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub file: String,
+    pub schema_version: i64,
+    pub rooms: usize,
+    pub conversations: usize,
+    pub messages: u64,
+    /// Per room (and conversation): the lowest and highest `seq` kept, and how many.
+    pub seqs: BTreeMap<String, Seqs>,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Seqs {
+    pub first: u64,
+    pub last: u64,
+    pub count: u64,
+    /// `seq`s below `first` are gone by retention (`--history-limit`, `--history-max-age-secs`).
+    pub pruned_below: u64,
+}
+
+/// Copies `DATA_DIR/history.db` to `out` (which must not exist), consistently, while a
+/// server may be writing. Returns what the copy holds.
+pub fn backup(data_dir: &Path, out: &Path) -> Result<Summary, String> {
+    let source = data_dir.join("history.db");
+    if !source.exists() {
+        return Err(format!("{} does not exist (is --data-dir right?)", source.display()));
+    }
+    if out.exists() {
+        return Err(format!("{} exists already; backup never overwrites", out.display()));
+    }
+    let started = Instant::now();
+    let conn = Connection::open_with_flags(&source, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| format!("{}: {e}", source.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let target = out.to_str().ok_or("the backup's path is not UTF-8")?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(|e| format!("VACUUM INTO {}: {e}", out.display()))?;
+    drop(conn);
+    let mut summary = summarize(out).map_err(|(e, _)| e)?;
+    summary.seconds = Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0);
+    Ok(summary)
+}
+
+/// What `verify` found wrong: the exit status it means, and why.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Exit 1: a threadchat history, but damaged (integrity, or a hole in a numbering).
+    Damaged(String),
+    /// Exit 2: not a threadchat history (not SQLite, no such tables, a newer schema).
+    NotAHistory(String),
+}
+
+/// Checks a history file: SQLite's `integrity_check`, the schema version, and every room's
+/// numbering (a contiguous run of `seq`s; what is below it was pruned by retention).
+pub fn verify(file: &Path) -> Result<Summary, Verdict> {
+    let summary =
+        summarize(file).map_err(|(e, damaged)| if damaged { Verdict::Damaged(e) } else { Verdict::NotAHistory(e) })?;
+    let holes: Vec<String> = summary
+        .seqs
+        .iter()
+        .filter(|(_, s)| s.last - s.first + 1 != s.count)
+        .map(|(room, s)| format!("{room}: {} of seq {}..={} missing", s.last - s.first + 1 - s.count, s.first, s.last))
+        .collect();
+    if !holes.is_empty() {
+        return Err(Verdict::Damaged(format!("numbering has holes: {}", holes.join("; "))));
+    }
+    Ok(summary)
+}
+
+/// Reads what a history file holds. `Err((why, damaged))`: `damaged` if it is a threadchat
+/// history SQLite cannot read whole; else it is not one at all.
+fn summarize(file: &Path) -> Result<Summary, (String, bool)> {
+    let bytes = std::fs::metadata(file).map_err(|e| (format!("{}: {e}", file.display()), false))?.len();
+    let not_history = |why: String| (format!("{}: not a threadchat history ({why})", file.display()), false);
+    let damaged = |why: String| (format!("{}: damaged ({why})", file.display()), true);
+    let conn = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| not_history(e.to_string()))?;
+    // Not SQLite at all shows here (the header is read lazily).
+    let tables: Vec<String> = match conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    {
+        Ok(t) => t,
+        Err(e) if bytes >= 100 && is_corruption(&e) => return Err(damaged(e.to_string())),
+        Err(e) => return Err(not_history(e.to_string())),
+    };
+    if !tables.iter().any(|t| t == "messages") || !tables.iter().any(|t| t == "schema_version") {
+        return Err(not_history("no messages and schema_version tables".into()));
+    }
+    let version: i64 = conn
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))
+        .map_err(|e| damaged(e.to_string()))?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(not_history(format!(
+            "schema version {version}, newer than this threadchat's {}",
+            MIGRATIONS.len()
+        )));
+    }
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| damaged(e.to_string()))?;
+    if problems != ["ok"] {
+        return Err(damaged(problems.into_iter().take(5).collect::<Vec<_>>().join("; ")));
+    }
+    let mut seqs = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT room, MIN(seq), MAX(seq), COUNT(*) FROM messages GROUP BY room")
+        .map_err(|e| damaged(e.to_string()))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let (first, last, count) =
+                (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64);
+            Ok((r.get::<_, String>(0)?, Seqs { first, last, count, pruned_below: first.saturating_sub(1) }))
+        })
+        .map_err(|e| damaged(e.to_string()))?;
+    for row in rows {
+        let (room, s) = row.map_err(|e| damaged(e.to_string()))?;
+        seqs.insert(room, s);
+    }
+    // Conversations are the keys a room name cannot be (`chat::protocol::is_conversation`).
+    let conversations = seqs.keys().filter(|k| k.starts_with("dm:")).count();
+    let messages = seqs.values().map(|s| s.count).sum();
+    Ok(Summary {
+        file: file.display().to_string(),
+        schema_version: version,
+        rooms: seqs.len() - conversations,
+        conversations,
+        messages,
+        seqs,
+        bytes,
+        seconds: None,
+    })
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt)
+}
