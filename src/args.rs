@@ -54,6 +54,57 @@ pub enum Command {
         after_help = "Exit status:\n  0  whole\n  1  damaged (integrity, or a hole in a room's numbering)\n  2  not a threadchat history (not SQLite, other tables, a newer schema)"
     )]
     Verify(VerifyArgs),
+    /// Replace the SQLite history of a data directory with a backup (the server must be
+    /// stopped; numbering then continues above the backup's), printing what it holds.
+    #[command(
+        after_help = "Exit status:\n  0  restored\n  1  refused (a server runs there, a history with messages there and no --force, a damaged file) or failed\n  2  bad arguments, or FILE is not a threadchat history"
+    )]
+    Restore(RestoreArgs),
+    /// Print stored messages as JSON lines (room, seq, user, name, text, ts, id).
+    Export(ExportArgs),
+    /// Read JSON lines (as `export` prints them) into an empty history.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The data directory to restore into.
+    #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Replace a history that holds messages.
+    #[arg(long)]
+    pub force: bool,
+    /// The backup to restore (`threadchat backup`'s output).
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…`: export from Postgres instead.
+    #[arg(long, env = "THREADCHAT_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Only this room (or conversation key).
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Only this user's messages (a JWT `sub`, or a guest id).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only messages at or after this Unix time, in seconds.
+    #[arg(long)]
+    pub since: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…`: import into Postgres instead.
+    #[arg(long, env = "THREADCHAT_DATABASE_URL")]
+    pub database: Option<String>,
+    /// JSON lines to read (`-`: standard input).
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -35,3 +35,5 @@ pub use config::Config;
 pub use server::ServerHandle;
 /// `threadchat backup` and `verify`: the operator's copies of the SQLite history.
 pub use store::backup;
+/// `threadchat export` and `import`: a history as JSON lines.
+pub use store::transfer;

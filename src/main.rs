@@ -51,6 +51,38 @@ fn main() -> ExitCode {
         Some(Command::Backup(args)) => threadchat::backup::backup(&args.data_dir, &args.out)
             .map(|summary| println!("{}", serde_json::to_string(&summary).unwrap_or_default()))
             .map_err(|e| (e, 1)),
+        Some(Command::Restore(args)) => match threadchat::backup::restore(&args.data_dir, &args.file, args.force) {
+            Ok(summary) => {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                Ok(())
+            }
+            Err(threadchat::backup::Verdict::Damaged(why)) => Err((why, 1)),
+            Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
+        },
+        Some(Command::Export(args)) => {
+            let filter = threadchat::transfer::Filter {
+                room: args.room,
+                user: args.user,
+                since_ms: args.since.map(|s| s.saturating_mul(1000)),
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            threadchat::transfer::export_from(args.database.as_deref(), &args.data_dir, &filter, &mut out)
+                .map(|n| eprintln!("exported {n} messages"))
+                .map_err(|e| (e, 1))
+        }
+        Some(Command::Import(args)) => {
+            let mut input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                match std::fs::File::open(&args.file) {
+                    Ok(f) => Box::new(std::io::BufReader::new(f)),
+                    Err(e) => return finish(Err((format!("{}: {e}", args.file.display()), 1))),
+                }
+            };
+            threadchat::transfer::import_into(args.database.as_deref(), &args.data_dir, &mut input)
+                .map(|n| eprintln!("imported {n} messages"))
+                .map_err(|e| (e, 1))
+        }
         Some(Command::Verify(args)) => match threadchat::backup::verify(&args.file) {
             Ok(summary) => {
                 println!("{}", serde_json::to_string(&summary).unwrap_or_default());
@@ -60,6 +92,10 @@ fn main() -> ExitCode {
             Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
         },
     };
+    finish(result)
+}
+
+fn finish(result: Result<(), (String, i32)>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((message, code)) => {

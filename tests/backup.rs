@@ -157,3 +157,114 @@ fn a_history_written_by_a_newer_threadchat_is_refused_and_left_untouched() {
     let (code, _, err) = run_cli(&["verify", db.to_str().unwrap()], CLI_WAIT);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn restore_is_refused_under_a_running_server_then_numbering_continues_and_retention_prunes() {
+    let dir = TempDir::new();
+    let work = TempDir::new();
+    std::fs::create_dir_all(&work.0).unwrap();
+    let backup = work.0.join("backup.db");
+    let d = dir.0.to_str().unwrap();
+    {
+        let server = TestServer::in_dir(&dir.0, |_| {});
+        let mut c = server.chat();
+        c.say_numbered(100, "before the backup");
+        let (code, _, err) = run_cli(&["backup", "--data-dir", d, backup.to_str().unwrap()], CLI_WAIT);
+        assert_eq!(code, 0, "{err}");
+        c.say_numbered(100, "after the backup");
+        // A server runs on the directory: refused, whatever the flags.
+        let (code, _, err) = run_cli(&["restore", "--data-dir", d, "--force", backup.to_str().unwrap()], CLI_WAIT);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("a server is running"), "{err}");
+    }
+    // Stopped, but the history holds messages: only with --force.
+    let (code, _, err) = run_cli(&["restore", "--data-dir", d, backup.to_str().unwrap()], CLI_WAIT);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("holds 200 messages") && err.contains("--force"), "{err}");
+    let (code, out, err) = run_cli(&["restore", "--data-dir", d, "--force", backup.to_str().unwrap()], CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["seqs"]["lobby"]["last"], 100);
+    // The server numbers on from the restored 100, and a client resuming from 100 gets only
+    // what is new: no stale or duplicate message.
+    let server = TestServer::in_dir(&dir.0, |c| c.history_limit = 50);
+    let mut back = Client::connect(&format!("{}?resume=lobby:100", server.chat_url()));
+    let mut writer = server.chat();
+    writer.say("after the restore");
+    let m = back.recv_type("message");
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(101), Some("after the restore")));
+    // Retention (--history-limit 50) still prunes the restored history.
+    wait_until("the pruner trimmed the restored history to 50", || {
+        let page: Value =
+            serde_json::from_slice(&http_get(server.http, "/api/rooms/lobby/messages?after=0&limit=1").body).unwrap();
+        page["messages"][0]["seq"].as_u64().unwrap_or(0) >= 52
+    });
+}
+
+#[test]
+fn export_then_import_gives_the_same_messages_and_filters_select() {
+    let dir = TempDir::new();
+    let user = {
+        let server = TestServer::in_dir(&dir.0, |_| {});
+        let mut a = server.chat();
+        let mut b = server.chat();
+        a.say("from a in the lobby");
+        a.recv_type("message");
+        b.send_json(json!({"type": "join", "room": "dev"}));
+        b.recv_type("presence");
+        b.send_json(json!({"type": "message", "room": "dev", "text": "from b in dev"}));
+        b.recv_type("message");
+        b.send_json(json!({"type": "dm", "to_user": a.user, "text": "b to a"}));
+        b.recv_type("dm");
+        b.user.clone()
+    };
+    let d = dir.0.to_str().unwrap();
+    let (code, all, err) = run_cli(&["export", "--data-dir", d], CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(lines.iter().all(|l| l["user"].as_str().is_some_and(|u| u.starts_with("guest~"))));
+    let (_, mine, _) = run_cli(&["export", "--data-dir", d, "--user", &user], CLI_WAIT);
+    assert_eq!(mine.lines().count(), 2, "b's two: {mine}");
+    let (_, dev, _) = run_cli(&["export", "--data-dir", d, "--room", "dev"], CLI_WAIT);
+    assert_eq!(dev.lines().count(), 1);
+    let (_, later, _) = run_cli(&["export", "--data-dir", d, "--since", "4102444800"], CLI_WAIT);
+    assert_eq!(later.lines().count(), 0, "nothing after 2100");
+    // Into an empty history (a fresh SQLite directory, or Postgres in its pass), and out again.
+    let work = TempDir::new();
+    std::fs::create_dir_all(&work.0).unwrap();
+    let file = work.0.join("export.jsonl");
+    std::fs::write(&file, &all).unwrap();
+    let target = work.0.join("data");
+    let mut into = vec!["import", "--data-dir", target.to_str().unwrap()];
+    let database = test_database();
+    if let Some(url) = &database {
+        into.extend(["--database", url]);
+    }
+    into.push(file.to_str().unwrap());
+    let (code, _, err) = run_cli(&into, CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    let mut out = vec!["export", "--data-dir", target.to_str().unwrap()];
+    if let Some(url) = &database {
+        out.extend(["--database", url]);
+    }
+    let (code, again, err) = run_cli(&out, CLI_WAIT);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, all, "the same messages, the same lines");
+    // Not into a history that holds messages; a bad line is named.
+    let (code, _, err) = run_cli(&into, CLI_WAIT);
+    assert_eq!(code, 1);
+    assert!(err.contains("holds messages already"), "{err}");
+    let bad = work.0.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{{\"room\":\"Not A Room\",\"seq\":1,\"name\":\"x\",\"text\":\"x\",\"ts\":1}}\n",
+            all.lines().next().unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) =
+        run_cli(&["import", "--data-dir", work.0.join("other").to_str().unwrap(), bad.to_str().unwrap()], CLI_WAIT);
+    assert_eq!(code, 1);
+    assert!(err.contains("line 2"), "{err}");
+}

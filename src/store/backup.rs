@@ -159,3 +159,38 @@ fn summarize(file: &Path) -> Result<Summary, (String, bool)> {
 fn is_corruption(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt)
 }
+
+/// Replaces the history in `data_dir` with `file` (a backup): refused while a server runs
+/// on that directory, refused over a history that holds messages unless `force`, refused
+/// for a file `verify` does not pass. The file is copied beside the history, synced, and
+/// renamed over it, with the old history's WAL removed first (it belongs to the old file).
+/// A server started afterwards numbers every room on from the restored `seq`s.
+pub fn restore(data_dir: &Path, file: &Path, force: bool) -> Result<Summary, Verdict> {
+    let summary = verify(file)?;
+    let fail = |e: String| Verdict::Damaged(e);
+    std::fs::create_dir_all(data_dir).map_err(|e| fail(format!("{}: {e}", data_dir.display())))?;
+    let _lock = super::sqlite::lock_data_dir(data_dir, true).map_err(|e| fail(e.0))?;
+    let target = data_dir.join("history.db");
+    if !force && target.exists() {
+        let held = summarize(&target).map(|s| s.messages).unwrap_or(1);
+        if held > 0 {
+            return Err(fail(format!(
+                "{} holds {held} messages; give --force to replace them (back them up first)",
+                target.display()
+            )));
+        }
+    }
+    let staged = data_dir.join("history.db.restoring");
+    std::fs::copy(file, &staged).map_err(|e| fail(format!("copying {}: {e}", file.display())))?;
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(&staged).map_err(|e| fail(e.to_string()))?;
+    for stale in ["history.db-wal", "history.db-shm"] {
+        match std::fs::remove_file(data_dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(format!("{stale}: {e}"))),
+            _ => {}
+        }
+    }
+    std::fs::rename(&staged, &target).map_err(|e| fail(format!("{}: {e}", target.display())))?;
+    sync(data_dir).map_err(|e| fail(e.to_string()))?;
+    Ok(Summary { file: target.display().to_string(), ..summary })
+}

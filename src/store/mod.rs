@@ -13,6 +13,7 @@ pub mod backup;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 /// One stored chat message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -21,12 +21,44 @@ pub struct SqliteStore {
     synchronous: &'static str,
     /// Idle reader connections, opened on demand.
     readers: Mutex<Vec<Connection>>,
+    /// A shared lock on `DATA_DIR/history.lock` for as long as the store is open: `threadchat
+    /// restore` and `import` take it exclusively, so they never swap a history out from
+    /// under a running server.
+    _in_use: std::fs::File,
+}
+
+/// Takes the data directory's lock: shared by running servers, exclusive for a tool that
+/// replaces the history. `Err` names who holds it.
+pub fn lock_data_dir(data_dir: &Path, exclusive: bool) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join("history.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+    let how = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    // SAFETY: flock on a descriptor this function owns; released when `file` is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), how) } != 0 {
+        return Err(StoreError(if exclusive {
+            format!("a server is running on {} (stop it first)", data_dir.display())
+        } else {
+            format!("{} is being restored or imported into; start the server after", data_dir.display())
+        }));
+    }
+    Ok(file)
 }
 
 impl SqliteStore {
     pub fn open(data_dir: &Path, sync_commit: bool) -> Result<SqliteStore, StoreError> {
+        Self::open_locked(data_dir, sync_commit, false)
+    }
+
+    /// `exclusive`: no server may run on `data_dir` meanwhile (`threadchat import`).
+    pub fn open_locked(data_dir: &Path, sync_commit: bool, exclusive: bool) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError(format!("cannot create --data-dir {}: {e}", data_dir.display())))?;
+        let in_use = lock_data_dir(data_dir, exclusive)?;
         let path = data_dir.join("history.db");
         let mut conn = connect(&path)?;
         // FULL: the WAL is fsynced at every commit. NORMAL: only at checkpoints (a crash of
@@ -38,7 +70,13 @@ impl SqliteStore {
         // connection never does; the pruner thread runs passive checkpoints instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { path, writer: Mutex::new(conn), synchronous, readers: Mutex::new(Vec::new()) })
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(conn),
+            synchronous,
+            readers: Mutex::new(Vec::new()),
+            _in_use: in_use,
+        })
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
