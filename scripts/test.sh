@@ -6,7 +6,8 @@
 #   1. with --all-features from here on: cargo tests (unit + integration over real sockets, the real binary included), with
 #      the history in SQLite
 #   2. the integration tests again with the history in a private PostgreSQL server
-#   3. scripts/smoke.sh (curl + the binary), then scripts/nginx.sh (two instances on a
+#   3. scripts/pg_backup.sh (pg_dump/pg_restore of a server's database, numbering on after),
+#      scripts/smoke.sh (curl + the binary), then scripts/nginx.sh (two instances on a
 #      private Redis behind nginx, configured with docs/nginx.conf)
 #   4. the browser test (headless Debian Chromium driven by playwright-core)
 #   5. WebSocket conformance: scripts/autobahn.sh (Autobahn|Testsuite, cases 1–10)
@@ -82,6 +83,8 @@ pgurl=$(scripts/pg.sh start "$pgdir")
 echo "private postgres: $pgurl"
 stage "cargo test (Postgres)" cargo_counts -- \
   env THREADCHAT_TEST_DATABASE="$pgurl" cargo test --locked --all-features --test integration
+stage "pg backup" 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- \
+  env PGURL="$pgurl" BIN=target/debug/threadchat scripts/pg_backup.sh
 stage smoke 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/smoke.sh
 stage nginx 'grep -c "^ok " "$log" | sed "s/$/ checks/"' -- env BIN=target/debug/threadchat scripts/nginx.sh
 stage browser 'sed -n "s/^# pass /tests passed: /p" "$log"' -- bash -c '
