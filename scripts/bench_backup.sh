@@ -2,7 +2,7 @@
 # `threadchat backup` of a big history while people chat: how long it takes, at what
 # throughput, and how much it moves the chat's p99 (it must not stall the sequencer).
 #
-#   scripts/bench_backup.sh            SIZE_MB=1024 (the history's size), SECONDS=30
+#   scripts/bench_backup.sh            SIZE_MB=1024 (the history's size), DURATION=30 (seconds of chat each)
 #
 # 1. A history of SIZE_MB in a fresh data directory: the schema from the server itself,
 #    then rows written straight into SQLite by Python (20 rooms, ~400-byte messages).
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}
-SECONDS_EACH=${SECONDS:-30}
+SECONDS_EACH=${DURATION:-30}
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet
 BIN=target/release/threadchat
@@ -59,6 +59,7 @@ while True:
         break
 print(f"history: {rows} messages, {pages / 2**20:.0f} MiB, written in {time.time() - t:.0f} s", file=sys.stderr)
 PY
+sync # the generated history's dirty pages, before anything is timed
 
 start
 bench() {
@@ -69,7 +70,7 @@ alone=$(bench)
 bench >"$work/with.json" &
 bench_pid=$!
 sleep 5
-"$BIN" backup --data-dir "$work/data" "$work/backup.db" >"$work/backup.json"
+${BACKUP_PREFIX:-} "$BIN" backup --data-dir "$work/data" "$work/backup.db" >"$work/backup.json"
 wait "$bench_pid"
 stop
 python3 - "$alone" "$work/with.json" "$work/backup.json" <<'PY'

@@ -3,7 +3,7 @@
 # tree and an earlier revision (default: 4f0abda, before dms were delivered by user id,
 # when each dm scanned every connected client under the hub lock), alternating.
 #
-#   scripts/bench_dm.sh [REV]          ROUNDS=3 by default; CLIENTS=10000 SECONDS=10
+#   scripts/bench_dm.sh [REV]          ROUNDS=3 by default; CLIENTS=10000 DURATION=10 (seconds each)
 #
 # Each run: a fresh server (release build, caps and rates lifted: the load comes from
 # 127.0.0.x), `threadchat bench` holding CLIENTS idle chat clients, then
@@ -15,7 +15,7 @@ source scripts/lib.sh
 REV=${1:-4f0abda}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-10000}
-SECONDS_EACH=${SECONDS:-10}
+SECONDS_EACH=${DURATION:-10}
 ulimit -n "$(ulimit -Hn)"
 
 build_ab "$REV"

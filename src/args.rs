@@ -42,8 +42,8 @@ pub enum Command {
     Tail(TailArgs),
     /// Load generator: many simulated clients against any server that broadcasts text.
     Bench(BenchArgs),
-    /// Copy the SQLite history consistently while a server runs on it (VACUUM INTO), and
-    /// print what the copy holds as JSON.
+    /// Copy the SQLite history consistently while a server runs on it (one read
+    /// transaction, paced), and print what the copy holds as JSON.
     #[command(
         after_help = "Exit status:\n  0  copied\n  1  could not copy (no history there, the target exists, a disk error)\n  2  bad arguments"
     )]
@@ -112,6 +112,10 @@ pub struct BackupArgs {
     /// The server's data directory (where `history.db` is).
     #[arg(long, env = "THREADCHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Write the copy at most this fast, in MiB per second (a faster copy makes the
+    /// server's commits wait for the disk).
+    #[arg(long, default_value_t = 64)]
+    pub max_mib_per_sec: u64,
     /// Where to write the copy (must not exist).
     pub out: PathBuf,
 }

@@ -48,9 +48,11 @@ fn main() -> ExitCode {
         Some(Command::Send(args)) => cli::send(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Tail(args)) => cli::tail(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Bench(args)) => bench(&args),
-        Some(Command::Backup(args)) => threadchat::backup::backup(&args.data_dir, &args.out)
-            .map(|summary| println!("{}", serde_json::to_string(&summary).unwrap_or_default()))
-            .map_err(|e| (e, 1)),
+        Some(Command::Backup(args)) => {
+            threadchat::backup::backup(&args.data_dir, &args.out, args.max_mib_per_sec << 20)
+                .map(|summary| println!("{}", serde_json::to_string(&summary).unwrap_or_default()))
+                .map_err(|e| (e, 1))
+        }
         Some(Command::Restore(args)) => match threadchat::backup::restore(&args.data_dir, &args.file, args.force) {
             Ok(summary) => {
                 println!("{}", serde_json::to_string(&summary).unwrap_or_default());
