@@ -53,14 +53,7 @@ fn main() -> ExitCode {
                 .map(|summary| println!("{}", serde_json::to_string(&summary).unwrap_or_default()))
                 .map_err(|e| (e, 1))
         }
-        Some(Command::Restore(args)) => match threadchat::backup::restore(&args.data_dir, &args.file, args.force) {
-            Ok(summary) => {
-                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-                Ok(())
-            }
-            Err(threadchat::backup::Verdict::Damaged(why)) => Err((why, 1)),
-            Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
-        },
+        Some(Command::Restore(args)) => report(threadchat::backup::restore(&args.data_dir, &args.file, args.force)),
         Some(Command::Export(args)) => {
             let filter = threadchat::transfer::Filter {
                 room: args.room,
@@ -85,16 +78,26 @@ fn main() -> ExitCode {
                 .map(|n| eprintln!("imported {n} messages"))
                 .map_err(|e| (e, 1))
         }
-        Some(Command::Verify(args)) => match threadchat::backup::verify(&args.file) {
-            Ok(summary) => {
-                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-                Ok(())
-            }
-            Err(threadchat::backup::Verdict::Damaged(why)) => Err((why, 1)),
-            Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
-        },
+        Some(Command::Verify(args)) => report(threadchat::backup::verify(&args.file)),
     };
     finish(result)
+}
+
+/// A history's summary on stdout (one JSON line); a verdict as its exit status: 1
+/// damaged or refused, 2 not a threadchat history.
+fn report(result: Result<threadchat::backup::Summary, threadchat::backup::Verdict>) -> Result<(), (String, i32)> {
+    match result {
+        Ok(summary) => {
+            print_json(&summary);
+            Ok(())
+        }
+        Err(threadchat::backup::Verdict::Damaged(why)) => Err((why, 1)),
+        Err(threadchat::backup::Verdict::NotAHistory(why)) => Err((why, 2)),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).unwrap_or_default());
 }
 
 fn finish(result: Result<(), (String, i32)>) -> ExitCode {
