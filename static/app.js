@@ -31,8 +31,10 @@ const TOKEN_KEY = "threadchat_token";
 let auth = null;
 
 // Who this page is, when the server has no JWT for it: a guest identity the server issued
-// (its welcome's `identity`), kept in localStorage and presented again on every connection
-// (?identity=), so a reload or another tab is the same user with the same direct messages.
+// (its welcome's `identity`), kept in localStorage and presented again on every connection,
+// so a reload or another tab is the same user with the same direct messages. It travels
+// as the `threadchat_identity` cookie (SameSite=Strict), never in a URL that logs keep,
+// unless the WebSocket is on another host (`--public-ws-url`), which no cookie reaches.
 // The name the guest chose is kept beside it and asked for again after each welcome.
 const IDENTITY_KEY = "threadchat_identity";
 const NAME_KEY = "threadchat_name";
@@ -300,7 +302,11 @@ function connectUrl(ticket) {
   }
   if (ticket) params.push("ticket=" + encodeURIComponent(ticket));
   const identity = localStorage.getItem(IDENTITY_KEY);
-  if (identity) params.push("identity=" + encodeURIComponent(identity));
+  if (identity && new URL(wsUrl, location.href).hostname === location.hostname) {
+    setIdentityCookie(identity, 365 * 86400);
+  } else if (identity) {
+    params.push("identity=" + encodeURIComponent(identity));
+  }
   if (params.length === 0) return wsUrl;
   return wsUrl + (wsUrl.includes("?") ? "&" : "?") + params.join("&");
 }
@@ -382,12 +388,19 @@ async function connect() {
   };
 }
 
+function setIdentityCookie(value, maxAgeSecs) {
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = `${IDENTITY_KEY}=${encodeURIComponent(value)}; Path=/; Max-Age=${maxAgeSecs}; SameSite=Strict${secure}`;
+}
+
 async function checkIdentity() {
-  const identity = localStorage.getItem(IDENTITY_KEY);
+  setIdentityCookie(localStorage.getItem(IDENTITY_KEY), 365 * 86400);
   try {
-    const resp = await fetch("/api/identity?identity=" + encodeURIComponent(identity), { cache: "no-store" });
+    // The cookie carries it (the same origin).
+    const resp = await fetch("/api/identity", { cache: "no-store" });
     if (resp.status === 401) {
       localStorage.removeItem(IDENTITY_KEY);
+      setIdentityCookie("", 0);
       notice("This server no longer knows your guest identity; you will be a new guest.");
     }
   } catch {

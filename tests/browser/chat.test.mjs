@@ -467,11 +467,15 @@ test("a direct message reaches only its two parties, each in a conversation tab"
     assert.equal(await carol.locator("#messages li.message", { hasText: /just between us|agreed/ }).count(), 0);
     await bob.screenshot({ path: path.join(SHOTS, "browser-dm.png") });
     const bobUser = await bob.evaluate(() => myUser);
-    // A reload is the same guest: same user, same name, the conversation replayed.
+    // A reload is the same guest: same user, same name, the conversation replayed. The
+    // credential rides in the cookie, never in a WebSocket URL (logs keep URLs).
+    const wsUrls = [];
+    bob.on("websocket", (ws) => wsUrls.push(ws.url()));
     await bob.reload();
     await bob.locator("#status.connected").waitFor({ timeout: WAIT });
     await bob.locator("#messages li.notice", { hasText: "is now bob" }).first().waitFor({ timeout: WAIT });
     assert.equal(await bob.evaluate(() => myUser), bobUser, "the same user after a reload");
+    assert.ok(wsUrls.length > 0 && wsUrls.every((u) => !u.includes("identity=")), wsUrls.join(" "));
     await bob.click("#room-tabs button:has-text('@alice')");
     await bob.locator('#messages li.message:not([hidden])', { hasText: "just between us" }).waitFor({ timeout: WAIT });
     await bob.locator('#messages li.message:not([hidden])', { hasText: "agreed" }).waitFor({ timeout: WAIT });

@@ -60,8 +60,8 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         }
         // Whether this server still knows a guest identity (the page asks when a connection
         // with one is refused before it opens: a changed key makes it a new guest).
-        "/api/identity" if get => match crate::net::query::get(&query, "identity") {
-            None => json(400, &serde_json::json!({ "error": "missing ?identity=" })),
+        "/api/identity" if get => match crate::net::access::identity::offered(&query, request_header(request, "Cookie")) {
+            None => json(400, &serde_json::json!({ "error": "no identity: give ?identity= or the threadchat_identity cookie" })),
             Some(credential) => match shared.guest_keys.verify(&credential) {
                 Some(user) => json(200, &serde_json::json!({ "user": user })),
                 None => {
