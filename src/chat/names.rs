@@ -91,11 +91,18 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct Names {
     state: Mutex<State>,
     /// With `--redis`: the cluster's record (set once at start).
     ledger: OnceLock<Arc<dyn Ledger>>,
+    /// Reservations kept in memory at most (`MAX_CACHED`; tests use a few).
+    max_cached: usize,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names { state: Mutex::default(), ledger: OnceLock::new(), max_cached: MAX_CACHED }
+    }
 }
 
 impl Names {
@@ -106,11 +113,11 @@ impl Names {
 
     /// Loads the store's reservations (at start).
     pub fn load(&self, store: &dyn Store) {
-        match store.reserved_names(MAX_CACHED + 1) {
+        match store.reserved_names(self.max_cached + 1) {
             Ok(rows) => {
                 let mut st = self.state.lock();
-                st.complete = rows.len() <= MAX_CACHED;
-                for (key, user, name) in rows.into_iter().take(MAX_CACHED) {
+                st.complete = rows.len() <= self.max_cached;
+                for (key, user, name) in rows.into_iter().take(self.max_cached) {
                     let user: Arc<str> = Arc::from(user);
                     st.reserved_names.insert(user.clone(), Arc::from(name));
                     st.reserved.insert(key, user);
@@ -253,7 +260,7 @@ impl Names {
         let name: Arc<str> = Arc::from(name);
         let mut st = self.state.lock();
         let taken = st.held.get(&key).is_some_and(|h| h.user != *user);
-        if st.reserved.len() < MAX_CACHED || st.reserved.contains_key(&key) {
+        if st.reserved.len() < self.max_cached || st.reserved.contains_key(&key) {
             st.reserved.insert(key, user.clone());
             st.reserved_names.insert(user.clone(), name.clone());
         } else {
@@ -322,7 +329,7 @@ impl Names {
                 // left to expire in Redis on their own).
                 let mut st = self.state.lock();
                 st.released.extend(released);
-                let over = st.released.len().saturating_sub(MAX_CACHED);
+                let over = st.released.len().saturating_sub(self.max_cached);
                 st.released.drain(..over);
                 vec![]
             }

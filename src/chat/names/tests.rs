@@ -84,3 +84,39 @@ fn guests_get_the_first_free_name_and_suffixes_fit() {
     assert_eq!(candidate("abc d", 2), "abc d-2");
     assert_eq!(short("guest~0123456789"), "012345");
 }
+
+/// Past `max_cached` reservations the store is the record: load says the cache is not
+/// complete, and a claim of a reservation not in memory is still refused.
+#[test]
+fn past_the_cache_the_store_answers() {
+    let (d, store) = store();
+    let writer = Names { max_cached: 3, ..Names::default() };
+    for i in 0..5 {
+        writer.reserve(&a(&format!("u-{i}")), &format!("name{i}"), &store).unwrap();
+    }
+    assert_eq!(writer.state.lock().reserved.len(), 3, "the cache stops at its cap");
+    drop(store);
+    let store = SqliteStore::open(&d.0, false).unwrap();
+    let names = Names { max_cached: 3, ..Names::default() };
+    names.load(&store);
+    assert!(!names.state.lock().complete);
+    assert_eq!(names.state.lock().reserved.len(), 3);
+    for i in 0..5 {
+        assert!(names.hold(&a("g~x"), &a(&format!("NAME{i}")), &store).is_err(), "name{i}");
+    }
+    let full = Names { max_cached: 5, ..Names::default() };
+    full.load(&store);
+    assert!(full.state.lock().complete, "5 reservations fit a cache of 5");
+}
+
+/// Two registries on one store (two processes on one history, or a reservation made
+/// after this one loaded): the store's answer wins, and the later claimant gets a suffix.
+#[test]
+fn the_store_decides_between_two_registries() {
+    let (_d, store) = store();
+    let first = Names::default();
+    let second = Names::default();
+    second.load(&store); // empty and complete: it will not ask the store before reserving
+    assert_eq!(&*first.reserve(&a("u-1"), "sam", &store).unwrap().0, "sam");
+    assert_eq!(&*second.reserve(&a("u-2"), "sam", &store).unwrap().0, "sam-2");
+}

@@ -124,6 +124,10 @@ mod tests {
         assert_eq!(keys.verify(&format!("{cred}x")), None);
         // Only guest ids: a credential can never stand for a JWT user.
         assert_eq!(keys.verify(&keys.credential("alice")), None);
+        // Ids are at most 64 bytes, even correctly signed.
+        let longest = format!("{GUEST_PREFIX}{}", "a".repeat(64 - GUEST_PREFIX.len()));
+        assert_eq!(keys.verify(&keys.credential(&longest)).as_deref(), Some(longest.as_str()));
+        assert_eq!(keys.verify(&keys.credential(&format!("{longest}a"))), None);
     }
 
     #[test]
@@ -144,6 +148,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.join("identity.key"), "short").unwrap();
         assert!(key_from_data_dir(&dir).unwrap_err().contains("64 hex digits"));
+        // Unreadable (here: a directory in its place) is an error, never a new key.
+        std::fs::remove_file(dir.join("identity.key")).unwrap();
+        std::fs::create_dir(dir.join("identity.key")).unwrap();
+        assert!(key_from_data_dir(&dir).unwrap_err().contains("cannot read"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

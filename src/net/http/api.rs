@@ -60,23 +60,28 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
         }
         // Whether this server still knows a guest identity (the page asks when a connection
         // with one is refused before it opens: a changed key makes it a new guest).
-        "/api/identity" if get => match crate::net::access::identity::offered(&query, request_header(request, "Cookie")) {
-            None => json(400, &serde_json::json!({ "error": "no identity: give ?identity= or the threadchat_identity cookie" })),
-            Some(credential) => match shared.guest_keys.verify(&credential) {
-                Some(user) => json(200, &serde_json::json!({ "user": user })),
-                None => {
-                    // A wrong guess costs what a failed sign-in costs.
-                    let cfg = &shared.chat.config;
-                    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-                    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-                        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-                        return too_many("too many failed attempts; slow down");
+        "/api/identity" if get => {
+            match crate::net::access::identity::offered(&query, request_header(request, "Cookie")) {
+                None => json(
+                    400,
+                    &serde_json::json!({ "error": "no identity: give ?identity= or the threadchat_identity cookie" }),
+                ),
+                Some(credential) => match shared.guest_keys.verify(&credential) {
+                    Some(user) => json(200, &serde_json::json!({ "user": user })),
+                    None => {
+                        // A wrong guess costs what a failed sign-in costs.
+                        let cfg = &shared.chat.config;
+                        let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+                        if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+                            shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
+                            return too_many("too many failed attempts; slow down");
+                        }
+                        shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
+                        json(401, &serde_json::json!({ "error": crate::net::access::identity::BAD_IDENTITY }))
                     }
-                    shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-                    json(401, &serde_json::json!({ "error": crate::net::access::identity::BAD_IDENTITY }))
-                }
-            },
-        },
+                },
+            }
+        }
         "/api/ticket" if method == Method::Post => {
             guarded_post(request, shared, &query).unwrap_or_else(|identity| issue_ticket(request, shared, identity))
         }
