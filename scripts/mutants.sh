@@ -37,16 +37,18 @@ whole=(
   src/chat/hub/conversations.rs  # the conversation budget
   src/net/access/frame_rate.rs        # what a client's frames may cost (messages, pings, echoes)
   src/net/access/history_rate.rs      # one address's history reads
+  src/net/access/identity.rs    # guest identities: issued, verified, the key kept
+  src/chat/names.rs             # one user per name, JWT reservations, the cluster's ledger
 )
 args=()
 for f in "${whole[@]}"; do args+=(--file "$f"); done
 cargo mutants --all-features "${args[@]}" --timeout 180 -o mutants.out/whole "${test_args[@]}" || true
 
 # Files that mix guards with plumbing: only the guarding functions.
-#  - conn/outbox.rs: the per-client queue cap, queued-bytes accounting, shedding, the
-#    close deadline;
+#  - conn/outbox.rs and outbox/ending.rs: the per-client queue cap, queued-bytes
+#    accounting, shedding, the close deadline;
 #  - chat/backplane/mod.rs: readiness, publishing, and answering messages never read back.
-cargo mutants --all-features --file src/conn/outbox.rs --file src/chat/backplane/mod.rs \
+cargo mutants --all-features --file src/conn/outbox.rs --file src/conn/outbox/ending.rs --file src/chat/backplane/mod.rs \
   -F 'Conn::(push|push_control|push_close|close_queued|shed|queued_bytes|wait_drained|send_blocking)( |$)' \
   -F 'Drop for Conn' -F 'Backplane::(ready|pending)' -F 'expire_pending' -F 'Publisher::publish' \
   --timeout 180 -o mutants.out/parts "${test_args[@]}" || true
