@@ -80,7 +80,7 @@ pub trait Ledger: Send + Sync {
 }
 
 impl State {
-    /// One more connection of `user` holds `name` (by `key`), taking it from anyone else.
+    /// One more connection of `user` holds the name whose key is `key`.
     fn take(&mut self, key: String, user: &Arc<str>) {
         match self.held.get_mut(&key) {
             Some(h) if h.user == *user => h.conns += 1,
@@ -179,17 +179,6 @@ impl Names {
         }
         st.take(key, user);
         Ok(())
-    }
-
-    /// The owner of a reserved name holds it, whoever held it a moment ago (a guest, whom
-    /// the hub then renames: `Hub::take_name_back`).
-    pub fn hold_owned(&self, user: &Arc<str>, name: &Arc<str>) {
-        let key = protocol::name_key(name);
-        if let Some(ledger) = self.ledger.get() {
-            // An instance where a guest holds it learns at its next renewal, and renames it.
-            let _ = ledger.claim(&key, user, true);
-        }
-        self.state.lock().take(key, user);
     }
 
     /// A connection of `user` stops holding `name` (renamed, or gone).
@@ -294,11 +283,6 @@ impl Names {
     pub fn name_of(&self, user: &str) -> Option<Arc<str>> {
         let st = self.state.lock();
         st.remote.get(user).map(|n| Arc::from(n.as_str())).or_else(|| st.reserved_names.get(user).cloned())
-    }
-
-    /// Whether `user` is connected to another instance (cluster presence).
-    pub fn is_remote(&self, user: &str) -> bool {
-        self.state.lock().remote.contains_key(user)
     }
 
     /// The users connected elsewhere, with their names (from the backplane).

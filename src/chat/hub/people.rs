@@ -30,11 +30,6 @@ impl Hub {
         here.or_else(|| self.names.name_of(user))
     }
 
-    /// Whether `user` has a chat connection here or (in a cluster) on another instance.
-    pub fn is_online(&self, user: &str) -> bool {
-        self.state.lock().users.contains_key(user) || self.names.is_remote(user)
-    }
-
     /// Renames `conn` (its new name already held in `names`) and tells the members of its
     /// rooms (and itself). Nobody outside those rooms learns of it: a server-wide
     /// announcement would tell everyone who is where. Under the hub lock, so a `leave` or

@@ -1,6 +1,7 @@
 //! Unit tests of `names.rs`.
 use super::*;
 use crate::store::sqlite::SqliteStore;
+use parking_lot::Mutex;
 
 fn store() -> (tempfile_dir::Dir, SqliteStore) {
     let dir = tempfile_dir::Dir::new();
@@ -119,4 +120,50 @@ fn the_store_decides_between_two_registries() {
     second.load(&store); // empty and complete: it will not ask the store before reserving
     assert_eq!(&*first.reserve(&a("u-1"), "sam", &store).unwrap().0, "sam");
     assert_eq!(&*second.reserve(&a("u-2"), "sam", &store).unwrap().0, "sam-2");
+}
+
+/// (name key, user) pairs, as a renewal is given them.
+type Pairs = Vec<(String, String)>;
+
+/// A ledger that grants everything and records what each renewal was given.
+#[derive(Default)]
+struct Recorder {
+    renewals: Mutex<Vec<(Pairs, Pairs)>>,
+}
+
+impl Ledger for Recorder {
+    fn claim(&self, _: &str, _: &str, _: bool) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn reserve(&self, _: &str, user: &str) -> Result<String, String> {
+        Ok(user.to_string())
+    }
+    fn owner(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn renew(&self, held: &[(String, String)], released: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+        self.renewals.lock().push((held.to_vec(), released.to_vec()));
+        Ok(vec![])
+    }
+}
+
+/// In a cluster a name let go is handed back at the next renewal, unless its user holds it
+/// again by then (a reconnect): handing it back would free a name still in use.
+#[test]
+fn a_released_name_is_handed_back_unless_held_again() {
+    let (_d, store) = store();
+    let names = Names::default();
+    let ledger = Arc::new(Recorder::default());
+    names.set_ledger(ledger.clone());
+    names.hold(&a("g~1"), &a("ann"), &store).unwrap();
+    names.hold(&a("g~2"), &a("bob"), &store).unwrap();
+    names.release("g~1", "ann");
+    names.release("g~2", "bob");
+    names.hold(&a("g~2"), &a("bob"), &store).unwrap(); // bob reconnected meanwhile
+    names.renew();
+    let (held, released) = ledger.renewals.lock()[0].clone();
+    assert_eq!(held, [("bob".to_string(), "g~2".to_string())]);
+    assert_eq!(released, [("ann".to_string(), "g~1".to_string())], "bob's is still his");
+    names.renew();
+    assert!(ledger.renewals.lock()[1].1.is_empty(), "handed back once");
 }

@@ -156,7 +156,8 @@ fn peer(shared: &Shared, peer: &Peer) -> Result<Arc<str>, String> {
 /// reads it on return). Anything else is refused, never acknowledged and lost.
 fn recipient(shared: &Shared, to: &Peer) -> Result<Arc<str>, String> {
     let user = peer(shared, to)?;
-    if shared.chat.hub.is_online(&user) || shared.chat.hub.name_of(&user).is_some() {
+    // Known by a name: connected here or elsewhere, or a signed-in user's reservation.
+    if shared.chat.hub.name_of(&user).is_some() {
         Ok(user)
     } else {
         Err(format!("no user {user:?} is connected or known here"))

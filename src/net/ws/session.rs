@@ -223,7 +223,6 @@ fn take_name(conn: &Arc<Conn>, identity: &Identity, shared: &Shared) -> Result<(
     match identity {
         Identity::Named { name: claim, .. } => {
             let (name, taken) = hub.names.reserve(&user, claim, store)?;
-            hub.names.hold_owned(&user, &name);
             conn.set_name(&name);
             conn.name_locked.store(true, Ordering::Release);
             if taken {
