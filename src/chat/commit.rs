@@ -12,7 +12,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use crate::chat::hub::Hub;
 use crate::chat::protocol::ServerMsg;
 use crate::conn::fanout::Fanout;
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::{Conn, Kind};
 use crate::store::StoredMessage;
 
 /// Who to tell when a message is stored (or could not be).

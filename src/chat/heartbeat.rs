@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::chat::Chat;
 use crate::chat::hub::{CloseCode, Deadline, PendingClose, TOKEN_EXPIRED, TOKEN_EXPIRED_CODE};
-use crate::conn::outbox::Kind;
+use crate::conn::Kind;
 
 pub struct Heartbeat {
     pub thread: JoinHandle<()>,
@@ -124,7 +124,7 @@ fn enforce_budget(chat: &Chat) {
     if budget.total() <= budget.max {
         return;
     }
-    let mut by_size: Vec<(usize, Arc<crate::conn::outbox::Conn>)> =
+    let mut by_size: Vec<(usize, Arc<crate::conn::Conn>)> =
         chat.hub.snapshot().iter().map(|c| (c.queued_bytes(), Arc::clone(c))).collect();
     by_size.sort_unstable_by_key(|(queued, _)| std::cmp::Reverse(*queued));
     let mut closed = 0;

@@ -21,8 +21,8 @@ use crate::chat::backplane::Backplane;
 use crate::chat::hub::Hub;
 use crate::chat::sequencer::queue::Sequencer;
 use crate::config::Config;
+use crate::conn::Outboxes;
 use crate::conn::fanout::Fanout;
-use crate::conn::outbox::Outboxes;
 use crate::metrics::Metrics;
 use crate::store::Store;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use crate::chat::Chat;
-use crate::conn::outbox::Conn;
+use crate::conn::Conn;
 use crate::metrics::Gauges;
 use crate::net::entry::admission::Admission;
 use crate::net::http::tiny::Workers;
@@ -100,9 +100,9 @@ impl Shared {
         };
         for conn in chat.hub.snapshot().iter() {
             match conn.kind() {
-                crate::conn::outbox::Kind::Chat | crate::conn::outbox::Kind::Plain => g.chat_clients += 1,
-                crate::conn::outbox::Kind::Echo => g.echo_clients += 1,
-                crate::conn::outbox::Kind::Handshaking => {}
+                crate::conn::Kind::Chat | crate::conn::Kind::Plain => g.chat_clients += 1,
+                crate::conn::Kind::Echo => g.echo_clients += 1,
+                crate::conn::Kind::Handshaking => {}
             }
         }
         // The outboxes' running total: no need to lock each one.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::chat::protocol::ServerMsg;
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::{Conn, Kind};
 use crate::store::StoredMessage;
 
 use super::Hub;

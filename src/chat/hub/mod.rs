@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use crate::chat::names::Names;
 use crate::chat::room_index::{RoomIndex, RoomSummary};
-use crate::conn::outbox::{Conn, Kind, Push};
+use crate::conn::{Conn, Kind, Push};
 use crate::metrics::{Disconnect, Metrics};
 
 mod broadcast;

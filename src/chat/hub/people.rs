@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::chat::protocol::ServerMsg;
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::{Conn, Kind};
 
 use super::Hub;
 

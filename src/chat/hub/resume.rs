@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::chat::protocol::ServerMsg;
-use crate::conn::outbox::{Conn, Push};
+use crate::conn::{Conn, Push};
 use crate::store::History;
 
 use super::{CLOSE_TIMEOUT, Hub, REPLAY_PAGE};

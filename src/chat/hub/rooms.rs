@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::chat::protocol::{Member, ServerMsg};
 use crate::chat::room_index::RoomStats;
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::{Conn, Kind};
 
 use super::{Hub, HubState, PRESENCE_LIST_MAX, RECENT_BYTES, RECENT_FRAMES};
 

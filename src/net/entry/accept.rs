@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::conn::outbox::Conn;
+use crate::conn::Conn;
 use crate::conn::threads::Pool;
 use crate::net::entry::admission::Refused;
 use crate::net::shared::Shared;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::conn::outbox::Conn;
+use crate::conn::Conn;
 
 /// Limits, from the config.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::outbox::Conn;
+use crate::conn::Conn;
 use crate::metrics::Refusal;
 use crate::net::entry::admission::Slot;
 use crate::net::entry::head::{self, HeadError};

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::conn::frames;
-use crate::conn::outbox::{Conn, Push};
+use crate::conn::{Conn, Push};
 
 /// The stream the connection thread reads requests from, and tungstenite reads frames from
 /// and writes to.

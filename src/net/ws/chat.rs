@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::chat::commit::{Reply, Submit, error_frame_for};
 use crate::chat::protocol::{self, ClientMsg, Peer};
-use crate::conn::outbox::Conn;
+use crate::conn::Conn;
 use crate::net::access::auth::{ROOM_CLOSED, RoomAccess};
 use crate::net::access::frame_rate::FrameBudget;
 use crate::net::access::history_rate::{HistoryBudget, Paced};

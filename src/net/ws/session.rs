@@ -17,7 +17,7 @@ use tungstenite::{Error as WsError, Message, WebSocket, error::ProtocolError};
 
 use crate::chat::hub::CloseCode;
 use crate::conn::frames;
-use crate::conn::outbox::{Conn, Kind};
+use crate::conn::{Conn, Kind};
 use crate::metrics::Disconnect;
 use crate::net::access::auth::{self, Identity, UserSlot};
 use crate::net::access::frame_rate::{FrameBudget, Verdict};

@@ -2,8 +2,8 @@
 //! and shutdown.
 
 use super::*;
+use crate::conn::Outboxes;
 use crate::conn::flusher::Flusher;
-use crate::conn::outbox::Outboxes;
 use crate::conn::unsent::QueueBudget;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
