@@ -1,6 +1,6 @@
-//! Who is here (part of the hub; see `mod.rs`): a connection's welcome, whether a user is
-//! connected (here or, in a cluster, elsewhere), and the names people show — renames, and a
-//! guest renamed when the name it shows turns out to be another user's.
+//! Who is here (part of the hub; see `mod.rs`): a connection's welcome, the name a user
+//! shows (here, elsewhere in a cluster, or reserved), renames, and a guest renamed when the
+//! name it shows turns out to be another user's.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
