@@ -70,7 +70,7 @@ pub enum StartError {
     Store(store::StoreError),
     Tls(String),
     Redis(String),
-    /// No randomness from the OS (`/dev/urandom`).
+    /// No randomness from the OS (`getrandom`).
     Random,
     /// The guest identity key could not be found or made.
     IdentityKey(String),
@@ -97,7 +97,7 @@ impl std::fmt::Display for StartError {
             StartError::Store(e) => write!(f, "cannot open the history store: {e}"),
             StartError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
             StartError::Redis(e) => write!(f, "cannot set up the Redis backplane: {e}"),
-            StartError::Random => write!(f, "cannot read random bytes from /dev/urandom"),
+            StartError::Random => write!(f, "cannot read random bytes from the kernel (getrandom)"),
             StartError::IdentityKey(e) => write!(f, "guest identities: {e}"),
         }
     }

@@ -83,7 +83,7 @@ pub fn key_from_data_dir(data_dir: &Path) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("{} is not 64 hex digits; remove it to make a new key", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            let key = crate::net::access::per_ip::random_bytes::<32>().ok_or("no random numbers (/dev/urandom)")?;
+            let key = crate::net::access::per_ip::random_bytes::<32>().ok_or("no random numbers (getrandom)")?;
             let hex = data_encoding::HEXLOWER.encode(&key);
             // create_new: two processes starting at once do not overwrite each other's key.
             let mut options = std::fs::OpenOptions::new();

@@ -220,11 +220,14 @@ pub fn address_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `N` random bytes from the kernel's CSPRNG.
+/// `N` random bytes from the kernel's CSPRNG, by the `getrandom` system call (ring's
+/// `SystemRandom`). Not by opening `/dev/urandom`: that takes a file descriptor, and a
+/// guest's id is drawn exactly when the server may have none left (CI caught a `503` on
+/// an upgrade in tests/entrance.rs's fd-exhaustion test).
 pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
-    use std::io::Read;
+    use ring::rand::SecureRandom;
     let mut buf = [0u8; N];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).ok()?;
+    ring::rand::SystemRandom::new().fill(&mut buf).ok()?;
     Some(buf)
 }
 
