@@ -19,11 +19,11 @@ LAYER = {
     "net": 4,
     "chat": 3,
     "conn": 2, "store": 2,
-    "args": 1, "config": 1, "metrics": 1, "clock": 1,
+    "args": 1, "config": 1, "metrics": 1, "clock": 1, "random": 1,
     "lib": 6,
 }
 # Tools are clients of the server: only base modules and the protocol's types.
-TOOLS_MAY_USE = {"args", "config", "metrics", "clock", "chat::protocol", "tools"}
+TOOLS_MAY_USE = {"args", "config", "metrics", "clock", "random", "chat::protocol", "tools"}
 # Inside the way in (src/net/), folders by job: the access rules are consulted by the
 # sessions, never the reverse; an HTTP exchange and a WebSocket session do not know each
 # other (the connection thread in entry/ picks one).

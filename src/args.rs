@@ -267,6 +267,12 @@ pub struct ServeArgs {
     #[arg(help_heading = "Authentication and access", long, env = "THREADCHAT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// Secret for the moderation API (`Authorization: Bearer SECRET` on `/api/admin/…`): every
+    /// right, for scripts and `threadchat admin`. Without it (and without --jwt-secret, whose
+    /// tokens may carry moderator roles) the moderation API does not exist (404).
+    #[arg(help_heading = "Authentication and access", long, env = "THREADCHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Key that signs guest identities (at least 32 bytes; give every instance of a cluster
     /// the same). Default: with --redis, one kept in Redis; else DATA_DIR/identity.key.
     #[arg(

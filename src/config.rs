@@ -57,6 +57,8 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// `--identity-secret`: the key of guest identities (see `net/access/identity.rs`).
     pub identity_secret: Option<String>,
+    /// `--admin-token`: full rights over the moderation API.
+    pub admin_token: Option<String>,
     pub allow_origins: Vec<String>,
     /// `--private-room`: rooms (or `prefix*`) only a JWT `rooms` claim opens.
     pub private_rooms: Vec<String>,
@@ -170,6 +172,7 @@ impl Default for Config {
             token: None,
             jwt_secret: None,
             identity_secret: None,
+            admin_token: None,
             allow_origins: vec![],
             private_rooms: vec![],
             trusted_proxies: vec![],
@@ -217,6 +220,7 @@ impl TryFrom<ServeArgs> for Config {
             token: a.token,
             jwt_secret: a.jwt_secret,
             identity_secret: a.identity_secret,
+            admin_token: a.admin_token,
             allow_origins: a.allow_origins,
             private_rooms: a.private_rooms,
             trusted_proxies: a.trusted_proxies,
@@ -239,6 +243,11 @@ impl Config {
         self.token.is_some() || self.jwt_secret.is_some()
     }
 
+    /// Whether the moderation API exists: an admin token, or JWTs that may carry roles.
+    pub fn moderation_enabled(&self) -> bool {
+        self.admin_token.is_some() || self.jwt_secret.is_some()
+    }
+
     /// Checks every field; the error is one line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.token.as_deref().is_some_and(|t| t.len() < 16) {
@@ -246,6 +255,9 @@ impl Config {
         }
         if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err("--jwt-secret must be at least 32 bytes (HS256 wants a 256-bit key)".into());
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err("--admin-token must be at least 16 characters".into());
         }
         if self.identity_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err("--identity-secret must be at least 32 bytes".into());

@@ -11,7 +11,7 @@
 //! | [`net`] | the way in: accept, admit, a thread per connection, HTTP and WebSocket sessions, access checks | `chat`, `conn`, `store`, base |
 //! | [`chat`] | the hub and rooms, the sequencer, the heartbeat, the Redis backplane, the protocol | `conn`, `store`, base |
 //! | [`conn`], [`store`] | plumbing: outboxes and their writers; durable history | base |
-//! | base: [`args`], [`config`], [`metrics`], [`clock`] | flags, settings, counters, time | nothing above |
+//! | base: [`args`], [`config`], [`metrics`], [`clock`], `random` | flags, settings, counters, time, randomness | nothing above |
 //! | [`tools`] | `send`/`tail`, `bench`: clients, not the server | `chat::protocol`, base |
 //!
 //! No module reaches up a layer, and no two modules import each other, directly or
@@ -28,6 +28,7 @@ mod chat;
 mod conn;
 mod metrics;
 mod net;
+mod random;
 mod store;
 
 pub use chat::protocol::MAX_TEXT_CHARS;

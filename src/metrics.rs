@@ -41,9 +41,11 @@ pub enum Disconnect {
     Error = 9,
     /// Kept sending over `--message-rate` (1008).
     RateLimit = 10,
+    /// Kicked or banned by a moderator (4003).
+    Moderator = 11,
 }
 
-const DISCONNECT_NAMES: [&str; 11] = [
+const DISCONNECT_NAMES: [&str; 12] = [
     "",
     "client_close",
     "gone",
@@ -55,6 +57,7 @@ const DISCONNECT_NAMES: [&str; 11] = [
     "shutdown",
     "error",
     "rate_limit",
+    "moderator",
 ];
 
 impl Disconnect {
@@ -71,6 +74,7 @@ impl Disconnect {
             8 => Shutdown,
             9 => Error,
             10 => RateLimit,
+            11 => Moderator,
             _ => return None,
         })
     }
@@ -132,7 +136,7 @@ pub struct Metrics {
     pub error_replies: AtomicU64,
     /// Completed upgrades.
     pub connections: AtomicU64,
-    disconnects: [AtomicU64; 11],
+    disconnects: [AtomicU64; DISCONNECT_NAMES.len()],
     /// History store: committed batches, their total time (µs) and messages; failures.
     store_commits: AtomicU64,
     store_commit_micros: AtomicU64,
@@ -173,6 +177,8 @@ pub struct Gauges {
     pub rooms: Vec<(String, usize)>,
     /// With `--redis`: (connected and caught up, messages published but not yet read back).
     pub backplane: Option<(bool, usize)>,
+    /// Moderation actions by kind (counters kept by the chat's moderation).
+    pub moderation: Vec<(&'static str, u64)>,
 }
 
 impl Metrics {
@@ -333,6 +339,15 @@ impl Metrics {
         let rooms: Vec<(&str, u64)> = rooms.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("room_members", "gauge", "Members per room (distinct users); private rooms are left out.", &rooms);
         metric("refusals_total", "counter", "Refused connections, upgrades and requests, by reason.", &rejections);
+        let actions: Vec<(String, u64)> =
+            g.moderation.iter().map(|(a, n)| (format!("{{action=\"{a}\"}}"), *n)).collect();
+        let actions: Vec<(&str, u64)> = actions.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "moderation_actions_total",
+            "counter",
+            "Moderation actions carried out here, by kind (\"refused\": requests refused).",
+            &actions,
+        );
         let _ = writeln!(
             out,
             "# HELP threadchat_store_commit_seconds Time to commit a batch of messages to the history store."
@@ -369,8 +384,10 @@ mod tests {
             queued_bytes: 0,
             rooms: vec![("lobby".into(), 2)],
             backplane: Some((true, 0)),
+            moderation: vec![("kick", 2)],
         });
         assert!(text.contains("threadchat_backplane_ready 1\n"));
+        assert!(text.contains("threadchat_moderation_actions_total{action=\"kick\"} 2\n"));
         assert!(text.contains("threadchat_clients{endpoint=\"chat\"} 2\n"));
         assert!(text.contains("threadchat_messages_received_total 3\n"));
         assert!(text.contains("threadchat_disconnects_total{reason=\"slow_consumer\"} 1\n"));

@@ -35,7 +35,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// `--private-room` patterns are room names or `prefix*`: checked at start, a flag error.
 pub fn check_private_rooms(config: &Config) -> Result<(), String> {
     for pattern in &config.private_rooms {
-        crate::net::access::auth::validate_room_pattern(pattern).map_err(|e| format!("--private-room: {e}"))?;
+        crate::chat::protocol::validate_room_pattern(pattern).map_err(|e| format!("--private-room: {e}"))?;
     }
     Ok(())
 }
@@ -146,7 +146,7 @@ impl ServerHandle {
         // messages in the history for its own) nor across a cluster's instances: each
         // process numbers from its own random base (below 2^52, so JavaScript numbers stay
         // exact; the low 32 bits count, and name guests).
-        let base = crate::net::access::per_ip::random_u64().ok_or(StartError::Random)?;
+        let base = crate::random::u64().ok_or(StartError::Random)?;
         hub.set_id_base((base % (1 << 20)) << 32);
         let backplane: Option<Box<crate::chat::backplane::Backplane>> = match &config.redis {
             None => None,
@@ -154,7 +154,7 @@ impl ServerHandle {
             Some(_) => return Err(StartError::Redis(crate::config::missing_feature("--redis", "redis"))),
             #[cfg(feature = "redis")]
             Some(url) => {
-                let instance = format!("{:016x}", crate::net::access::per_ip::random_u64().unwrap_or(base));
+                let instance = format!("{:016x}", crate::random::u64().unwrap_or(base));
                 Some(Box::new(
                     crate::chat::backplane::Backplane::new(url, instance, &config.hooks).map_err(StartError::Redis)?,
                 ))
@@ -164,7 +164,7 @@ impl ServerHandle {
         let identity_key = match (&config.identity_secret, &backplane) {
             (Some(secret), _) => secret.as_bytes().to_vec(),
             (None, Some(bp)) => {
-                let fresh = crate::net::access::per_ip::random_bytes::<32>().ok_or(StartError::Random)?;
+                let fresh = crate::random::bytes::<32>().ok_or(StartError::Random)?;
                 bp.identity_key(&fresh).map_err(StartError::IdentityKey)?
             }
             (None, None) => {
@@ -176,7 +176,9 @@ impl ServerHandle {
         if let Some(bp) = &backplane {
             hub.names.set_ledger(bp.ledger.clone());
         }
+        let moderation = crate::chat::moderation::Moderation::load(&*store).map_err(StartError::Store)?;
         let chat = Arc::new(Chat {
+            moderation,
             hub,
             backplane,
             metrics,

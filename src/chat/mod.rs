@@ -12,6 +12,7 @@ pub mod backplane;
 pub mod commit;
 pub mod heartbeat;
 pub mod hub;
+pub mod moderation;
 pub mod names;
 pub mod protocol;
 pub mod room_index;
@@ -44,4 +45,6 @@ pub struct Chat {
     pub outboxes: Outboxes,
     /// `--redis`: the cluster backplane.
     pub backplane: Option<Box<Backplane>>,
+    /// Bans and mutes in force, admins seen, action counts (see `moderation/`).
+    pub moderation: crate::chat::moderation::Moderation,
 }

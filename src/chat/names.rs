@@ -285,6 +285,11 @@ impl Names {
         st.remote.get(user).map(|n| Arc::from(n.as_str())).or_else(|| st.reserved_names.get(user).cloned())
     }
 
+    /// Whether `user` is connected on another instance (as of the last presence sync).
+    pub fn is_remote(&self, user: &str) -> bool {
+        self.state.lock().remote.contains_key(user)
+    }
+
     /// The users connected elsewhere, with their names (from the backplane).
     pub fn set_remote(&self, users: HashMap<String, String>) {
         let by_key = users.iter().map(|(user, name)| (protocol::name_key(name), user.clone())).collect();

@@ -25,4 +25,12 @@ impl Backplane {
     pub fn publish_typing(&self, _room: &str, _id: u64, _user: &str, _name: &str, _expires_ms: u64) {
         match *self {}
     }
+
+    pub fn publish_moderation(&self, _json: &str) {
+        match *self {}
+    }
+
+    pub fn instance_name(&self) -> &str {
+        match *self {}
+    }
 }

@@ -36,6 +36,9 @@ pub enum ClientMsg {
     Dm { to: Peer, text: String, r#ref: Option<u64> },
     /// Replay the conversation with `with` from `seq > after`.
     ResumeDm { with: Peer, after: u64 },
+    /// A moderation request (`kick`, `ban`, `unban`, `mute`, `unmute`, `delete`,
+    /// `announce`): read by `chat/moderation/request.rs`, as the admin API's bodies are.
+    Moderate { action: String, fields: serde_json::Map<String, Value>, r#ref: Option<u64> },
 }
 
 /// The other party of a direct message, as the client named it: by display name (`to`,
@@ -156,6 +159,9 @@ pub fn parse_client(frame: &str) -> Result<ClientMsg, String> {
             Ok(ClientMsg::Name { name })
         }
         "typing" => Ok(ClientMsg::Typing { room: optional_room(&mut obj)? }),
+        "kick" | "ban" | "unban" | "mute" | "unmute" | "delete" | "announce" => {
+            Ok(ClientMsg::Moderate { action: kind, r#ref: take_ref(&mut obj)?, fields: obj })
+        }
         other => Err(format!("unknown type {:?}", truncate(other, 40))),
     }
 }
@@ -188,6 +194,24 @@ pub fn validate_room(room: &str) -> Result<(), String> {
         return Err("\"room\" may contain only a-z, 0-9, _ and -".into());
     }
     Ok(())
+}
+
+/// A room name, or a prefix of one followed by `*` (`team-*`; `*` alone is every room).
+pub fn validate_room_pattern(pattern: &str) -> Result<(), String> {
+    match pattern.strip_suffix('*') {
+        Some("") => Ok(()),
+        Some(prefix) => validate_room(prefix),
+        None => validate_room(pattern),
+    }
+    .map_err(|e| format!("room pattern {pattern:?}: {e}"))
+}
+
+/// Whether `room` is one a pattern (see [`validate_room_pattern`]) covers.
+pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
 }
 
 pub fn validate_text(text: &str) -> Result<(), String> {
@@ -287,6 +311,9 @@ pub enum ServerMsg<'a> {
         name: &'a str,
         text: &'a str,
         ts: u64,
+        /// A deleted message (its text is empty): shown as such, in its place.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
     },
     Join {
         room: &'a str,
@@ -339,6 +366,20 @@ pub enum ServerMsg<'a> {
         to: Option<&'a str>,
         text: &'a str,
         ts: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
+    },
+    /// Message `seq` of `room` was deleted: show it as deleted.
+    Deleted {
+        room: &'a str,
+        seq: u64,
+    },
+    /// A moderation request was carried out (`result`: what the admin API answers).
+    Done {
+        action: &'a str,
+        result: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        r#ref: Option<u64>,
     },
     /// `name` is typing in `room`; show it for `expires_ms` unless another comes.
     Typing {

@@ -158,6 +158,9 @@ pub struct Conn {
     /// set once before the connection joins the hub; everything that decides who may read,
     /// receive or be limited keys on it, never on `name`.
     user: std::sync::OnceLock<Arc<str>>,
+    /// The client's address as per-address limits count it (after `--trusted-proxy`; an
+    /// IPv6 /64), set once at the upgrade: what an address ban closes.
+    address: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 /// What every outbox shares with the others: the per-connection cap, the server-wide
@@ -208,6 +211,7 @@ impl Conn {
             // The id's low 32 bits count this process's clients (see `Hub::set_id_base`).
             name: Mutex::new(Arc::from(format!("guest-{}", id & 0xFFFF_FFFF))),
             user: std::sync::OnceLock::new(),
+            address: std::sync::OnceLock::new(),
         }
     }
 
@@ -267,6 +271,15 @@ impl Conn {
     /// Sets the user id, once (later calls are ignored).
     pub fn set_user(&self, user: Arc<str>) {
         let _ = self.user.set(user);
+    }
+
+    /// The client's address (see the field); `None` before the upgrade.
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        self.address.get().copied()
+    }
+
+    pub fn set_address(&self, address: std::net::IpAddr) {
+        let _ = self.address.set(address);
     }
 
     pub fn set_name(&self, name: &str) -> Arc<str> {

@@ -97,6 +97,7 @@ impl Shared {
             client_threads: 0,
             queued_bytes: 0,
             backplane,
+            moderation: chat.moderation.counts(),
         };
         for conn in chat.hub.snapshot().iter() {
             match conn.kind() {

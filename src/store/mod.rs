@@ -8,15 +8,21 @@
 use std::fmt;
 
 use serde::Serialize;
+use serde::ser::SerializeStruct;
+
+pub use moderation::{AuditEntry, Sanction};
 
 pub mod backup;
+pub mod moderation;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 pub mod transfer;
 
-/// One stored chat message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One stored chat message. A deleted one (a tombstone) keeps its place, number, sender
+/// and time, and its text is empty: a message sent never has empty text
+/// (`protocol::validate_text`), so the empty text is the mark, in one place.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
     pub room: String,
     pub seq: u64,
@@ -33,10 +39,36 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// Whether this message was deleted (by its author, a moderator, or a purge).
+    pub fn is_deleted(&self) -> bool {
+        self.text.is_empty()
+    }
+
     /// About what this message weighs as JSON on the wire (its text and name, plus the
     /// fixed fields): what history pages and read budgets count.
     pub fn wire_bytes(&self) -> usize {
         self.text.len() + self.name.len() + self.user.len() + 104
+    }
+}
+
+/// As history pages and exports show a message: its fields, and `"deleted": true` for a
+/// tombstone.
+impl Serialize for StoredMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("StoredMessage", 8)?;
+        m.serialize_field("room", &self.room)?;
+        m.serialize_field("seq", &self.seq)?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("user", &self.user)?;
+        m.serialize_field("name", &self.name)?;
+        m.serialize_field("text", &self.text)?;
+        m.serialize_field("ts", &self.ts)?;
+        if self.is_deleted() {
+            m.serialize_field("deleted", &true)?;
+        } else {
+            m.skip_field("deleted")?;
+        }
+        m.end()
     }
 }
 
@@ -125,6 +157,22 @@ pub trait Store: History {
     fn name_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Up to `limit` reservations, as (key, user, name).
     fn reserved_names(&self, limit: usize) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Replaces the text of message `seq` of `room` with the tombstone (empty text).
+    /// Returns whether it was there and not deleted already.
+    fn tombstone(&self, room: &str, seq: u64) -> Result<bool, StoreError>;
+    /// Tombstones every message of `user`, in every room and conversation (erasure);
+    /// returns the (room, seq) of each.
+    fn tombstone_user(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Stores a ban or mute (a copy from another instance, already here, is skipped).
+    fn put_sanction(&self, sanction: &Sanction) -> Result<(), StoreError>;
+    /// Lifts sanction `id` at `at_ms`; whether it was in force.
+    fn lift_sanction(&self, id: u64, at_ms: u64) -> Result<bool, StoreError>;
+    /// Sanctions not lifted and not over at `now_ms`.
+    fn sanctions(&self, now_ms: u64) -> Result<Vec<Sanction>, StoreError>;
+    /// Records a moderation action (a copy already here is skipped).
+    fn put_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Up to `limit` audit entries with `id < before`, newest first.
+    fn audit(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Human-readable backend name for logs.
     fn describe(&self) -> String;
 }
@@ -152,6 +200,31 @@ pub const MIGRATIONS: &[&str] = &[
         name_key TEXT PRIMARY KEY,
         user_id TEXT NOT NULL,
         name TEXT NOT NULL
+    )",
+    // 5: bans and mutes (see `store/moderation.rs`); ids are made by the server (unique
+    // across a cluster), so both backends take the same statement.
+    "CREATE TABLE sanctions (
+        id BIGINT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        room TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        by_actor TEXT NOT NULL,
+        by_admin INTEGER NOT NULL,
+        created_ms BIGINT NOT NULL,
+        until_ms BIGINT NOT NULL,
+        lifted_ms BIGINT NOT NULL DEFAULT 0
+    )",
+    // 6: the moderation audit log.
+    "CREATE TABLE audit (
+        id BIGINT PRIMARY KEY,
+        ts BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        room TEXT NOT NULL,
+        reason TEXT NOT NULL
     )",
 ];
 

@@ -7,7 +7,8 @@
 use parking_lot::Mutex;
 use postgres::{Client, NoTls};
 
-use super::{History, MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+use super::moderation as sql;
+use super::{AuditEntry, History, MIGRATIONS, Retention, Sanction, Store, StoreError, StoredMessage};
 
 pub struct PgStore {
     url: String,
@@ -155,6 +156,96 @@ impl Store for PgStore {
             Ok(c.query("SELECT name_key, user_id, name FROM reserved_names LIMIT $1", &[&(limit as i64)])?
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })
+    }
+
+    fn tombstone(&self, room: &str, seq: u64) -> Result<bool, StoreError> {
+        self.with_reader(|c| Ok(c.execute(sql::TOMBSTONE, &[&room, &(seq.min(i64::MAX as u64) as i64)])? > 0))
+    }
+
+    fn tombstone_user(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with_reader(|c| {
+            let mut tx = c.transaction()?;
+            let found = tx
+                .query(sql::SELECT_OF_USER, &[&user])?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect();
+            tx.execute(sql::TOMBSTONE_USER, &[&user])?;
+            tx.commit()?;
+            Ok(found)
+        })
+    }
+
+    fn put_sanction(&self, s: &Sanction) -> Result<(), StoreError> {
+        self.with_reader(|c| {
+            c.execute(
+                sql::INSERT_SANCTION,
+                &[
+                    &(s.id as i64),
+                    &s.kind,
+                    &s.target_kind,
+                    &s.target,
+                    &s.room,
+                    &s.reason,
+                    &s.by,
+                    &i32::from(s.by_admin),
+                    &(s.created as i64),
+                    &(s.until as i64),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn lift_sanction(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
+        self.with_reader(|c| Ok(c.execute(sql::LIFT, &[&(id as i64), &(at_ms as i64)])? > 0))
+    }
+
+    fn sanctions(&self, now_ms: u64) -> Result<Vec<Sanction>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query(sql::SELECT_SANCTIONS, &[&(now_ms as i64)])?
+                .iter()
+                .map(|r| Sanction {
+                    id: r.get::<_, i64>(0) as u64,
+                    kind: r.get(1),
+                    target_kind: r.get(2),
+                    target: r.get(3),
+                    room: r.get(4),
+                    reason: r.get(5),
+                    by: r.get(6),
+                    by_admin: r.get::<_, i32>(7) != 0,
+                    created: r.get::<_, i64>(8) as u64,
+                    until: r.get::<_, i64>(9) as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn put_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.with_reader(|c| {
+            c.execute(
+                sql::INSERT_AUDIT,
+                &[&(e.id as i64), &(e.ts as i64), &e.actor, &e.action, &e.target, &e.room, &e.reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.query(sql::SELECT_AUDIT, &[&(before.min(i64::MAX as u64) as i64), &(limit as i64)])?
+                .iter()
+                .map(|r| AuditEntry {
+                    id: r.get::<_, i64>(0) as u64,
+                    ts: r.get::<_, i64>(1) as u64,
+                    actor: r.get(2),
+                    action: r.get(3),
+                    target: r.get(4),
+                    room: r.get(5),
+                    reason: r.get(6),
+                })
                 .collect())
         })
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{History, MIGRATIONS, Retention, Store, StoreError, StoredMessage};
+use super::{AuditEntry, History, MIGRATIONS, Retention, Sanction, Store, StoreError, StoredMessage};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -210,6 +210,99 @@ impl Store for SqliteStore {
         self.with_reader(|c| {
             let mut stmt = c.prepare("SELECT name_key, user_id, name FROM reserved_names LIMIT ?1")?;
             let rows = stmt.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn tombstone(&self, room: &str, seq: u64) -> Result<bool, StoreError> {
+        let conn = self.writer.lock();
+        let n = conn
+            .prepare_cached(super::moderation::TOMBSTONE)?
+            .execute(params![room, seq.min(i64::MAX as u64) as i64])?;
+        Ok(n > 0)
+    }
+
+    fn tombstone_user(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction()?;
+        let found: Vec<(String, u64)> = {
+            let mut stmt = tx.prepare(super::moderation::SELECT_OF_USER)?;
+            let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute(super::moderation::TOMBSTONE_USER, [user])?;
+        tx.commit()?;
+        Ok(found)
+    }
+
+    fn put_sanction(&self, s: &Sanction) -> Result<(), StoreError> {
+        self.writer.lock().prepare_cached(super::moderation::INSERT_SANCTION)?.execute(params![
+            s.id as i64,
+            s.kind,
+            s.target_kind,
+            s.target,
+            s.room,
+            s.reason,
+            s.by,
+            s.by_admin,
+            s.created as i64,
+            s.until as i64
+        ])?;
+        Ok(())
+    }
+
+    fn lift_sanction(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
+        let n = self
+            .writer
+            .lock()
+            .prepare_cached(super::moderation::LIFT)?
+            .execute(params![id as i64, at_ms as i64])?;
+        Ok(n > 0)
+    }
+
+    fn sanctions(&self, now_ms: u64) -> Result<Vec<Sanction>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(super::moderation::SELECT_SANCTIONS)?;
+            let rows = stmt.query_map([now_ms as i64], |r| {
+                Ok(Sanction {
+                    id: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    target_kind: r.get(2)?,
+                    target: r.get(3)?,
+                    room: r.get(4)?,
+                    reason: r.get(5)?,
+                    by: r.get(6)?,
+                    by_admin: r.get(7)?,
+                    created: r.get::<_, i64>(8)? as u64,
+                    until: r.get::<_, i64>(9)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn put_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.writer
+            .lock()
+            .prepare_cached(super::moderation::INSERT_AUDIT)?
+            .execute(params![e.id as i64, e.ts as i64, e.actor, e.action, e.target, e.room, e.reason])?;
+        Ok(())
+    }
+
+    fn audit(&self, before: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with_reader(|c| {
+            let mut stmt = c.prepare(super::moderation::SELECT_AUDIT)?;
+            let rows = stmt.query_map(params![before.min(i64::MAX as u64) as i64, limit as i64], |r| {
+                Ok(AuditEntry {
+                    id: r.get::<_, i64>(0)? as u64,
+                    ts: r.get::<_, i64>(1)? as u64,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    room: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }

@@ -239,6 +239,33 @@ impl Backplane {
     }
 }
 
+impl Backplane {
+    /// This instance's name in the cluster.
+    pub fn instance_name(&self) -> &str {
+        &self.instance
+    }
+
+    /// Sends moderation events (JSON, `chat/moderation/actions.rs`) to the other instances
+    /// through the log (field `x`), where each reader applies them in log order. `Err` is
+    /// logged: the action is done here either way.
+    pub fn publish_moderation(&self, json: &str) {
+        let sent = self.ledger.with(|con| {
+            redis::cmd("XADD")
+                .arg(LOG_KEY)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(LOG_MAXLEN)
+                .arg("*")
+                .arg("x")
+                .arg(json)
+                .query::<String>(con)
+        });
+        if let Err(e) = sent {
+            log::warn!("backplane: a moderation action could not reach the cluster: {e}");
+        }
+    }
+}
+
 /// A connection with the backplane's timeouts.
 fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     let con = client.get_connection_with_timeout(IO_TIMEOUT)?;

@@ -28,6 +28,8 @@ pub struct ReaderParts<'a> {
     pub metrics: &'a Metrics,
     pub fanout: &'a Fanout,
     pub backplane: &'a Backplane,
+    /// Applies another instance's moderation events (`x` entries; `chat/moderation/`).
+    pub on_moderation: &'a dyn Fn(&str),
 }
 
 /// The reader thread's body (the sequencer starts it with `--redis`): follows the log until
@@ -42,6 +44,7 @@ struct Reader<'a> {
     metrics: &'a Metrics,
     fanout: &'a Fanout,
     bp: &'a Backplane,
+    on_moderation: &'a dyn Fn(&str),
     prune: Sender<(String, u64)>,
     /// The last log entry processed (`0`: from the start of what the log keeps).
     last_id: String,
@@ -53,7 +56,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(parts: ReaderParts<'a>, prune: Sender<(String, u64)>) -> Self {
-        let ReaderParts { hub, store, metrics, fanout, backplane: bp } = parts;
+        let ReaderParts { hub, store, metrics, fanout, backplane: bp, on_moderation } = parts;
         let known = match store.last_seqs() {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
@@ -62,7 +65,8 @@ impl<'a> Reader<'a> {
             }
         };
         hub.seed_rooms(&known);
-        Reader { hub, store, metrics, fanout, bp, prune, last_id: "0".into(), known, next_presence: Instant::now() }
+        let next_presence = Instant::now();
+        Reader { hub, store, metrics, fanout, bp, on_moderation, prune, last_id: "0".into(), known, next_presence }
     }
 
     fn run(&mut self) {
@@ -141,6 +145,10 @@ impl<'a> Reader<'a> {
         for entry in entries {
             if let Some(typing) = entry.get::<String>("t") {
                 self.relay_typing(&typing);
+                continue;
+            }
+            if let Some(events) = entry.get::<String>("x") {
+                (self.on_moderation)(&events);
                 continue;
             }
             let Some((msg, token)) = decode(&entry) else {

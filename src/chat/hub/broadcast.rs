@@ -87,6 +87,7 @@ impl Hub {
                 to: to.as_deref(),
                 text: &m.text,
                 ts: m.ts,
+                deleted: m.is_deleted(),
             }
             .to_frame();
         }
@@ -98,6 +99,7 @@ impl Hub {
             name: &m.name,
             text: &m.text,
             ts: m.ts,
+            deleted: m.is_deleted(),
         }
         .to_frame()
     }

@@ -33,6 +33,9 @@ mod conversations;
 mod people;
 mod resume;
 mod rooms;
+mod sanctions;
+
+pub use sanctions::KICKED_CODE;
 
 use rooms::Room;
 
@@ -60,7 +63,8 @@ pub const SLOW_CONSUMER: &str = "slow consumer: too much unread data";
 
 /// The close codes the server sends (RFC 6455 §7.4.1) are tungstenite's [`CloseCode`]:
 /// `Away` (1001, shutdown), `Protocol` (1002), `Invalid` (1007, bad UTF-8), `Policy` (1008,
-/// slow consumer or flood), `Size` (1009), `Error` (1011).
+/// slow consumer or flood), `Size` (1009), `Error` (1011); and two of the private range:
+/// 4001 (token expired) and 4003 (closed by a moderator).
 pub use tungstenite::protocol::frame::coding::CloseCode;
 
 /// Why a connection we close with `code` ends, for the disconnect counters: the one mapping
@@ -73,6 +77,7 @@ pub fn disconnect_reason(code: CloseCode, reason: &str) -> Disconnect {
         CloseCode::Size => Disconnect::TooBig,
         CloseCode::Protocol => Disconnect::Protocol,
         CloseCode::Invalid => Disconnect::InvalidUtf8,
+        CloseCode::Library(KICKED_CODE) => Disconnect::Moderator,
         _ => Disconnect::Error,
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::chat::moderation::Role;
+
 /// Compares secrets in time that does not depend on where they differ (only on length).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -46,7 +48,8 @@ pub enum Identity {
     /// (`exp` plus the leeway plus 1); a connection it opened is closed then.
     /// `rooms`: the JWT's `rooms` claim, if it had one: the only rooms this user may
     /// enter (see [`RoomAccess`]).
-    Named { name: String, user: String, expires: u64, rooms: Option<Vec<String>> },
+    /// `role`: the `roles` claim's moderation rights (`mod_rooms` for a moderator).
+    Named { name: String, user: String, expires: u64, rooms: Option<Vec<String>>, role: Role },
 }
 
 /// Checks a credential against `--token` and `--jwt-secret`. `None`: refused.
@@ -76,6 +79,10 @@ struct Claims {
     rooms: Option<Vec<String>>,
     name: Option<String>,
     sub: Option<String>,
+    /// `"admin"` and/or `"mod"`; other roles are ignored (they may be another service's).
+    roles: Option<Vec<String>>,
+    /// The rooms a `"mod"` moderates: names or `prefix*` patterns.
+    mod_rooms: Option<Vec<String>>,
     exp: u64,
     nbf: Option<u64>,
 }
@@ -88,18 +95,34 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     let claims = verify_hs256(jwt, secret.as_bytes(), crate::clock::now_ms() / 1000)?;
     let user = claims.sub?;
     crate::chat::protocol::validate_user(&user).ok()?;
-    if user.starts_with(crate::net::access::identity::GUEST_PREFIX) {
+    // Guests' ids and the server's own (`~system`, announcements) are not for a login.
+    if user.starts_with(crate::net::access::identity::GUEST_PREFIX) || user.starts_with('~') {
         return None;
     }
     let name = crate::chat::protocol::normalize_name(claims.name.as_ref().unwrap_or(&user)).ok()?;
     // A claim this server cannot read refuses the token: guessing what it meant could open
     // a room it was meant to keep shut.
     if let Some(rooms) = &claims.rooms
-        && (rooms.len() > MAX_ROOM_PATTERNS || rooms.iter().any(|p| validate_room_pattern(p).is_err()))
+        && (rooms.len() > MAX_ROOM_PATTERNS || rooms.iter().any(|p| crate::chat::protocol::validate_room_pattern(p).is_err()))
     {
         return None;
     }
-    Some(Identity::Named { name, user, expires: claims.exp.saturating_add(JWT_LEEWAY_SECS + 1), rooms: claims.rooms })
+    let roles = claims.roles.unwrap_or_default();
+    let role = if roles.iter().any(|r| r == "admin") {
+        Role::Admin
+    } else if roles.iter().any(|r| r == "mod") {
+        let rooms = claims.mod_rooms.unwrap_or_default();
+        if rooms.len() > MAX_ROOM_PATTERNS
+            || rooms.iter().any(|p| crate::chat::protocol::validate_room_pattern(p).is_err())
+        {
+            return None;
+        }
+        Role::Mod(rooms)
+    } else {
+        Role::Member
+    };
+    let expires = claims.exp.saturating_add(JWT_LEEWAY_SECS + 1);
+    Some(Identity::Named { name, user, expires, rooms: claims.rooms, role })
 }
 
 /// RFC 7519 with one algorithm: `header.payload.signature`, each base64url without padding;
@@ -129,29 +152,14 @@ fn verify_hs256(jwt: &str, secret: &[u8], now: u64) -> Option<Claims> {
 /// Patterns a `rooms` claim may hold.
 const MAX_ROOM_PATTERNS: usize = 100;
 
-/// A room name, or a prefix of one followed by `*` (`team-*`; `*` alone is every room).
-pub fn validate_room_pattern(pattern: &str) -> Result<(), String> {
-    match pattern.strip_suffix('*') {
-        Some("") => Ok(()),
-        Some(prefix) => crate::chat::protocol::validate_room(prefix),
-        None => crate::chat::protocol::validate_room(pattern),
-    }
-    .map_err(|e| format!("room pattern {pattern:?}: {e}"))
-}
-
-fn pattern_matches(pattern: &str, room: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => room.starts_with(prefix),
-        None => pattern == room,
-    }
-}
-
-/// Which rooms a client may enter, read and post in: with a JWT `rooms` claim, exactly
-/// those; otherwise every room but the private ones (`--private-room`), which only a claim
-/// opens.
+/// What a credential opens. Which rooms a client may enter, read and post in: with a JWT
+/// `rooms` claim, exactly those; otherwise every room but the private ones
+/// (`--private-room`), which only a claim opens. And which it moderates (`role`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoomAccess {
     claim: Option<Vec<String>>,
+    /// And what the credential lets its holder moderate (the JWT's `roles`).
+    pub role: Role,
 }
 
 /// What a client hears when a room is not open to it — the same whether the room exists,
@@ -161,15 +169,15 @@ pub const ROOM_CLOSED: &str = "that room is not open to you";
 impl RoomAccess {
     pub fn of(identity: &Identity) -> RoomAccess {
         match identity {
-            Identity::Named { rooms, .. } => RoomAccess { claim: rooms.clone() },
+            Identity::Named { rooms, role, .. } => RoomAccess { claim: rooms.clone(), role: role.clone() },
             Identity::Anonymous => RoomAccess::default(),
         }
     }
 
     pub fn may_enter(&self, room: &str, private: &[String]) -> bool {
         match &self.claim {
-            Some(patterns) => patterns.iter().any(|p| pattern_matches(p, room)),
-            None => !private.iter().any(|p| pattern_matches(p, room)),
+            Some(patterns) => patterns.iter().any(|p| crate::chat::protocol::pattern_matches(p, room)),
+            None => !private.iter().any(|p| crate::chat::protocol::pattern_matches(p, room)),
         }
     }
 }
@@ -231,7 +239,7 @@ mod tests {
 
     /// A JWT identity valid until `exp` plus the leeway.
     fn named(name: &str, user: &str, exp: u64) -> Option<Identity> {
-        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1, rooms: None })
+        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1, rooms: None, role: Role::Member })
     }
 
     #[test]

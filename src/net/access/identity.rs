@@ -36,7 +36,7 @@ impl GuestKeys {
     /// A new guest: a random id (96 bits, so ids never collide, on one instance or many)
     /// and its credential.
     pub fn issue(&self) -> Option<(String, String)> {
-        let bytes = crate::net::access::per_ip::random_bytes::<12>()?;
+        let bytes = crate::random::bytes::<12>()?;
         let user = format!("{GUEST_PREFIX}{}", data_encoding::HEXLOWER.encode(&bytes));
         let credential = self.credential(&user);
         Some((user, credential))
@@ -83,7 +83,7 @@ pub fn key_from_data_dir(data_dir: &Path) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("{} is not 64 hex digits; remove it to make a new key", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            let key = crate::net::access::per_ip::random_bytes::<32>().ok_or("no random numbers (getrandom)")?;
+            let key = crate::random::bytes::<32>().ok_or("no random numbers (getrandom)")?;
             let hex = data_encoding::HEXLOWER.encode(&key);
             // create_new: two processes starting at once do not overwrite each other's key.
             let mut options = std::fs::OpenOptions::new();

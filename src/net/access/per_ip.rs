@@ -220,23 +220,6 @@ pub fn address_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// `N` random bytes from the kernel's CSPRNG, by the `getrandom` system call (ring's
-/// `SystemRandom`). Not by opening `/dev/urandom`: that takes a file descriptor, and a
-/// guest's id is drawn exactly when the server may have none left (CI caught a `503` on
-/// an upgrade in tests/entrance.rs's fd-exhaustion test).
-pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
-    use ring::rand::SecureRandom;
-    let mut buf = [0u8; N];
-    ring::rand::SystemRandom::new().fill(&mut buf).ok()?;
-    Some(buf)
-}
-
-/// 64 random bits from the kernel's CSPRNG.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the backplane only, for now
-pub fn random_u64() -> Option<u64> {
-    random_bytes::<8>().map(u64::from_le_bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,7 +95,7 @@ impl Tickets {
 }
 
 fn random_hex<const N: usize>() -> Option<String> {
-    Some(crate::net::access::per_ip::random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::random::bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn ada() -> Identity {
-        Identity::Named { name: "ada".into(), user: "ada".into(), expires: u64::MAX, rooms: None }
+        Identity::Named { name: "ada".into(), user: "ada".into(), expires: u64::MAX, rooms: None, role: crate::chat::moderation::Role::Member }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
     let path = url.split(['?', '#']).next().unwrap_or("/").to_string();
     let query = url.split_once('?').map_or("", |(_, q)| q.split('#').next().unwrap_or("")).to_string();
     shared.chat.config.hooks.panic_on_path(&path);
+    if let Some(answer) = crate::net::http::admin::route(request, shared, &path, &query) {
+        return answer;
+    }
     let history_room = path.strip_prefix("/api/rooms/").and_then(|r| r.strip_suffix("/messages")).map(str::to_string);
     let method = request.method().clone();
     let get = matches!(method, Method::Get | Method::Head);
@@ -137,6 +140,23 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
 /// Who is asking, for a route that reads or writes chat: `Ok` if allowed (anonymous when
 /// the server has no authentication), else the `401`/`429` to answer.
 fn caller(request: &Request, shared: &Shared, query: &str) -> Result<Identity, HttpResponse> {
+    let identity = authenticated(request, shared, query)?;
+    // A banned user or address is refused here as at the upgrade (a guest's identity is
+    // checked where a post reads it, `messages::poster`).
+    let user = match &identity {
+        Identity::Named { user, .. } => Some(user.as_str()),
+        Identity::Anonymous => None,
+    };
+    let admin = matches!(&identity, Identity::Named { role: crate::chat::moderation::Role::Admin, .. });
+    if let Some(why) = shared.chat.moderation.ban_of(user, Some(client_ip(request)), admin) {
+        return Err(json(403, &serde_json::json!({ "error": why })));
+    }
+    Ok(identity)
+}
+
+/// The credential's identity (anonymous when the server has no authentication), else the
+/// `401`/`429` to answer.
+fn authenticated(request: &Request, shared: &Shared, query: &str) -> Result<Identity, HttpResponse> {
     let cfg = &shared.chat.config;
     if !cfg.auth_required() {
         return Ok(Identity::Anonymous);

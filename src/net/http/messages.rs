@@ -90,16 +90,9 @@ pub(super) fn room_history(room: &str, query: &str, shared: &Shared, budget: &Hi
 /// `POST /api/rooms/{room}/messages` with `{"text":…, "name":…}`: stores and broadcasts a
 /// message as a WebSocket client's would be; answers `201 {"room","seq",…}` once stored.
 pub(super) fn post_message(room: &str, request: &mut Request, shared: &Shared, identity: Identity) -> HttpResponse {
-    let limit = crate::net::entry::head::MAX_BODY_BYTES;
-    let mut body = Vec::new();
-    if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
-        || body.len() as u64 > limit
-    {
-        return json(400, &serde_json::json!({ "error": "could not read the body" }));
-    }
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => return json(400, &serde_json::json!({ "error": "body must be a JSON object" })),
+    let value = match crate::net::http::respond::json_body(request) {
+        Ok(map) => serde_json::Value::Object(map),
+        Err(refusal) => return refusal,
     };
     let msg = serde_json::json!({ "type": "message", "room": room, "text": value.get("text") });
     let text = match crate::chat::protocol::parse_client(&msg.to_string()) {
@@ -119,6 +112,13 @@ pub(super) fn post_message(room: &str, request: &mut Request, shared: &Shared, i
         Ok(who) => who,
         Err(response) => return response,
     };
+    let moderation = &shared.chat.moderation;
+    if let Some(why) = moderation.ban_of(Some(&user), None, moderation.is_admin(&user)) {
+        return json(403, &serde_json::json!({ "error": why }));
+    }
+    if let Some(why) = moderation.mute_of(&user, room, moderation.is_admin(&user)) {
+        return json(403, &serde_json::json!({ "error": why }));
+    }
     if let Err(e) = shared.chat.hub.may_post_to(room) {
         shared.chat.metrics.rejected(crate::metrics::Refusal::Capacity);
         return json(503, &serde_json::json!({ "error": e }));

@@ -37,3 +37,18 @@ pub fn json(status: u16, value: &serde_json::Value) -> HttpResponse {
         .with_status_code(StatusCode(status))
         .with_header(header("Content-Type", "application/json"))
 }
+
+/// A request's body as a JSON object (at most `head::MAX_BODY_BYTES`); else the `400`.
+pub fn json_body(request: &mut Request) -> Result<serde_json::Map<String, serde_json::Value>, HttpResponse> {
+    let limit = crate::net::entry::head::MAX_BODY_BYTES;
+    let mut body = Vec::new();
+    if std::io::Read::read_to_end(&mut std::io::Read::take(request.as_reader(), limit + 1), &mut body).is_err()
+        || body.len() as u64 > limit
+    {
+        return Err(json(400, &serde_json::json!({ "error": "could not read the body" })));
+    }
+    match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(json(400, &serde_json::json!({ "error": "body must be a JSON object" }))),
+    }
+}

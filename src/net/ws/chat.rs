@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::chat::commit::{Reply, Submit, error_frame_for};
-use crate::chat::protocol::{self, ClientMsg, Peer};
+use crate::chat::moderation::Actor;
+use crate::chat::moderation::actions::perform;
+use crate::chat::moderation::request::Request as ModRequest;
+use crate::chat::protocol::{self, ClientMsg, Peer, ServerMsg};
 use crate::conn::Conn;
 use crate::net::access::auth::{ROOM_CLOSED, RoomAccess};
 use crate::net::access::frame_rate::FrameBudget;
@@ -41,6 +44,9 @@ pub(crate) fn handle_plain(conn: &Arc<Conn>, shared: &Shared, text: &str) -> Opt
     }
     if !shared.chat.hub.is_member(conn, protocol::LOBBY) {
         return Some(error_frame(shared, conn, "not in the lobby (the server refused the join)"));
+    }
+    if let Some(why) = muted(shared, conn, protocol::LOBBY) {
+        return Some(error_frame(shared, conn, &why));
     }
     let reply = Reply::Ws { conn: Arc::clone(conn), r#ref: None };
     let submit = Submit {
@@ -76,6 +82,9 @@ pub(crate) fn handle_chat(
             if !shared.chat.hub.is_member(conn, &room) {
                 return Some(error_frame_ref(shared, conn, &format!("not in room {room:?}; join it first"), r#ref));
             }
+            if let Some(why) = muted(shared, conn, &room) {
+                return Some(error_frame_ref(shared, conn, &why, r#ref));
+            }
             let submit = Submit {
                 room,
                 id: conn.id,
@@ -93,6 +102,9 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Join { room }) => shared.chat.hub.join_room(conn, &room),
         Ok(ClientMsg::Leave { room }) => shared.chat.hub.leave_room(conn, &room),
         Ok(ClientMsg::Resume { room, after }) => shared.chat.hub.resume(conn, &room, after, &paced(shared, ip)),
+        Ok(ClientMsg::Dm { r#ref, .. }) if let Some(why) = muted(shared, conn, "") => {
+            return Some(error_frame_ref(shared, conn, &why, r#ref));
+        }
         Ok(ClientMsg::Dm { to, text, r#ref }) => match recipient(shared, &to).and_then(|to| {
             let room = protocol::dm_key(&conn.user(), &to);
             shared.chat.hub.admit_conversation(&room, ip).map(|()| room)
@@ -114,6 +126,10 @@ pub(crate) fn handle_chat(
         Ok(ClientMsg::Typing { room }) if !shared.chat.hub.is_member(conn, &room) => {
             Err(format!("not in room {room:?}; join it first"))
         }
+        Ok(ClientMsg::Typing { room }) if let Some(why) = muted(shared, conn, &room) => Err(why),
+        Ok(ClientMsg::Moderate { action, fields, r#ref }) => {
+            return Some(moderate(conn, shared, rooms, &action, &fields, r#ref));
+        }
         Ok(ClientMsg::Typing { room }) => match typing.allow(&room, Instant::now()) {
             true => {
                 let shown = TYPING_SHOWN.as_millis() as u64;
@@ -130,6 +146,40 @@ pub(crate) fn handle_chat(
         Err(error) => Err(error),
     };
     result.err().map(|error| error_frame(shared, conn, &error))
+}
+
+/// Why this connection's user may not speak in `room` (`""`: a direct message, which only
+/// a mute of every room covers), if it is muted.
+fn muted(shared: &Shared, conn: &Conn, room: &str) -> Option<String> {
+    let (moderation, user) = (&shared.chat.moderation, conn.user());
+    moderation.mute_of(&user, room, moderation.is_admin(&user))
+}
+
+/// A moderation request over the WebSocket: carried out as the admin API would for this
+/// user (its JWT's roles; a member may delete its own messages), answered with `done` or
+/// an `error` carrying the request's `ref`. A room the client may not enter is refused as
+/// every such room is (`ROOM_CLOSED`), before anything about it shows.
+fn moderate(
+    conn: &Arc<Conn>,
+    shared: &Shared,
+    rooms: &RoomAccess,
+    action: &str,
+    fields: &serde_json::Map<String, serde_json::Value>,
+    r#ref: Option<u64>,
+) -> Bytes {
+    let actor = Actor::User { user: conn.user(), role: rooms.role.clone() };
+    let result = crate::net::access::moderation::parse(action, fields)
+        .map_err(|e| e.to_string())
+        .and_then(|request| match &request {
+            ModRequest::Delete { room, .. } if !rooms.may_enter(room, &shared.chat.config.private_rooms) => {
+                Err(ROOM_CLOSED.to_string())
+            }
+            _ => perform(&shared.chat, &actor, request).map_err(|r| r.error),
+        });
+    match result {
+        Ok(value) => ServerMsg::Done { action, result: &value, r#ref }.to_frame(),
+        Err(error) => error_frame_ref(shared, conn, &error, r#ref),
+    }
 }
 
 /// Takes `name` for this connection, if no other user holds or owns it, and tells its

@@ -69,7 +69,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     }
     let ip_slot = IpSlot { shared, ip, count: shared.ips.connect(ip) };
     let session = shared.enter_session();
-    let mut admitted = match upgrade(&conn, &head, ip_slot.count, session.count, shared) {
+    let mut admitted = match upgrade(&conn, &head, ip, ip_slot.count, session.count, shared) {
         Ok(admitted) => admitted,
         Err((status, text)) => {
             shared.refuse(&conn, "upgrade", status, &text, "");
@@ -81,6 +81,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     let _user = admitted.user.take();
     conn.set_kind(admitted.kind);
     conn.set_user(Arc::clone(&admitted.user_id));
+    conn.set_address(ip);
     if admitted.kind.is_chat()
         && let Err(e) = take_name(&conn, &admitted.identity, shared)
     {
@@ -161,6 +162,7 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
 fn upgrade<'a>(
     conn: &Arc<Conn>,
     head: &Head,
+    ip: std::net::IpAddr,
     ip_connections: usize,
     sessions: usize,
     shared: &'a Shared,
@@ -181,6 +183,16 @@ fn upgrade<'a>(
         Identity::Anonymous if kind == Kind::Echo => (String::new(), None),
         Identity::Anonymous => guest(head, shared)?,
     };
+    // A ban (of the user, or of the address) refuses the upgrade with its reason and end.
+    let moderation = &shared.chat.moderation;
+    let admin = matches!(&identity, Identity::Named { role: crate::chat::moderation::Role::Admin, .. });
+    if admin {
+        moderation.saw_admin(&user_id);
+    }
+    let user = (!user_id.is_empty()).then_some(user_id.as_str());
+    if let Some(why) = moderation.ban_of(user, Some(ip), admin) {
+        return Err((403, why));
+    }
     // One account may not take the server's connections from many addresses.
     // One allocation for the id, shared by the connection, its session count and the hub.
     let user_id: Arc<str> = Arc::from(user_id);
