@@ -1,6 +1,10 @@
 //! The command line as clap parses it: flags, env vars, defaults, `--help`. `config.rs`
 //! turns [`ServeArgs`] into the validated `Config` the server runs with.
 
+mod admin;
+
+pub use admin::{AdminAction, AdminArgs, Whom};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -60,6 +64,12 @@ pub enum Command {
         after_help = "Exit status:\n  0  restored\n  1  refused (a server runs there, a history with messages there and no --force, a damaged file) or failed\n  2  bad arguments, or FILE is not a threadchat history"
     )]
     Restore(RestoreArgs),
+    /// Moderate a running server over its HTTP API (kick, ban, mute, delete, announce,
+    /// purge a user; list bans, mutes and the audit log), printing the answer as JSON.
+    #[command(
+        after_help = "Exit status:\n  0  done\n  1  could not connect, or the server refused (its status and error printed)\n  2  bad arguments\n  3  timed out (--timeout-secs)"
+    )]
+    Admin(AdminArgs),
     /// Print stored messages as JSON lines (room, seq, user, name, text, ts, id).
     Export(ExportArgs),
     /// Read JSON lines (as `export` prints them) into an empty history.

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Send(args)) => cli::send(&args).map_err(|e| (e.to_string(), e.exit_code())),
         Some(Command::Tail(args)) => cli::tail(&args).map_err(|e| (e.to_string(), e.exit_code())),
+        Some(Command::Admin(args)) => {
+            threadchat::tools::admin::admin(&args).map_err(|e| (e.to_string(), e.exit_code()))
+        }
         Some(Command::Bench(args)) => bench(&args),
         Some(Command::Backup(args)) => {
             threadchat::backup::backup(&args.data_dir, &args.out, args.max_mib_per_sec << 20)

@@ -304,7 +304,31 @@ fn connect(url: &str, how: &ConnectArgs, deadline: Instant, timeout: Duration) -
     let host = uri.host().ok_or_else(|| CliError::Connect(format!("{url}: no host")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
+    // The TLS handshake happens inside the upgrade's first write and read, under the same
+    // deadline; an untrusted certificate fails it with rustls's reason.
+    let stream = open_stream(&host, port, tls.then_some(ca_file), deadline, timeout)?;
+    match tungstenite::client::client(request, stream) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            Err(CliError::Refused(resp.status().as_u16(), body))
+        }
+        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => Err(CliError::Timeout(timeout)),
+        Err(HandshakeError::Interrupted(_)) => Err(CliError::Timeout(timeout)),
+        Err(HandshakeError::Failure(e)) => Err(CliError::Connect(e.to_string())),
+    }
+}
+
+/// A TCP connection to `host:port` within the deadline, with TLS if `tls` is given (and
+/// these trusted roots: `Some(None)` for the system's). Shared with `threadchat admin`.
+pub(crate) fn open_stream(
+    host: &str,
+    port: u16,
+    tls: Option<Option<&Path>>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Stream, CliError> {
+    let addrs = (host, port).to_socket_addrs().map_err(|e| CliError::Connect(format!("{host}: {e}")))?;
     let mut last_error = io::Error::other("no address");
     let mut stream = None;
     for addr in addrs {
@@ -321,18 +345,9 @@ fn connect(url: &str, how: &ConnectArgs, deadline: Instant, timeout: Duration) -
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(remaining(deadline, timeout)?)).map_err(|e| CliError::Connect(e.to_string()))?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| CliError::Connect(e.to_string()))?;
-    // The TLS handshake happens inside the upgrade's first write and read, under the same
-    // deadline; an untrusted certificate fails it with rustls's reason.
-    let stream = if tls { tls_stream(stream, &host, ca_file)? } else { Stream::Plain(stream) };
-    match tungstenite::client::client(request, stream) {
-        Ok((ws, _response)) => Ok(ws),
-        Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-            Err(CliError::Refused(resp.status().as_u16(), body))
-        }
-        Err(HandshakeError::Failure(tungstenite::Error::Io(e))) if is_timeout(&e) => Err(CliError::Timeout(timeout)),
-        Err(HandshakeError::Interrupted(_)) => Err(CliError::Timeout(timeout)),
-        Err(HandshakeError::Failure(e)) => Err(CliError::Connect(e.to_string())),
+    match tls {
+        Some(ca_file) => tls_stream(stream, host, ca_file),
+        None => Ok(Stream::Plain(stream)),
     }
 }
 
