@@ -413,3 +413,63 @@ fn users_names_dms_and_typing_are_one_across_instances() {
     });
     drop((ann, guest));
 }
+
+#[test]
+fn kicks_bans_and_deletions_take_effect_on_every_instance_within_a_second() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let redis = RedisServer::start();
+    let shared_db = test_database();
+    let [a, b]: [TestServer; 2] = std::array::from_fn(|_| {
+        let s = TestServer::with(|c| {
+            c.redis = Some(redis.url());
+            c.database = shared_db.clone();
+            c.admin_token = Some(ADMIN.into());
+        });
+        wait_ready(&s);
+        s
+    });
+    let mut bob = Client::connect(&b.chat_url());
+    let mut watcher = Client::connect(&b.chat_url());
+    let auth = format!("Authorization: Bearer {ADMIN}");
+    let admin = |method: &str, path: &str, body: Value| {
+        let text = body.to_string();
+        let r = http_request_from(None, a.http, method, path, &[&auth, "Content-Type: application/json"], &text);
+        (r.status, serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+    };
+    // A kick on A closes bob on B with 4003, once A knows bob is connected (presence).
+    eventually("A kicks bob, connected on B", Duration::from_secs(5), || {
+        admin("POST", "/api/admin/kick", json!({"user": bob.user, "reason": "cool off"})).0 == 200
+    });
+    let started = Instant::now();
+    let close = bob.expect_close().expect("a close frame");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4003, "kicked: cool off"));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    // A ban on A: B refuses bob's identity within a second.
+    let bob_url = format!("{}?identity={}", b.chat_url(), bob.identity.as_deref().unwrap());
+    let (status, answer) = admin("POST", "/api/admin/ban", json!({"user": bob.user, "reason": "spam"}));
+    assert_eq!(status, 200, "{answer}");
+    let started = Instant::now();
+    eventually(
+        "B refuses bob",
+        Duration::from_secs(1),
+        || matches!(connect_raw(&bob_url), Err(tungstenite::Error::Http(r)) if r.status() == 403),
+    );
+    eprintln!("ban reached B in {:?}", started.elapsed());
+    // A deletion on A: B's members are told, and B's history holds the tombstone.
+    watcher.say("regrettable");
+    let seq = watcher.recv_type("message")["seq"].as_u64().unwrap();
+    eventually("A has the message", Duration::from_secs(5), || {
+        admin("DELETE", &format!("/api/rooms/lobby/messages/{seq}"), Value::Null).0 == 200
+    });
+    assert_eq!(watcher.recv_type("deleted")["seq"], seq);
+    eventually("B's history holds the tombstone", Duration::from_secs(1), || {
+        let page: Value = serde_json::from_slice(&http_get(b.http, "/api/rooms/lobby/messages").body).unwrap();
+        page["messages"].as_array().unwrap().iter().any(|m| m["seq"] == seq && m["deleted"] == true)
+    });
+    // B's audit log has what A did (its own copy, in its own store).
+    let r = http_request(b.http, "GET", "/api/admin/audit", &[&auth]);
+    let audit: Value = serde_json::from_slice(&r.body).unwrap();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["delete", "ban", "kick"], "{audit}");
+}

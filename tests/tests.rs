@@ -30,6 +30,8 @@ mod entrance;
 mod hostile_http;
 // Shared budgets: rooms, listings, tickets, per-user connections, the outgoing budget, names.
 mod budgets;
+// Moderation: the admin token and JWT roles, kick, ban, mute, delete, announce, audit, the CLI.
+mod moderation;
 // Origin, token, per-IP caps, upgrade and message rate limits.
 mod security;
 // TLS on both listeners (rcgen certificate, rustls client).

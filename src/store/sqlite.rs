@@ -252,11 +252,8 @@ impl Store for SqliteStore {
     }
 
     fn lift_sanction(&self, id: u64, at_ms: u64) -> Result<bool, StoreError> {
-        let n = self
-            .writer
-            .lock()
-            .prepare_cached(super::moderation::LIFT)?
-            .execute(params![id as i64, at_ms as i64])?;
+        let n =
+            self.writer.lock().prepare_cached(super::moderation::LIFT)?.execute(params![id as i64, at_ms as i64])?;
         Ok(n > 0)
     }
 
@@ -282,10 +279,15 @@ impl Store for SqliteStore {
     }
 
     fn put_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.writer
-            .lock()
-            .prepare_cached(super::moderation::INSERT_AUDIT)?
-            .execute(params![e.id as i64, e.ts as i64, e.actor, e.action, e.target, e.room, e.reason])?;
+        self.writer.lock().prepare_cached(super::moderation::INSERT_AUDIT)?.execute(params![
+            e.id as i64,
+            e.ts as i64,
+            e.actor,
+            e.action,
+            e.target,
+            e.room,
+            e.reason
+        ])?;
         Ok(())
     }
 

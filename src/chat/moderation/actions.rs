@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::request::{BanTarget, Request, Who};
 use super::Actor;
+use super::request::{BanTarget, Request, Who};
 use crate::chat::Chat;
 use crate::chat::commit::{Reply, Submit};
 use crate::store::moderation::new_id;
@@ -41,14 +41,30 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 #[serde(tag = "e", rename_all = "lowercase")]
 pub enum Event {
-    Kick { user: String, reason: String, by_admin: bool },
-    Sanction { sanction: Sanction },
-    Lift { id: u64 },
-    Delete { room: String, seq: u64 },
+    Kick {
+        user: String,
+        reason: String,
+        by_admin: bool,
+    },
+    Sanction {
+        sanction: Sanction,
+    },
+    Lift {
+        id: u64,
+    },
+    Delete {
+        room: String,
+        seq: u64,
+    },
     /// The messages the purge tombstoned (so members everywhere are told, even where a
     /// shared store was purged already).
-    Purge { user: String, messages: Vec<(String, u64)> },
-    Audit { entry: AuditEntry },
+    Purge {
+        user: String,
+        messages: Vec<(String, u64)>,
+    },
+    Audit {
+        entry: AuditEntry,
+    },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -146,14 +162,19 @@ fn run(chat: &Chat, actor: &Actor, request: Request) -> Result<Value, Refused> {
             Ok(json!({ "id": id.to_string(), "lifted": true }))
         }
         Request::Delete { room, seq } => {
-            let found = chat.store.range(&room, seq - 1, 1).map_err(unavailable)?;
-            let Some(m) = found.into_iter().find(|m| m.seq == seq) else {
+            let found = chat.store.range(&room, seq - 1, 1).map_err(unavailable)?.into_iter().find(|m| m.seq == seq);
+            // Who does not moderate the room hears the same whether the message is missing
+            // or another's: no way to learn what a room holds by trying numbers.
+            let own = found.as_ref().is_some_and(|m| actor.user() == Some(m.user.as_str()));
+            if !own && !actor.moderates(&room) {
+                return Err(refused(
+                    403,
+                    "you may delete only your own messages (or, as a moderator, those of your rooms)",
+                ));
+            }
+            let Some(m) = found else {
                 return Err(refused(404, format!("no message {seq} in room {room:?}")));
             };
-            let own = actor.user() == Some(m.user.as_str());
-            if !own && !actor.moderates(&room) {
-                return Err(refused(403, "you may delete only your own messages (or, as a moderator, those of your rooms)"));
-            }
             if m.is_deleted() {
                 return Ok(json!({ "room": room, "seq": seq, "deleted": true }));
             }
@@ -351,7 +372,9 @@ pub fn apply_remote(chat: &Chat, instance: &str, json: &str) {
             }
             Event::Sanction { sanction } => impose(chat, sanction),
             Event::Lift { id } => lift(chat, *id, crate::clock::now_ms()),
-            Event::Delete { room, seq } => chat.store.tombstone(room, *seq).map(|_| chat.hub.message_deleted(room, *seq)),
+            Event::Delete { room, seq } => {
+                chat.store.tombstone(room, *seq).map(|_| chat.hub.message_deleted(room, *seq))
+            }
             Event::Purge { user, messages } => chat.store.tombstone_user(user).map(|_| {
                 for (room, seq) in messages {
                     chat.hub.message_deleted(room, *seq);

@@ -150,10 +150,7 @@ impl Moderation {
     /// Why `user` may not speak in `room`: `"you are muted until …: reason"`.
     pub fn mute_of(&self, user: &str, room: &str, admin: bool) -> Option<String> {
         self.find(|s| {
-            s.kind == "mute"
-                && s.target == user
-                && (s.by_admin || !admin)
-                && (s.room.is_empty() || s.room == room)
+            s.kind == "mute" && s.target == user && (s.by_admin || !admin) && (s.room.is_empty() || s.room == room)
         })
         .map(|s| format!("you are muted{}: {}", until(s.until), s.reason))
     }

@@ -34,7 +34,10 @@ fn requests_are_read_strictly() {
     let kick = parse("kick", &obj(serde_json::json!({"name": "bob", "reason": "spam"}))).unwrap();
     assert_eq!(kick, Request::Kick { who: Who::Name("bob".into()), reason: "spam".into() });
     let ban = parse("ban", &obj(serde_json::json!({"address": "10.0.0.1", "reason": "x"}))).unwrap();
-    assert_eq!(ban, Request::Ban { target: BanTarget::Address([10, 0, 0, 1].into()), seconds: None, reason: "x".into() });
+    assert_eq!(
+        ban,
+        Request::Ban { target: BanTarget::Address([10, 0, 0, 1].into()), seconds: None, reason: "x".into() }
+    );
     for (action, bad, says) in [
         ("kick", serde_json::json!({"user": "a", "name": "b", "reason": "x"}), "not both"),
         ("kick", serde_json::json!({"user": "a"}), "\"reason\""),

@@ -59,8 +59,9 @@ fn spawn_clustered(chat: &Arc<Chat>, prune_tx: &Sender<(String, u64)>) -> std::i
         threads.push(crate::conn::threads::spawn_named("backplane", 512 * 1024, move || {
             let chat = &*reader_chat;
             if let Some(backplane) = chat.backplane.as_deref() {
-                let on_moderation =
-                    |events: &str| crate::chat::moderation::actions::apply_remote(chat, backplane.instance_name(), events);
+                let on_moderation = |events: &str| {
+                    crate::chat::moderation::actions::apply_remote(chat, backplane.instance_name(), events)
+                };
                 let parts = crate::chat::backplane::ReaderParts {
                     hub: &chat.hub,
                     store: &*chat.store,

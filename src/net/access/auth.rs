@@ -103,7 +103,8 @@ fn verify_jwt(jwt: &str, secret: &str) -> Option<Identity> {
     // A claim this server cannot read refuses the token: guessing what it meant could open
     // a room it was meant to keep shut.
     if let Some(rooms) = &claims.rooms
-        && (rooms.len() > MAX_ROOM_PATTERNS || rooms.iter().any(|p| crate::chat::protocol::validate_room_pattern(p).is_err()))
+        && (rooms.len() > MAX_ROOM_PATTERNS
+            || rooms.iter().any(|p| crate::chat::protocol::validate_room_pattern(p).is_err()))
     {
         return None;
     }
@@ -239,7 +240,13 @@ mod tests {
 
     /// A JWT identity valid until `exp` plus the leeway.
     fn named(name: &str, user: &str, exp: u64) -> Option<Identity> {
-        Some(Identity::Named { name: name.into(), user: user.into(), expires: exp + JWT_LEEWAY_SECS + 1, rooms: None, role: Role::Member })
+        Some(Identity::Named {
+            name: name.into(),
+            user: user.into(),
+            expires: exp + JWT_LEEWAY_SECS + 1,
+            rooms: None,
+            role: Role::Member,
+        })
     }
 
     #[test]

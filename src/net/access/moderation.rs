@@ -14,4 +14,3 @@ pub fn parse(action: &str, fields: &serde_json::Map<String, serde_json::Value>) 
     }
     Ok(req)
 }
-

@@ -103,7 +103,13 @@ mod tests {
     use super::*;
 
     fn ada() -> Identity {
-        Identity::Named { name: "ada".into(), user: "ada".into(), expires: u64::MAX, rooms: None, role: crate::chat::moderation::Role::Member }
+        Identity::Named {
+            name: "ada".into(),
+            user: "ada".into(),
+            expires: u64::MAX,
+            rooms: None,
+            role: crate::chat::moderation::Role::Member,
+        }
     }
 
     #[test]

@@ -63,7 +63,12 @@ pub fn route(request: &mut Request, shared: &Shared, path: &str, query: &str) ->
 }
 
 /// Parses and carries out one action; the answer as JSON.
-fn act(shared: &Shared, actor: &Actor, action: &str, fields: serde_json::Map<String, serde_json::Value>) -> HttpResponse {
+fn act(
+    shared: &Shared,
+    actor: &Actor,
+    action: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> HttpResponse {
     match crate::net::access::moderation::parse(action, &fields) {
         Ok(req) => match perform(&shared.chat, actor, req) {
             Ok(result) => json(200, &result),
@@ -111,8 +116,11 @@ fn who_asks(request: &Request, shared: &Shared) -> Result<Actor, HttpResponse> {
                 .with_header(header("Retry-After", "1")));
         }
         shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-        return Err(json(401, &serde_json::json!({ "error": "give the admin token or a JWT as Authorization: Bearer" }))
-            .with_header(header("WWW-Authenticate", "Bearer")));
+        return Err(json(
+            401,
+            &serde_json::json!({ "error": "give the admin token or a JWT as Authorization: Bearer" }),
+        )
+        .with_header(header("WWW-Authenticate", "Bearer")));
     };
     if let Actor::User { user, role } = &actor {
         let moderation = &shared.chat.moderation;
@@ -126,8 +134,11 @@ fn who_asks(request: &Request, shared: &Shared) -> Result<Actor, HttpResponse> {
     let rate = cfg.message_rate;
     if !shared.ips.allow_post(ip, rate, rate * 2.0) {
         shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-        return Err(json(429, &serde_json::json!({ "error": format!("at most {rate} requests per second from one address") }))
-            .with_header(header("Retry-After", "1")));
+        return Err(json(
+            429,
+            &serde_json::json!({ "error": format!("at most {rate} requests per second from one address") }),
+        )
+        .with_header(header("Retry-After", "1")));
     }
     Ok(actor)
 }

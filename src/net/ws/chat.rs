@@ -168,14 +168,14 @@ fn moderate(
     r#ref: Option<u64>,
 ) -> Bytes {
     let actor = Actor::User { user: conn.user(), role: rooms.role.clone() };
-    let result = crate::net::access::moderation::parse(action, fields)
-        .map_err(|e| e.to_string())
-        .and_then(|request| match &request {
+    let result = crate::net::access::moderation::parse(action, fields).map_err(|e| e.to_string()).and_then(|request| {
+        match &request {
             ModRequest::Delete { room, .. } if !rooms.may_enter(room, &shared.chat.config.private_rooms) => {
                 Err(ROOM_CLOSED.to_string())
             }
             _ => perform(&shared.chat, &actor, request).map_err(|r| r.error),
-        });
+        }
+    });
     match result {
         Ok(value) => ServerMsg::Done { action, result: &value, r#ref }.to_frame(),
         Err(error) => error_frame_ref(shared, conn, &error, r#ref),
