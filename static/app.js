@@ -138,6 +138,8 @@ function messageLine(m) {
     ["time", timeOf(m.ts)], ["who", m.name + ":"], ["text", m.text],
   ], m.room);
   li.dataset.seq = m.seq;
+  if (m.deleted) markDeleted(li);
+  else addDeleteButton(li, m);
   return li;
 }
 
@@ -156,6 +158,7 @@ function handle(event) {
       myId = event.id;
       myUser = event.user;
       myName = event.name;
+      setRole(event);
       if (event.identity) localStorage.setItem(IDENTITY_KEY, event.identity);
       notice(`Connected as ${event.name}.`);
       // Conversations are not rooms (no ?resume=): ask for what each one missed.
@@ -266,6 +269,12 @@ function handle(event) {
       if (rooms.has("@" + event.user)) rooms.get("@" + event.user).label = event.name;
       renderTabs();
       renderMembers();
+      break;
+    case "deleted":
+      onDeleted(event);
+      break;
+    case "done":
+      notice(`Done: ${event.action}.`, current);
       break;
     case "ack":
       break; // stored; nothing to show

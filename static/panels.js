@@ -25,6 +25,7 @@ function renderMembers() {
       // anyone takes later).
       li.title = `Message ${name} directly`;
       li.addEventListener("click", () => openDm(user, name));
+      addMemberControls(li, user, name);
     }
     return li;
   });

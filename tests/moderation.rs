@@ -252,7 +252,9 @@ fn hostile_requests_to_the_admin_api_are_refused_and_change_nothing() {
         jwt("another-secret-that-is-32-bytes-long!", json!({"sub": "ev", "exp": 4_000_000_000u64, "roles": ["admin"]}));
     let expired = token("ex", json!({"roles": ["admin"], "exp": 1}));
     let own_message = format!("/api/rooms/lobby/messages/{seq}");
-    let cases: Vec<(&str, &str, String, Option<Value>, Vec<&str>, u16)> = vec![
+    // (method, path, credential header, body, extra headers, the status it must get)
+    type Case<'a> = (&'a str, &'a str, String, Option<Value>, Vec<&'a str>, u16);
+    let cases: Vec<Case> = vec![
         ("POST", "/api/admin/kick", String::new(), Some(kick.clone()), vec![], 401),
         (
             "POST",

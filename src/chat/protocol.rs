@@ -302,6 +302,11 @@ pub enum ServerMsg<'a> {
         name: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         identity: Option<&'a str>,
+        /// `"admin"` or `"mod"` (with `mod_rooms`), for a moderator: the page shows its controls.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mod_rooms: Option<&'a [String]>,
     },
     Message {
         room: &'a str,

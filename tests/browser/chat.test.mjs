@@ -576,3 +576,55 @@ test("when its JWT expires the page is closed, signs in again and misses nothing
     assert.equal(await stopServer(server), 0);
   }
 });
+
+test("a moderator deletes a message and a member's page shows it deleted; a member deletes its own", async () => {
+  const SECRET = "a-jwt-secret-of-at-least-32-bytes!!";
+  const server = await startServer(undefined, undefined, null, ["--jwt-secret", SECRET]);
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const signIn = async (claims) => {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => { throw e; });
+    await page.goto(`http://${server.http}/`);
+    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+    await page.fill("#auth-token", makeJwt(SECRET, { exp, ...claims }));
+    await page.press("#auth-token", "Enter");
+    await page.locator("#status.connected").waitFor({ timeout: WAIT });
+    return page;
+  };
+  try {
+    const mod = await signIn({ sub: "u-mo", name: "mo", roles: ["mod"], mod_rooms: ["lobby"] });
+    const member = await signIn({ sub: "u-me", name: "me" });
+    await send(member, "something regrettable");
+    await send(member, "my own typo");
+    const line = (page, text) => page.locator("#messages li.message", { hasText: text });
+    await line(mod, "my own typo").waitFor({ timeout: WAIT });
+    // The member has a delete button on its own lines only; the moderator on every line.
+    await send(mod, "from the moderator");
+    await line(member, "from the moderator").waitFor({ timeout: WAIT });
+    assert.equal(await line(member, "from the moderator").locator("button.delete").count(), 0);
+    assert.equal(await line(mod, "something regrettable").locator("button.delete").count(), 1);
+    // The moderator deletes; the member's page replaces the text.
+    await line(mod, "something regrettable").locator("button.delete").click();
+    await member.locator("#messages li.message.deleted .text", { hasText: "message deleted" }).first().waitFor({ timeout: WAIT });
+    assert.equal(await line(member, "something regrettable").count(), 0, "the text is gone from the member's page");
+    // The member deletes its own; the moderator's page follows.
+    await line(member, "my own typo").locator("button.delete").click();
+    await mod.locator("#messages li.message.deleted").nth(1).waitFor({ timeout: WAIT });
+    assert.equal(await line(mod, "my own typo").count(), 0);
+    // A reload shows the tombstones from the history, never the text.
+    await member.reload();
+    await member.locator("#status.connected").waitFor({ timeout: WAIT });
+    await line(member, "from the moderator").waitFor({ timeout: WAIT });
+    assert.equal(await line(member, "regrettable").count(), 0);
+    assert.equal(await member.locator("#messages li.message.deleted").count(), 2);
+    // The moderator sees kick and mute on the member (not ban: that is an admin's).
+    const entry = mod.locator("#member-list li", { hasText: "me" });
+    assert.equal(await entry.locator("button.kick").count(), 1);
+    assert.equal(await entry.locator("button.ban").count(), 0);
+    await mod.screenshot({ path: path.join(SHOTS, "browser-moderation.png") });
+    await mod.close();
+    await member.close();
+  } finally {
+    assert.equal(await stopServer(server), 0);
+  }
+});

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::chat::moderation::Role;
 use crate::chat::protocol::ServerMsg;
 use crate::conn::{Conn, Kind};
 
@@ -13,12 +14,18 @@ use super::Hub;
 impl Hub {
     /// Makes `conn` a chat client and sends its welcome (before anything else can be
     /// queued): its connection id, user id and name, and for a guest the credential that
-    /// brings it back as the same user.
-    pub fn welcome(&self, conn: &Arc<Conn>, identity: Option<&str>) {
+    /// brings it back as the same user, and for a moderator its role.
+    pub fn welcome(&self, conn: &Arc<Conn>, identity: Option<&str>, role: &Role) {
         let (name, user) = (conn.name(), conn.user());
+        let (role, mod_rooms) = match role {
+            Role::Admin => (Some("admin"), None),
+            Role::Mod(rooms) => (Some("mod"), Some(rooms.as_slice())),
+            Role::Member => (None, None),
+        };
+        let welcome = ServerMsg::Welcome { id: conn.id, user: &user, name: &name, identity, role, mod_rooms };
         let _st = self.state.lock();
         conn.set_kind(Kind::Chat);
-        conn.push(ServerMsg::Welcome { id: conn.id, user: &user, name: &name, identity }.to_frame());
+        conn.push(welcome.to_frame());
         drop(_st);
         conn.flush();
     }

@@ -74,10 +74,10 @@ impl Hub {
                 overflowed.extend(self.push_to(&conns, &frame, None));
                 conns
             } else if let Some(r) = st.rooms.get_mut(room) {
-                if let Some(pos) = r.recent.iter().position(|(s, _)| *s == seq) {
-                    if let Some((_, old)) = r.recent.remove(pos) {
-                        r.recent_bytes -= old.len();
-                    }
+                if let Some(pos) = r.recent.iter().position(|(s, _)| *s == seq)
+                    && let Some((_, old)) = r.recent.remove(pos)
+                {
+                    r.recent_bytes -= old.len();
                 }
                 overflowed.extend(self.push_to(&r.members, &frame, None));
                 r.members.to_vec()

@@ -354,6 +354,7 @@ fn publish(chat: &Chat, events: Vec<Event>) {
 
 /// Another instance's actions, read from the log: applied to this instance's store,
 /// memory and connections. Malformed entries and this instance's own are ignored.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the backplane's reader calls it
 pub fn apply_remote(chat: &Chat, instance: &str, json: &str) {
     let Ok(batch) = serde_json::from_str::<Batch>(json) else {
         log::warn!("moderation: skipping a malformed cluster event");

@@ -268,7 +268,7 @@ fn start_chat(
     }
     match admitted.kind {
         Kind::Chat => {
-            shared.chat.hub.welcome(conn, admitted.credential.as_deref());
+            shared.chat.hub.welcome(conn, admitted.credential.as_deref(), &rooms.role);
             chat::enter_initial_rooms(conn, shared, &admitted.query, ip, budget, rooms);
         }
         Kind::Plain => chat::enter_plain(conn, shared, &admitted.query, rooms),
