@@ -224,18 +224,23 @@ impl Backplane {
             name: name.to_string(),
             expires_ms,
         };
-        let json = serde_json::to_string(&payload).unwrap_or_default();
-        let _ = self.ledger.with(|con| {
+        let _ = self.append_unnumbered("t", &serde_json::to_string(&payload).unwrap_or_default());
+    }
+
+    /// Appends an entry without a number (field `field`, never stored as a message) to the
+    /// log, through the ledger's pool: `typing` (`t`) and moderation (`x`).
+    fn append_unnumbered(&self, field: &str, json: &str) -> Result<String, String> {
+        self.ledger.with(|con| {
             redis::cmd("XADD")
                 .arg(LOG_KEY)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(LOG_MAXLEN)
                 .arg("*")
-                .arg("t")
-                .arg(&json)
+                .arg(field)
+                .arg(json)
                 .query::<String>(con)
-        });
+        })
     }
 }
 
@@ -249,18 +254,7 @@ impl Backplane {
     /// through the log (field `x`), where each reader applies them in log order. `Err` is
     /// logged: the action is done here either way.
     pub fn publish_moderation(&self, json: &str) {
-        let sent = self.ledger.with(|con| {
-            redis::cmd("XADD")
-                .arg(LOG_KEY)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(LOG_MAXLEN)
-                .arg("*")
-                .arg("x")
-                .arg(json)
-                .query::<String>(con)
-        });
-        if let Err(e) = sent {
+        if let Err(e) = self.append_unnumbered("x", json) {
             log::warn!("backplane: a moderation action could not reach the cluster: {e}");
         }
     }

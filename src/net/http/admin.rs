@@ -17,7 +17,9 @@ use tiny_http::{Method, Request};
 use crate::chat::moderation::actions::{Refused, perform};
 use crate::chat::moderation::{Actor, Role};
 use crate::net::access::auth::{Identity, constant_time_eq};
-use crate::net::http::respond::{HttpResponse, header, json, json_body, peer_ip, request_header};
+use crate::net::http::respond::{
+    HttpResponse, header, json, json_body, peer_ip, refuse_credential, refuse_cross_site, request_header,
+};
 use crate::net::shared::Shared;
 
 /// Answers a moderation route, or `None` if `path` is not one.
@@ -86,18 +88,8 @@ fn act(
 fn who_asks(request: &Request, shared: &Shared) -> Result<Actor, HttpResponse> {
     let cfg = &shared.chat.config;
     let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    if let Some(origin) = request_header(request, "Origin")
-        && !shared.allowed_origins.iter().any(|o| o == origin)
-    {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Origin);
-        return Err(json(403, &serde_json::json!({ "error": "origin not allowed (see --allow-origin)" })));
-    }
-    let has_body = request.body_length().is_some_and(|n| n > 0);
-    let json_type = request_header(request, "Content-Type")
-        .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
-    if has_body && !json_type {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::BadRequest);
-        return Err(json(415, &serde_json::json!({ "error": "send the body as Content-Type: application/json" })));
+    if let Some(refusal) = refuse_cross_site(request, shared) {
+        return Err(refusal);
     }
     let bearer = crate::net::access::auth::token_from("", request_header(request, "Authorization"), None);
     let actor = bearer.and_then(|given| {
@@ -110,17 +102,7 @@ fn who_asks(request: &Request, shared: &Shared) -> Result<Actor, HttpResponse> {
         }
     });
     let Some(actor) = actor else {
-        if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-            shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-            return Err(json(429, &serde_json::json!({ "error": "too many failed attempts; slow down" }))
-                .with_header(header("Retry-After", "1")));
-        }
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-        return Err(json(
-            401,
-            &serde_json::json!({ "error": "give the admin token or a JWT as Authorization: Bearer" }),
-        )
-        .with_header(header("WWW-Authenticate", "Bearer")));
+        return Err(refuse_credential(request, shared, "give the admin token or a JWT as Authorization: Bearer"));
     };
     if let Actor::User { user, role } = &actor {
         let moderation = &shared.chat.moderation;

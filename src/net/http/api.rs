@@ -18,7 +18,9 @@ use crate::net::access::auth::{Identity, RoomAccess};
 use crate::net::access::history_rate::HistoryBudget;
 use crate::net::access::tickets::NoTicket;
 use crate::net::http::messages;
-use crate::net::http::respond::{HttpResponse, header, json, peer_ip, request_header, text};
+use crate::net::http::respond::{
+    HttpResponse, header, json, peer_ip, refuse_credential, refuse_cross_site, request_header, text,
+};
 use crate::net::shared::Shared;
 
 pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
@@ -71,17 +73,8 @@ pub fn route(request: &mut Request, shared: &Shared) -> HttpResponse {
                 ),
                 Some(credential) => match shared.guest_keys.verify(&credential) {
                     Some(user) => json(200, &serde_json::json!({ "user": user })),
-                    None => {
-                        // A wrong guess costs what a failed sign-in costs.
-                        let cfg = &shared.chat.config;
-                        let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-                        if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-                            shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-                            return too_many("too many failed attempts; slow down");
-                        }
-                        shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-                        json(401, &serde_json::json!({ "error": crate::net::access::identity::BAD_IDENTITY }))
-                    }
+                    // A wrong guess costs what a failed sign-in costs.
+                    None => refuse_credential(request, shared, crate::net::access::identity::BAD_IDENTITY),
                 },
             }
         }
@@ -172,32 +165,15 @@ fn authenticated(request: &Request, shared: &Shared, query: &str) -> Result<Iden
         return Ok(identity);
     }
     // A failed attempt costs what an upgrade attempt costs: guessing stays slow everywhere.
-    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-        return Err(too_many("too many failed attempts; slow down"));
-    }
-    shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
-    Err(json(401, &serde_json::json!({ "error": "missing or wrong credentials" }))
-        .with_header(header("WWW-Authenticate", "Bearer")))
+    Err(refuse_credential(request, shared, "missing or wrong credentials"))
 }
 
 /// The checks every `POST` passes, cheapest first: origin (403), content type (415),
 /// credentials (401/429), the address's rate (429). `Err(identity)`: go ahead (the inverted
 /// `Result` keeps the refusal, the common early exit, in `Ok`).
 fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpResponse, Identity> {
-    if let Some(origin) = request_header(request, "Origin")
-        && !shared.allowed_origins.iter().any(|o| o == origin)
-    {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Origin);
-        return Ok(json(403, &serde_json::json!({ "error": "origin not allowed (see --allow-origin)" })));
-    }
-    let has_body = request.body_length().is_some_and(|n| n > 0);
-    let json_type = request_header(request, "Content-Type")
-        .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
-    if has_body && !json_type {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::BadRequest);
-        return Ok(json(415, &serde_json::json!({ "error": "send the body as Content-Type: application/json" })));
+    if let Some(refusal) = refuse_cross_site(request, shared) {
+        return Ok(refusal);
     }
     let identity = match caller(request, shared, query) {
         Ok(identity) => identity,

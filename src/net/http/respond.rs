@@ -52,3 +52,38 @@ pub fn json_body(request: &mut Request) -> Result<serde_json::Map<String, serde_
         _ => Err(json(400, &serde_json::json!({ "error": "body must be a JSON object" }))),
     }
 }
+
+/// The checks before any credential, for every request that changes state: a browser page
+/// from a foreign origin (`403`) and a body that is not JSON (`415`). Together they stop
+/// cross-site form posts (CSRF): a form can send neither an allowed `Origin` nor
+/// `application/json`. `Some`: the refusal.
+pub fn refuse_cross_site(request: &Request, shared: &crate::net::shared::Shared) -> Option<HttpResponse> {
+    if let Some(origin) = request_header(request, "Origin")
+        && !shared.allowed_origins.iter().any(|o| o == origin)
+    {
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Origin);
+        return Some(json(403, &serde_json::json!({ "error": "origin not allowed (see --allow-origin)" })));
+    }
+    let has_body = request.body_length().is_some_and(|n| n > 0);
+    let json_type = request_header(request, "Content-Type")
+        .is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+    if has_body && !json_type {
+        shared.chat.metrics.rejected(crate::metrics::Refusal::BadRequest);
+        return Some(json(415, &serde_json::json!({ "error": "send the body as Content-Type: application/json" })));
+    }
+    None
+}
+
+/// A failed credential: it spends the address's upgrade budget, so guessing is as slow over
+/// HTTP as at the upgrade — `429` once spent, else `401` with `error`.
+pub fn refuse_credential(request: &Request, shared: &crate::net::shared::Shared, error: &str) -> HttpResponse {
+    let cfg = &shared.chat.config;
+    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if !shared.ips.allow_upgrade(ip, cfg.upgrade_rate, cfg.upgrade_rate * 2.0) {
+        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
+        return json(429, &serde_json::json!({ "error": "too many failed attempts; slow down" }))
+            .with_header(header("Retry-After", "1"));
+    }
+    shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
+    json(401, &serde_json::json!({ "error": error })).with_header(header("WWW-Authenticate", "Bearer"))
+}
