@@ -122,6 +122,7 @@ fn run(chat: &Chat, actor: &Actor, request: Request) -> Result<Value, Refused> {
                 BanTarget::Address(ip) => ("address", ip.to_string()),
             };
             let until = seconds.map_or(0, |s| now + s * 1000);
+            chat.moderation.room_for(&actor.label(), actor.is_admin()).map_err(|e| refused(429, e))?;
             let sanction = sanction(actor, "ban", target_kind, &target, "", &reason, now, until);
             audit(chat, actor, "ban", &target, "", &reason)?;
             impose(chat, &sanction).map_err(unavailable)?;
@@ -140,6 +141,7 @@ fn run(chat: &Chat, actor: &Actor, request: Request) -> Result<Value, Refused> {
             }
             let room = room.unwrap_or_default();
             let until = now + seconds * 1000;
+            chat.moderation.room_for(&actor.label(), actor.is_admin()).map_err(|e| refused(429, e))?;
             let sanction = sanction(actor, "mute", "user", &user, &room, &reason, now, until);
             audit(chat, actor, "mute", &user, &room, &reason)?;
             impose(chat, &sanction).map_err(unavailable)?;

@@ -81,6 +81,11 @@ impl Actor {
     }
 }
 
+/// Bans and mutes in force at most, server-wide…
+pub const MAX_IN_FORCE: usize = 10_000;
+/// …and given by one moderator (admins are bounded by the total only).
+pub const MAX_PER_MODERATOR: usize = 500;
+
 /// The actions, as `/metrics` labels and audit `action`s.
 pub const ACTIONS: [&str; 9] = ["kick", "ban", "unban", "mute", "unmute", "delete", "announce", "purge", "refused"];
 
@@ -172,6 +177,22 @@ impl Moderation {
         list.retain(|s| s.in_force(now));
         self.any.store(!list.is_empty(), Ordering::Release);
         found
+    }
+
+    /// Whether `by` may impose one more sanction: the list every message is checked against
+    /// stays short — at most `MAX_IN_FORCE` in all, and a moderator (not an admin) at most
+    /// `MAX_PER_MODERATOR` of its own, so one moderator's script cannot fill it.
+    pub fn room_for(&self, by: &str, admin: bool) -> Result<(), String> {
+        let now = crate::clock::now_ms();
+        let list = self.in_force.read();
+        let live = list.iter().filter(|s| s.in_force(now));
+        if live.clone().count() >= MAX_IN_FORCE {
+            return Err(format!("{MAX_IN_FORCE} bans and mutes are in force, the most this server keeps; lift some"));
+        }
+        if !admin && live.filter(|s| s.by == by).count() >= MAX_PER_MODERATOR {
+            return Err(format!("you have {MAX_PER_MODERATOR} bans and mutes in force, the most one moderator may"));
+        }
+        Ok(())
     }
 
     /// Adds a sanction (a copy already here is ignored).

@@ -99,3 +99,20 @@ fn moderators_moderate_their_rooms_only() {
     assert!(Actor::Token.moderates("anything") && Actor::Token.is_admin());
     assert_eq!(Actor::Token.label(), ADMIN_TOKEN_ACTOR);
 }
+
+#[test]
+fn one_moderator_cannot_fill_the_list_every_message_is_checked_against() {
+    let m = empty();
+    let until = crate::clock::now_ms() + 60_000;
+    for i in 0..MAX_PER_MODERATOR {
+        assert_eq!(m.room_for("m", false), Ok(()));
+        m.add(sanction("mute", "user", &format!("u{i}"), "lobby", false, until));
+    }
+    assert!(m.room_for("m", false).unwrap_err().contains("one moderator"));
+    assert_eq!(m.room_for("other-mod", false), Ok(()), "another moderator still may");
+    assert_eq!(m.room_for("m", true), Ok(()), "an admin is bounded by the total only");
+    for i in MAX_PER_MODERATOR..MAX_IN_FORCE {
+        m.add(sanction("ban", "user", &format!("u{i}"), "", true, 0));
+    }
+    assert!(m.room_for("admin token", true).unwrap_err().contains("the most this server keeps"));
+}
