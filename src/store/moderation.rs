@@ -56,10 +56,23 @@ pub struct AuditEntry {
 }
 
 /// A new id: the time in ms, then 20 random bits (see the module's doc).
+/// Never the same twice in one process (above the last one given, if the clock or the
+/// random bits would repeat it: a burst within one millisecond); across instances the
+/// random bits keep two ids of one millisecond apart.
 pub fn new_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
     // Uniqueness, not secrecy, is what counts: without randomness the clock still orders.
     let random = crate::random::u64().unwrap_or(0) & 0xF_FFFF;
-    (crate::clock::now_ms() << 20) | random
+    let candidate = (crate::clock::now_ms() << 20) | random;
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// Ids as JSON strings (both ways).

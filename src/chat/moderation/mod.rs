@@ -152,10 +152,15 @@ impl Moderation {
         .map(|s| format!("banned{}: {}", until(s.until), s.reason))
     }
 
-    /// Why `user` may not speak in `room`: `"you are muted until …: reason"`.
-    pub fn mute_of(&self, user: &str, room: &str, admin: bool) -> Option<String> {
+    /// Why `user` may not speak in `room`: `"you are muted until …: reason"`. On every
+    /// `message`, `dm` and `typing`: with nothing in force it reads one atomic, and it asks
+    /// whether `user` is an admin only of a mute that names it.
+    pub fn mute_of(&self, user: &str, room: &str) -> Option<String> {
         self.find(|s| {
-            s.kind == "mute" && s.target == user && (s.by_admin || !admin) && (s.room.is_empty() || s.room == room)
+            s.kind == "mute"
+                && s.target == user
+                && (s.room.is_empty() || s.room == room)
+                && (s.by_admin || !self.is_admin(user))
         })
         .map(|s| format!("you are muted{}: {}", until(s.until), s.reason))
     }

@@ -116,7 +116,7 @@ pub(super) fn post_message(room: &str, request: &mut Request, shared: &Shared, i
     if let Some(why) = moderation.ban_of(Some(&user), None, moderation.is_admin(&user)) {
         return json(403, &serde_json::json!({ "error": why }));
     }
-    if let Some(why) = moderation.mute_of(&user, room, moderation.is_admin(&user)) {
+    if let Some(why) = moderation.mute_of(&user, room) {
         return json(403, &serde_json::json!({ "error": why }));
     }
     if let Err(e) = shared.chat.hub.may_post_to(room) {
