@@ -411,3 +411,18 @@ fn the_cli_bans_lists_unbans_and_purges_with_exit_codes() {
         .collect();
     assert_eq!(actions, ["unban", "purge", "ban"]);
 }
+
+#[test]
+fn a_flood_of_admin_requests_from_one_address_is_cut_while_another_address_is_served() {
+    let server = TestServer::with(|c| {
+        c.admin_token = Some(ADMIN.into());
+        c.message_rate = 2.0; // requests per second per address, in bursts of 4
+    });
+    let auth = format!("Authorization: Bearer {ADMIN}");
+    let statuses: Vec<u16> =
+        (0..10).map(|_| http_request(server.http, "GET", "/api/admin/bans", &[&auth]).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200);
+    let neighbour = http_request_from(Some(other_ip()), server.http, "GET", "/api/admin/bans", &[&auth], "");
+    assert_eq!(neighbour.status, 200, "another address is still served");
+}

@@ -503,20 +503,23 @@ function makeJwt(secret, claims) {
   return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
 }
 
+// A new page on `server` signed in with `token` (the sign-in form, as a person uses it).
+async function signedInPage(server, token) {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => { throw e; });
+  await page.goto(`http://${server.http}/`);
+  await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
+  await page.fill("#auth-token", token);
+  await page.press("#auth-token", "Enter");
+  await page.locator("#status.connected").waitFor({ timeout: WAIT });
+  return page;
+}
+
 test("a private room refuses a signed-in user whose token does not name it", async () => {
   const SECRET = "a-jwt-secret-of-at-least-32-bytes!!";
   const server = await startServer(undefined, undefined, null, ["--jwt-secret", SECRET, "--private-room", "team-*"]);
   const exp = Math.floor(Date.now() / 1000) + 600;
-  const signIn = async (claims) => {
-    const page = await browser.newPage();
-    page.on("pageerror", (e) => { throw e; });
-    await page.goto(`http://${server.http}/`);
-    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
-    await page.fill("#auth-token", makeJwt(SECRET, claims));
-    await page.press("#auth-token", "Enter");
-    await page.locator("#status.connected").waitFor({ timeout: WAIT });
-    return page;
-  };
+  const signIn = (claims) => signedInPage(server, makeJwt(SECRET, claims));
   const join = async (page, room) => {
     await page.fill("#join-room", room);
     await page.press("#join-room", "Enter");
@@ -581,16 +584,7 @@ test("a moderator deletes a message and a member's page shows it deleted; a memb
   const SECRET = "a-jwt-secret-of-at-least-32-bytes!!";
   const server = await startServer(undefined, undefined, null, ["--jwt-secret", SECRET]);
   const exp = Math.floor(Date.now() / 1000) + 600;
-  const signIn = async (claims) => {
-    const page = await browser.newPage();
-    page.on("pageerror", (e) => { throw e; });
-    await page.goto(`http://${server.http}/`);
-    await page.locator("#auth-form").waitFor({ state: "visible", timeout: WAIT });
-    await page.fill("#auth-token", makeJwt(SECRET, { exp, ...claims }));
-    await page.press("#auth-token", "Enter");
-    await page.locator("#status.connected").waitFor({ timeout: WAIT });
-    return page;
-  };
+  const signIn = (claims) => signedInPage(server, makeJwt(SECRET, { exp, ...claims }));
   try {
     const mod = await signIn({ sub: "u-mo", name: "mo", roles: ["mod"], mod_rooms: ["lobby"] });
     const member = await signIn({ sub: "u-me", name: "me" });

@@ -140,6 +140,10 @@ impl Moderation {
     /// not come in: `"banned until …: reason"`. `admin`: the caller holds the admin role (a
     /// moderator's ban does not hold against it).
     pub fn ban_of(&self, user: Option<&str>, address: Option<IpAddr>, admin: bool) -> Option<String> {
+        // Every upgrade and API call asks: with nothing in force, one atomic and no string.
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let address = address.map(|a| a.to_string());
         self.find(|s| {
             s.kind == "ban"

@@ -18,7 +18,8 @@ use crate::chat::moderation::actions::{Refused, perform};
 use crate::chat::moderation::{Actor, Role};
 use crate::net::access::auth::{Identity, constant_time_eq};
 use crate::net::http::respond::{
-    HttpResponse, header, json, json_body, peer_ip, refuse_credential, refuse_cross_site, request_header,
+    HttpResponse, header, json, json_body, peer_ip, refuse_credential, refuse_cross_site, refuse_over_rate,
+    request_header,
 };
 use crate::net::shared::Shared;
 
@@ -113,14 +114,8 @@ fn who_asks(request: &Request, shared: &Shared) -> Result<Actor, HttpResponse> {
             return Err(json(403, &serde_json::json!({ "error": why })));
         }
     }
-    let rate = cfg.message_rate;
-    if !shared.ips.allow_post(ip, rate, rate * 2.0) {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-        return Err(json(
-            429,
-            &serde_json::json!({ "error": format!("at most {rate} requests per second from one address") }),
-        )
-        .with_header(header("Retry-After", "1")));
+    if let Some(refusal) = refuse_over_rate(request, shared) {
+        return Err(refusal);
     }
     Ok(actor)
 }

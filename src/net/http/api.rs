@@ -19,7 +19,7 @@ use crate::net::access::history_rate::HistoryBudget;
 use crate::net::access::tickets::NoTicket;
 use crate::net::http::messages;
 use crate::net::http::respond::{
-    HttpResponse, header, json, peer_ip, refuse_credential, refuse_cross_site, request_header, text,
+    HttpResponse, header, json, peer_ip, refuse_credential, refuse_cross_site, refuse_over_rate, request_header, text,
 };
 use crate::net::shared::Shared;
 
@@ -179,13 +179,10 @@ fn guarded_post(request: &Request, shared: &Shared, query: &str) -> Result<HttpR
         Ok(identity) => identity,
         Err(refusal) => return Ok(refusal),
     };
-    let ip = client_ip(request);
-    let rate = shared.chat.config.message_rate;
-    if !shared.ips.allow_post(ip, rate, rate * 2.0) {
-        shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
-        return Ok(too_many(&format!("at most {rate} requests per second from one address")));
+    match refuse_over_rate(request, shared) {
+        Some(refusal) => Ok(refusal),
+        None => Err(identity),
     }
-    Err(identity)
 }
 
 /// The address per-address budgets count a request against (set by the connection thread,

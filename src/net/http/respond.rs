@@ -87,3 +87,16 @@ pub fn refuse_credential(request: &Request, shared: &crate::net::shared::Shared,
     shared.chat.metrics.rejected(crate::metrics::Refusal::Auth);
     json(401, &serde_json::json!({ "error": error })).with_header(header("WWW-Authenticate", "Bearer"))
 }
+
+/// Over the address's request rate (`--message-rate`, bursts of twice that; shared by every
+/// `POST` and moderation request from one address): `Some` is the `429`.
+pub fn refuse_over_rate(request: &Request, shared: &crate::net::shared::Shared) -> Option<HttpResponse> {
+    let ip = peer_ip(request).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let rate = shared.chat.config.message_rate;
+    if shared.ips.allow_post(ip, rate, rate * 2.0) {
+        return None;
+    }
+    shared.chat.metrics.rejected(crate::metrics::Refusal::Rate);
+    let error = format!("at most {rate} requests per second from one address");
+    Some(json(429, &serde_json::json!({ "error": error })).with_header(header("Retry-After", "1")))
+}
