@@ -6,6 +6,8 @@
 #   scripts/bench_ab.sh REV            e.g. scripts/bench_ab.sh 3d42e8b (three rounds)
 #   ROUNDS=5 scripts/bench_ab.sh REV
 #   MODES=idle_kib scripts/bench_ab.sh REV   (one of the two figures)
+#   MODES=handshakes_ws scripts/bench_ab.sh REV   handshakes on /ws: presence to the newcomer,
+#                                                 join/leave notices to the other 63 loops
 #
 # Both servers get the same flags: connection caps and rates lifted (the load comes from
 # 127.0.0.x), every other setting at its default. Prints one line per run and the medians.
@@ -31,8 +33,10 @@ run() {
   pid=$!
   for _ in $(seq 1 200); do grep -q "^ws listening" "$work/out" && break; sleep 0.05; done
   ws=$(sed -n 's|^ws listening on ws://||p' "$work/out")
-  if [ "$mode" = handshakes ]; then
-    "$NEW" bench "ws://$ws/echo" --handshakes --clients 64 --duration-secs 5 --json --server-pid "$pid" 2>/dev/null |
+  if [ "$mode" = handshakes ] || [ "$mode" = handshakes_ws ]; then
+    local path=/echo
+    [ "$mode" = handshakes_ws ] && path=/ws
+    "$NEW" bench "ws://$ws$path" --handshakes --clients 64 --duration-secs 5 --json --server-pid "$pid" 2>/dev/null |
       python3 -c 'import json,sys; print(round(json.load(sys.stdin)["handshakes_per_sec"]))'
   else
     "$NEW" bench "ws://$ws/ws" --clients 10000 --senders 0 --duration-secs 5 --threads 2 --json --server-pid "$pid" \

@@ -291,3 +291,75 @@ fn resumes_in_the_url_spend_the_message_rate_and_the_rest_are_counted() {
     assert_eq!(error["error"], "rate limit: 3 resume(s) in the URL not done; send them as resume requests");
     assert_eq!(rooms, ["lobby", "ra", "rb"]);
 }
+
+/// Join and leave notices wait for the room's tick and go out together (chat/hub/notices.rs),
+/// and what each member sees stays exact: a message never arrives before its sender's
+/// `join`; a newcomer never gets a `join` for someone its `presence` already listed; and
+/// after visitors come and go, every member's view (presence, plus joins, minus leaves) is
+/// the room's membership.
+#[test]
+fn coalesced_notices_keep_every_members_view_exact() {
+    let server = TestServer::start();
+    let mut a = server.chat();
+    let mut b = server.chat();
+    b.say("first words");
+    let mut joined = HashSet::new();
+    loop {
+        let e = a.recv();
+        match e["type"].as_str() {
+            Some("join") => assert!(joined.insert(e["user"].as_str().unwrap().to_string()), "one join per user: {e}"),
+            Some("message") => {
+                assert!(joined.contains(&b.user), "b's message came before b's join");
+                break;
+            }
+            _ => {}
+        }
+    }
+
+    // c arrives while (most likely) v's join is still waiting for the tick; then v goes.
+    let v = server.chat();
+    let mut c_ws = connect_with(&server.chat_url(), &[]).unwrap();
+    assert_eq!(read_json(&mut c_ws)["type"], "welcome");
+    let presence = read_json(&mut c_ws);
+    assert_eq!(presence["type"], "presence");
+    let listed: HashSet<String> =
+        presence["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap().to_string()).collect();
+    assert!(listed.contains(&a.user) && listed.contains(&b.user) && listed.contains(&v.user), "{presence}");
+    drop(v);
+    // Visitors who come and go, back to back.
+    for _ in 0..10 {
+        drop(server.chat());
+    }
+    wait_until("the visitors are gone", || server.hub_len() == 3);
+    // A message flushes whatever notices still wait: after it, each view is complete.
+    b.say("sync");
+    let mut c_view = listed.clone();
+    loop {
+        let e = read_json(&mut c_ws);
+        let user = e["user"].as_str().unwrap_or_default().to_string();
+        match e["type"].as_str() {
+            Some("join") => {
+                assert!(!listed.contains(&user) || !c_view.contains(&user), "a join for someone c already saw: {e}");
+                c_view.insert(user);
+            }
+            Some("leave") => assert!(c_view.remove(&user), "a leave for someone c never saw: {e}"),
+            Some("message") if e["text"] == "sync" => break,
+            _ => {}
+        }
+    }
+    let mut a_view: HashSet<String> = joined.iter().cloned().chain([a.user.clone()]).collect();
+    loop {
+        let e = a.recv();
+        let user = e["user"].as_str().unwrap_or_default().to_string();
+        match e["type"].as_str() {
+            Some("join") => assert!(a_view.insert(user), "a join for someone a already saw: {e}"),
+            Some("leave") => assert!(a_view.remove(&user), "a leave for someone a never saw: {e}"),
+            Some("message") if e["text"] == "sync" => break,
+            _ => {}
+        }
+    }
+    let c_user = presence["members"][0]["user"].as_str().unwrap().to_string();
+    let truth: HashSet<String> = [a.user.clone(), b.user.clone(), c_user].into();
+    assert_eq!(a_view, truth, "a's view");
+    assert_eq!(c_view, truth, "c's view");
+}

@@ -1,5 +1,6 @@
 //! The heartbeat thread: pings every client each `ping_interval`, terminates the ones that
-//! did not answer the previous ping, and enforces the deadlines of server-initiated closes.
+//! did not answer the previous ping, enforces the deadlines of server-initiated closes, and
+//! rings the rooms' notice tick (queued `join`/`leave` notices go out together).
 //!
 //! A half-open TCP connection (peer vanished without FIN or RST) never makes `read()`
 //! return, so without this the client's thread and socket would live forever. The thread
@@ -43,16 +44,22 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
     // channel already delivers them sorted).
     let mut pending: std::collections::VecDeque<PendingClose> = Default::default();
     let mut expiries = Expiries::default();
+    // When the rooms' queued join/leave notices go out (see `chat/hub/notices.rs`).
+    let mut notices_at: Option<Instant> = None;
     loop {
         let wake_at = [pending.front(), expiries.list.last()]
             .into_iter()
             .flatten()
             .map(|p| p.deadline)
+            .chain(notices_at)
             .fold(next_round, Instant::min);
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(closing) -> msg => match msg {
                 Ok(p) if p.why == Deadline::TokenExpiry => expiries.add(p),
+                Ok(p) if p.why == Deadline::Notices => {
+                    notices_at = Some(notices_at.map_or(p.deadline, |at| at.min(p.deadline)));
+                }
                 Ok(p) => pending.push_back(p),
                 Err(_) => return,
             },
@@ -61,6 +68,10 @@ fn run(chat: &Chat, closing: &Receiver<PendingClose>, over_budget: &Receiver<()>
         }
 
         let now = Instant::now();
+        if notices_at.is_some_and(|at| at <= now) {
+            notices_at = None;
+            chat.hub.send_all_notices();
+        }
         while pending.front().is_some_and(|p| p.deadline <= now) {
             let Some(p) = pending.pop_front() else { break };
             if let Some(conn) = p.conn.upgrade()

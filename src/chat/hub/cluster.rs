@@ -61,7 +61,7 @@ impl Hub {
                     // A room that exists elsewhere exists here too (for listings and joins).
                     let _ = self.room(&mut st, room_name, true);
                 }
-                let Some(room) = st.rooms.get(room_name) else { continue };
+                let Some(room) = st.rooms.get_mut(room_name) else { continue };
                 let remote_only = after.iter().filter(|(_, u, _)| !room.users.contains_key(u.as_str())).count();
                 room.stats.remote_only.store(remote_only, Ordering::Relaxed);
                 if room.members.is_empty() || room.members.len() >= self.join_notice_limit {
@@ -80,6 +80,10 @@ impl Hub {
                 }
                 for (id, user, name) in before.iter().filter(|(_, u, _)| find(after, u).is_none() && !here(u)) {
                     frames.push(ServerMsg::Leave { room: room_name, id: *id, user, name }.to_frame());
+                }
+                if !frames.is_empty() {
+                    // This instance's own notices, if still waiting for the tick, go first.
+                    self.send_notices(room, room_name, &mut overflowed);
                 }
                 for frame in &frames {
                     overflowed.extend(self.push_to(&room.members, frame, None));

@@ -30,6 +30,7 @@ use crate::metrics::{Disconnect, Metrics};
 mod broadcast;
 mod cluster;
 mod conversations;
+mod notices;
 mod people;
 mod resume;
 mod rooms;
@@ -96,6 +97,9 @@ pub enum Deadline {
     /// The connection's credential (a JWT) stops being valid then: close it with
     /// [`TOKEN_EXPIRED_CODE`].
     TokenExpiry,
+    /// Not a connection's: the rooms' queued `join`/`leave` notices go out then
+    /// ([`Hub::send_all_notices`]; see `notices.rs`).
+    Notices,
 }
 
 /// Close code (private range, RFC 6455 §7.4.2) for a connection whose JWT expired: log in
@@ -115,6 +119,8 @@ pub struct RoomLimits {
 }
 
 struct HubState {
+    /// Rooms with `join`/`leave` notices waiting for the tick (see `notices.rs`).
+    noticing: Vec<String>,
     /// Every connection from accept until its thread exits, chat or not (the heartbeat and
     /// shutdown walk this).
     clients: Arc<Vec<Arc<Conn>>>,
@@ -164,6 +170,7 @@ impl Hub {
                 clients: Arc::new(Vec::new()),
                 users: HashMap::new(),
                 rooms: HashMap::new(),
+                noticing: Vec::new(),
                 closed: false,
             }),
             next_id: AtomicU64::new(1),
@@ -259,14 +266,6 @@ impl Hub {
     /// Removes a connection from the list and from every room (each room is told).
     /// Idempotent: returns false if it was already gone.
     pub fn remove(&self, conn: &Conn) -> bool {
-        let mut work = vec![];
-        let removed = self.remove_one(conn, &mut work);
-        self.close_overflowed(work);
-        removed
-    }
-
-    fn remove_one(&self, conn: &Conn, overflowed: &mut Vec<Arc<Conn>>) -> bool {
-        let mut to_flush = vec![];
         {
             let mut st = self.state.lock();
             let Some(pos) = st.clients.iter().position(|c| c.id == conn.id) else {
@@ -286,11 +285,8 @@ impl Hub {
             }
             let rooms = conn.rooms.lock().clone();
             for room in rooms {
-                to_flush.push(self.detach(&mut st, conn, &room, true, overflowed));
+                self.detach(&mut st, conn, &room, true);
             }
-        }
-        for members in to_flush {
-            flush_all(&members, None);
         }
         true
     }
@@ -306,14 +302,8 @@ impl Hub {
     /// Server-initiated close: leave the list, queue a Close frame, and have the heartbeat
     /// thread cut the socket if the client has not gone within `CLOSE_TIMEOUT`.
     pub fn close_client(&self, conn: &Arc<Conn>, code: CloseCode, reason: &str) {
-        let mut work = vec![];
-        self.close_one(conn, code, reason, &mut work);
-        self.close_overflowed(work);
-    }
-
-    fn close_one(&self, conn: &Arc<Conn>, code: CloseCode, reason: &str, work: &mut Vec<Arc<Conn>>) {
         conn.set_close_reason(disconnect_reason(code, reason));
-        self.remove_one(conn, work);
+        self.remove(conn);
         if code == CloseCode::Policy {
             // A slow consumer will not read its backlog before its close deadline: give the
             // memory back now (the budgets see it at once), keep only what is mid-write.
@@ -329,16 +319,15 @@ impl Hub {
         }
     }
 
-    /// Closes slow consumers found during a fan-out. Their `leave` notices may overflow yet
-    /// other clients, so this is a work list, not recursion.
-    /// One client over its cap may overflow several times in one fan-out (a batch of
-    /// messages): each is closed once.
+    /// Closes slow consumers found during a fan-out. One client over its cap may overflow
+    /// several times in one fan-out (a batch of messages): each is closed once. (Their
+    /// `leave` notices wait for the tick, so closing one cannot overflow another here.)
     fn close_overflowed(&self, mut work: Vec<Arc<Conn>>) {
         work.sort_by_key(|c| c.id);
         work.dedup_by_key(|c| c.id);
-        while let Some(conn) = work.pop() {
+        for conn in work {
             log::warn!("client {} ({}): outgoing queue over its cap, closing 1008 (slow consumer)", conn.id, conn.peer);
-            self.close_one(&conn, CloseCode::Policy, SLOW_CONSUMER, &mut work);
+            self.close_client(&conn, CloseCode::Policy, SLOW_CONSUMER);
         }
     }
 

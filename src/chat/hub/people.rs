@@ -44,7 +44,7 @@ impl Hub {
     pub fn rename(&self, conn: &Arc<Conn>, new: &Arc<str>) {
         let mut overflowed = vec![];
         let audience = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             let old = conn.set_name(new);
             self.names.release(&conn.user(), &old);
             let frame = ServerMsg::Name { id: conn.id, user: &conn.user(), name: new, old: &old }.to_frame();
@@ -52,7 +52,9 @@ impl Hub {
             let mut audience: Vec<Arc<Conn>> = vec![Arc::clone(conn)];
             let mut seen = std::collections::HashSet::from([conn.id]);
             for room in rooms {
-                if let Some(r) = st.rooms.get(&room) {
+                if let Some(r) = st.rooms.get_mut(&room) {
+                    // A `join` still waiting for the tick shows the old name: it goes first.
+                    self.send_notices(r, &room, &mut overflowed);
                     audience.extend(r.members.iter().filter(|c| seen.insert(c.id)).cloned());
                 }
             }

@@ -20,13 +20,12 @@ impl Hub {
     ///    cache, or go back to 3 if it does not reach back far enough) and join the live
     ///    list — both before any later broadcast, which needs the same lock.
     pub fn resume(&self, conn: &Arc<Conn>, room: &str, after: u64, store: &dyn History) -> Result<(), String> {
-        let mut overflowed = vec![];
         // The store can be ahead of the broadcasts: the sequencer commits a batch, then
         // broadcasts it message by message. Replay from the store only up to what has been
         // broadcast (`frontier`); anything later reaches us live once we are a member.
         let mut frontier = {
             let mut st = self.state.lock();
-            self.detach(&mut st, conn, room, false, &mut overflowed);
+            self.detach(&mut st, conn, room, false);
             self.check_room_count(conn)?;
             let r = self.room(&mut st, room, false)?;
             // Keeps the recent-frames cache alive until we are a member.
@@ -61,10 +60,9 @@ impl Hub {
                     }
                 }
             }
-            let members = self.attach(&mut st, conn, room, &mut overflowed);
+            self.attach(&mut st, conn, room);
             drop(st);
             conn.flush();
-            self.finish_fan_out(&members, None, overflowed);
             return Ok(());
         }
     }

@@ -31,6 +31,8 @@ pub(super) struct Room {
     pub(super) last_seq: u64,
     /// The last `RECENT_FRAMES` message frames, by seq.
     pub(super) recent: VecDeque<(u64, Bytes)>,
+    /// `join`/`leave` notices waiting for the tick (see `notices.rs`).
+    pub(super) pending: Option<Box<super::notices::Pending>>,
 }
 
 impl Room {
@@ -105,30 +107,24 @@ impl Hub {
         Ok(())
     }
 
-    /// Adds `conn` to `room`: it gets the room's `presence`, the others a `join`.
+    /// Adds `conn` to `room`: it gets the room's `presence`, the others a `join` (at the
+    /// next tick; see `notices.rs`).
     pub fn join_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
-        let mut overflowed = vec![];
-        let members = {
+        {
             let mut st = self.state.lock();
             if st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
                 return Err(format!("already in room {room:?}"));
             }
             self.check_room_count(conn)?;
             self.room(&mut st, room, false)?;
-            self.attach(&mut st, conn, room, &mut overflowed)
-        };
-        self.finish_fan_out(&members, None, overflowed);
+            self.attach(&mut st, conn, room);
+        }
+        conn.flush();
         Ok(())
     }
 
-    /// Under the lock: presence to `conn`, `join` to the others, then membership.
-    pub(super) fn attach(
-        &self,
-        st: &mut HubState,
-        conn: &Arc<Conn>,
-        room_name: &str,
-        overflowed: &mut Vec<Arc<Conn>>,
-    ) -> Arc<Vec<Arc<Conn>>> {
+    /// Under the lock: presence to `conn`, membership, and a `join` queued for the others.
+    pub(super) fn attach(&self, st: &mut HubState, conn: &Arc<Conn>, room_name: &str) {
         let (name, user) = (conn.name(), conn.user());
         // The callers checked the room budget (or the room exists already).
         let room = st.rooms.entry(room_name.to_string()).or_default();
@@ -158,15 +154,16 @@ impl Hub {
         if conn.kind() == Kind::Chat {
             conn.push(presence);
         }
-        if first_of_user && room.members.len() < self.join_notice_limit {
-            let join = ServerMsg::Join { room: room_name, id: conn.id, user: &user, name: &name }.to_frame();
-            overflowed.extend(self.push_to(&room.members, &join, None));
-        }
+        let announce = first_of_user && !room.members.is_empty() && room.members.len() < self.join_notice_limit;
         Arc::make_mut(&mut room.members).push(Arc::clone(conn));
         *room.users.entry(user).or_insert(0) += 1;
         room.publish_users();
         conn.rooms.lock().push(room_name.to_string());
-        room.members.clone()
+        if announce {
+            self.queue_notice(st, room_name, true, conn);
+        }
+        // Its presence was the room as of now: no notice queued before this reaches it.
+        Self::entered_after_notices(st, room_name, conn);
     }
 
     /// Relays `conn`'s `typing` to the other members of `room`. Not in rooms above the
@@ -189,49 +186,41 @@ impl Hub {
     fn relay_typing_frame(&self, room: &str, frame: &bytes::Bytes, skip: Option<u64>) {
         let mut overflowed = vec![];
         let members = {
-            let st = self.state.lock();
-            let Some(r) = st.rooms.get(room) else { return };
+            let mut st = self.state.lock();
+            let Some(r) = st.rooms.get_mut(room) else { return };
             if r.members.len() > self.join_notice_limit {
                 return;
             }
+            // The typist's `join` (if still waiting for the tick) goes first.
+            self.send_notices(r, room, &mut overflowed);
             overflowed.extend(self.push_to(&r.members, frame, skip));
             r.members.clone()
         };
         self.finish_fan_out(&members, skip, overflowed);
     }
 
-    /// Removes `conn` from `room`; everyone there (the leaver too) gets a `leave`.
+    /// Removes `conn` from `room`: it gets its `leave` now, everyone left there at the next
+    /// tick (see `notices.rs`).
     pub fn leave_room(&self, conn: &Arc<Conn>, room: &str) -> Result<(), String> {
-        let mut overflowed = vec![];
-        let members = {
+        {
             let mut st = self.state.lock();
             if !st.rooms.get(room).is_some_and(|r| r.is_member(conn.id)) {
                 return Err(format!("not in room {room:?}"));
             }
             let leave = ServerMsg::Leave { room, id: conn.id, user: &conn.user(), name: &conn.name() }.to_frame();
             conn.push(leave);
-            self.detach(&mut st, conn, room, true, &mut overflowed)
-        };
+            self.detach(&mut st, conn, room, true);
+        }
         conn.flush();
-        self.finish_fan_out(&members, None, overflowed);
         Ok(())
     }
 
-    /// Under the lock: drops `conn` from `room`, telling the rest if `announce` and this was
-    /// the last member of its user. Returns the remaining members, to flush.
-    pub(super) fn detach(
-        &self,
-        st: &mut HubState,
-        conn: &Conn,
-        room_name: &str,
-        announce: bool,
-        overflowed: &mut Vec<Arc<Conn>>,
-    ) -> Arc<Vec<Arc<Conn>>> {
+    /// Under the lock: drops `conn` from `room`, queueing a `leave` for the rest if
+    /// `announce` and this was the last member of its user.
+    pub(super) fn detach(&self, st: &mut HubState, conn: &Conn, room_name: &str, announce: bool) {
         conn.rooms.lock().retain(|r| r != room_name);
-        let Some(room) = st.rooms.get_mut(room_name) else { return Arc::new(vec![]) };
-        let Some(pos) = room.members.iter().position(|c| c.id == conn.id) else {
-            return room.members.clone();
-        };
+        let Some(room) = st.rooms.get_mut(room_name) else { return };
+        let Some(pos) = room.members.iter().position(|c| c.id == conn.id) else { return };
         Arc::make_mut(&mut room.members).remove(pos);
         let user = conn.user();
         let last_of_user = match room.users.get_mut(&user) {
@@ -245,14 +234,12 @@ impl Hub {
             }
         };
         room.publish_users();
-        if announce && last_of_user && !st.closed && room.members.len() < self.join_notice_limit {
-            let leave = ServerMsg::Leave { room: room_name, id: conn.id, user: &user, name: &conn.name() }.to_frame();
-            overflowed.extend(self.push_to(&room.members, &leave, None));
-        }
-        let members = room.members.clone();
         room.release_cache_if_unused();
+        let left = room.members.len();
+        if announce && last_of_user && !st.closed && left > 0 && left < self.join_notice_limit {
+            self.queue_notice(st, room_name, false, conn);
+        }
         self.forget_if_empty(st, room_name);
-        members
     }
 
     /// Removes a room that has nothing left: no members here or elsewhere, no history, no

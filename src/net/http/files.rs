@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 const EMBEDDED: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../../../static/index.html")),
     ("app.js", include_bytes!("../../../static/app.js")),
+    ("connection.js", include_bytes!("../../../static/connection.js")),
     ("moderation.js", include_bytes!("../../../static/moderation.js")),
     ("panels.js", include_bytes!("../../../static/panels.js")),
     ("style.css", include_bytes!("../../../static/style.css")),
