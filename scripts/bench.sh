@@ -5,6 +5,9 @@
 #   node     Node `ws` + http, as the tutorials teach it     scripts/reference/server.js
 #   gorilla  Go, gorilla/websocket's chat example             scripts/reference/gorilla/
 #   axum     Rust, axum + tokio's chat example                scripts/reference/axum/
+# and against the floor: the least server this kernel allows for the same chat (raw epoll,
+# no storage, pre-framed batches, one send per client per batch; for memory, a thread per
+# connection parked in read() with a 16 KiB stack)        scripts/reference/floor/
 #
 #   scripts/bench.sh              all scenarios, one round (about 15 minutes)
 #   ROUNDS=3 scripts/bench.sh     median of three rounds
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ROUNDS=${ROUNDS:-1}
 SCENARIOS=${SCENARIOS:-"1 2 3 4 5 rooms"}
-SERVERS=${SERVERS:-"threadchat node gorilla axum"}
+SERVERS=${SERVERS:-"threadchat node gorilla axum floor"}
 if [ "${1:-}" = cluster ]; then SERVERS=threadchat; fi
 
 cargo build --release --quiet
@@ -36,6 +39,10 @@ case " $SERVERS " in *" gorilla "*)
   mkdir -p target/reference-gorilla
   (cd scripts/reference/gorilla && GOPATH=/usr/share/gocode GO111MODULE=off \
     go build -o ../../../target/reference-gorilla/server server.go) ;;
+esac
+case " $SERVERS " in *" floor "*)
+  CARGO_TARGET_DIR=target/reference-floor cargo build --release --quiet \
+    --manifest-path scripts/reference/floor/Cargo.toml ;;
 esac
 case " $SERVERS " in *" axum "*)
   CARGO_TARGET_DIR=target/reference-axum cargo build --release --quiet \
@@ -77,6 +84,10 @@ start_once() {
       PID=$! ;;
     axum)
       target/reference-axum/release/axum-chat-reference 0 >"$work/server.out" 2>"$work/server.err" &
+      PID=$! ;;
+    # In scenario 3 (memory) the thread floor; everywhere else the epoll floor.
+    floor)
+      target/reference-floor/release/floor 0 ${FLOOR_ARGS:-} >"$work/server.out" 2>"$work/server.err" &
       PID=$! ;;
   esac
   for _ in $(seq 1 400); do
@@ -184,7 +195,12 @@ for round in $(seq 1 "$ROUNDS"); do
         # own queue is part of every server's p99; with two it is ~35 % busy per thread.
         2) run 2-latency "$round" "$server" --clients 1000 --senders 10 --rate 100 --duration-secs 15
            run 2-latency_2gen "$round" "$server" --clients 1000 --senders 10 --rate 100 --duration-secs 15 --threads 2 ;;
-        3) run 3-idle "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 15 --threads 2
+        # The thread floor only parks its clients: it has memory to show, nothing to send.
+        3) if [ "$server" = floor ]; then
+             FLOOR_ARGS=--threads run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2
+             continue
+           fi
+           run 3-idle "$round" "$server" --clients 10000 --senders 1 --rate 1 --duration-secs 15 --threads 2
            run 3-quiet "$round" "$server" --clients 10000 --senders 0 --duration-secs 10 --threads 2
            # The reference sends no join notices; without them threadchat does the same
            # protocol work per connection.

@@ -98,12 +98,19 @@ fn connection_thread(first: Job, idle: &Receiver<Job>, idle_count: &AtomicUsize)
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!("a connection thread panicked; its connection was dropped");
         }
-        release_unused_stack();
         if idle_count.fetch_add(1, Ordering::AcqRel) >= MAX_IDLE_THREADS {
             idle_count.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        let next = idle.recv_timeout(IDLE_THREAD_KEEP);
+        // Idle for REST_AFTER: give back the stack the last connection used (a thread that
+        // is handed a connection sooner keeps it: it would touch the pages again at once).
+        let next = match idle.recv_timeout(REST_AFTER) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                release_unused_stack();
+                idle.recv_timeout(IDLE_THREAD_KEEP)
+            }
+            next => next,
+        };
         idle_count.fetch_sub(1, Ordering::AcqRel);
         match next {
             Ok(next) => job = next,
@@ -111,6 +118,12 @@ fn connection_thread(first: Job, idle: &Receiver<Job>, idle_count: &AtomicUsize)
         }
     }
 }
+
+/// How long a connection (or an idle pool thread) waits with nothing to do before it gives
+/// its unused stack pages back with [`release_unused_stack`]. Each release is an `madvise`
+/// whose TLB shootdown interrupts every core the process runs on: worth it for a client that
+/// idles for hours, waste for one that is gone in milliseconds.
+pub const REST_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Bytes below the caller's stack pointer that [`release_unused_stack`] leaves alone: more
 /// than x86-64's 128-byte red zone. (Measured: an idle client blocked in `recv` uses about

@@ -26,19 +26,28 @@ pub struct ConnStream {
     pub upgraded: bool,
     /// A write (a pong) did not fit under the outbox cap.
     pub overflowed: bool,
+    /// The upgraded connection has been quiet for `threads::REST_AFTER` once, and gave its
+    /// unused stack back (see [`ConnStream::rest`]).
+    rested: bool,
 }
 
 impl ConnStream {
     pub fn new(conn: Arc<Conn>, deadline: Instant) -> ConnStream {
-        ConnStream { conn, deadline: Some(deadline), upgraded: false, overflowed: false }
+        ConnStream { conn, deadline: Some(deadline), upgraded: false, overflowed: false, rested: false }
     }
 }
 
 impl Read for ConnStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.conn.tls() {
-            None => self.read_socket(buf),
+        if self.conn.tls().is_none() {
+            return self.read_socket(buf);
+        }
+        // A clone of the handle (a reference count), so the TLS state is not borrowed from
+        // `self` while the reads below need `self` mutably.
+        let conn = Arc::clone(&self.conn);
+        match conn.tls() {
             Some(tls) => self.read_tls(tls, buf),
+            None => self.read_socket(buf),
         }
     }
 }
@@ -47,7 +56,7 @@ impl ConnStream {
     /// Not inlined: an idle client blocks in `read`, and the TLS path's locals would make
     /// that frame — resident for every idle connection — bigger for plain ones too.
     #[inline(never)]
-    fn read_tls(&self, tls: &parking_lot::Mutex<rustls::ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_tls(&mut self, tls: &parking_lot::Mutex<rustls::ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
         // TLS: `buf` first receives ciphertext from the socket (read without the TLS lock,
         // so writers are never blocked by this thread waiting for input), which rustls then
         // takes; then it receives the decrypted bytes. The TLS handshake happens here too,
@@ -82,7 +91,10 @@ impl ConnStream {
     }
 
     /// Reads from the socket, within the handshake deadline while there is one.
-    fn read_socket(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.upgraded && !self.rested {
+            return self.rest(buf);
+        }
         if let Some(deadline) = self.deadline {
             // A per-read timeout alone would let a client trickle one byte per timeout
             // forever; re-arming it with the time left bounds the whole handshake.
@@ -93,6 +105,26 @@ impl ConnStream {
             self.conn.socket().set_read_timeout(Some(left))?;
         }
         self.conn.socket().read(buf)
+    }
+
+    /// An upgraded connection's reads until it first idles: the session armed a read
+    /// timeout of `threads::REST_AFTER`, and when a read runs into it the connection is
+    /// idle, so its thread gives back the stack pages the handshake touched (from here, the
+    /// deepest frame an idle read needs) and reads without a timeout from then on. Done at
+    /// once after every upgrade instead, the `madvise` and the TLB shootdown it sends every
+    /// core were 18 % of the server's CPU in a connect-and-drop loop, for connections that
+    /// would have ended in milliseconds anyway.
+    #[inline(never)]
+    fn rest(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.conn.socket().read(buf) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                self.rested = true;
+                crate::conn::threads::release_unused_stack();
+                self.conn.socket().set_read_timeout(None)?;
+                self.conn.socket().read(buf)
+            }
+            other => other,
+        }
     }
 }
 

@@ -89,7 +89,9 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     // Upgraded: from now on reads block without a deadline (the heartbeat watches liveness).
     stream.deadline = None;
     stream.upgraded = true;
-    if conn.socket().set_read_timeout(None).is_err() {
+    // The first quiet spell of REST_AFTER gives the handshake's stack pages back (see
+    // `ConnStream::rest`); reads block without a deadline from then on.
+    if conn.socket().set_read_timeout(Some(crate::conn::threads::REST_AFTER)).is_err() {
         return;
     }
     let mut ws = WebSocket::from_partially_read(stream, tail, Role::Server, Some(ws_config(shared)));
@@ -100,9 +102,6 @@ pub fn run(mut stream: ConnStream, head: Head, tail: Vec<u8>, shared: &Arc<Share
     start_chat(&conn, &admitted, ip, &mut budget, &access, shared);
     // What the upgrade decided is in the connection now; an idle session keeps none of it.
     drop(admitted);
-    // The handshake was the deepest this thread will go for a while; an idle client then
-    // keeps only the few KiB its blocking read needs.
-    crate::conn::threads::release_unused_stack();
     let kind = conn.kind();
     let endpoint = match kind {
         Kind::Chat => "/ws",
