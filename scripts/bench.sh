@@ -14,6 +14,8 @@
 #   SCENARIOS="1 2" scripts/bench.sh
 #   SERVERS="threadchat gorilla" scripts/bench.sh
 #   SCENARIOS=rooms scripts/bench.sh   what a room costs (threadchat only: the references have none)
+#   SCENARIOS=storm scripts/bench.sh   the reconnect storm: 10,000 clients dropped at once, back
+#                                      after 1 s (threadchat with ?resume=, the others without)
 #   scripts/bench.sh cluster      three instances on one Redis (see the end of this file)
 #
 # Prints a table (threadchat, each reference, and threadchat's ratio to each) and writes
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ROUNDS=${ROUNDS:-1}
-SCENARIOS=${SCENARIOS:-"1 2 3 4 5 rooms"}
+SCENARIOS=${SCENARIOS:-"1 2 3 4 5 storm rooms"}
 SERVERS=${SERVERS:-"threadchat node gorilla axum floor"}
 if [ "${1:-}" = cluster ]; then SERVERS=threadchat; fi
 
@@ -216,6 +218,18 @@ for round in $(seq 1 "$ROUNDS"); do
              run 5-handshakes_ws "$round" "$server" --handshakes --clients 64 --duration-secs 5
            else
              run 5-handshakes "$round" "$server" --handshakes --clients 64 --duration-secs 5
+           fi ;;
+        # A proxy in front restarts: 10,000 clients dropped at once, all back 1 s later,
+        # while one more posts 10 msg/s throughout (100,000 deliveries/s to the room).
+        # threadchat's come back with ?resume= and must get every message they missed.
+        storm) if [ "$server" != floor ]; then
+             resume=""; [ "$server" = threadchat ] && resume=--resume
+             start "$server"
+             echo "scenario storm, round $round: $server" >&2
+             "$BIN" bench "$URL" --storm $resume --clients 10000 --rate 10 --storm-gap-ms 1000 --server-pid "$PID" \
+               >"$out/storm-$server-$round.json"
+             stop
+             sleep 1
            fi ;;
         # What a room costs: 10,000 rooms joined by one client, then each posted to and
         # left (empty rooms with history stay listed); and how long listing them takes.

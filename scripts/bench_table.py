@@ -150,6 +150,15 @@ def main():
             verdict = ("met" if ws / bare >= 0.8 else "MISSED") + f" (≥ 0.8× threadchat /echo: {ws / bare:.2f}×)"
             rows.append(("5 handshakes/s, /ws over /echo", f"{ws / bare:.2f}×", *[""] * (2 * len(present)), verdict))
 
+    if ("storm", "threadchat") in runs:
+        row("storm: seconds until all 10,000 are back", "storm", "reconnect_secs")
+        row("storm: seconds until all have every missed message (threadchat: ?resume=)", "storm",
+            "caught_up_secs")
+        row("storm: messages missed after the resume", "storm", "missed")
+        row("storm: messages duplicated after the resume", "storm", "duplicates")
+        row("storm: server's peak threads", "storm", "server_threads_peak")
+        row("storm: server's peak RSS KiB", "storm", "server_rss_peak_kib")
+
     print("| metric | threadchat | " + " | ".join(present) + " | " + " | ".join(f"÷ {r}" for r in present) + " | target |")
     print("|---|" + "---:|" * (1 + 2 * len(present)) + "---|")
     for r in rows:

@@ -147,6 +147,11 @@ fn bench(args: &BenchArgs) -> Result<(), (String, i32)> {
         println!("{}", serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?);
         return Ok(());
     }
+    if args.storm {
+        let report = threadchat::tools::bench::storm::run(args).map_err(|e| (e, 1))?;
+        println!("{}", serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?);
+        return Ok(());
+    }
     let report = threadchat::tools::bench::run(args).map_err(|e| (e, 1))?;
     if args.json {
         let json = serde_json::to_string(&report).map_err(|e| (e.to_string(), 1))?;

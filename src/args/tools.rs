@@ -102,6 +102,19 @@ pub struct BenchArgs {
     /// Measure handshakes per second instead: each client connects, upgrades, drops, repeats.
     #[arg(long)]
     pub handshakes: bool,
+    /// The reconnect storm instead: --clients connect, one more posts at --rate
+    /// throughout, then all the others are dropped at once and reconnect together after
+    /// --storm-gap-ms. Prints how long until all were back (and, with --resume, had every
+    /// message they missed) and the server's peak threads and RSS, as JSON.
+    #[arg(long)]
+    pub storm: bool,
+    /// With --storm: how long the dropped clients stay away, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub storm_gap_ms: u64,
+    /// With --storm: reconnect with `?resume=lobby:SEQ` (threadchat) and wait for every
+    /// missed message.
+    #[arg(long)]
+    pub resume: bool,
     /// Measure what rooms cost instead: one client joins this many rooms, then posts to and
     /// leaves each (needs --server-pid, and a server with --max-rooms above it).
     #[arg(long, default_value_t = 0)]

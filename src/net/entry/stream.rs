@@ -26,8 +26,8 @@ pub struct ConnStream {
     pub upgraded: bool,
     /// A write (a pong) did not fit under the outbox cap.
     pub overflowed: bool,
-    /// The upgraded connection has been quiet for `threads::REST_AFTER` once, and gave its
-    /// unused stack back (see [`ConnStream::rest`]).
+    /// The upgraded connection has been quiet for `threads::REST_AFTER` once (see
+    /// [`ConnStream::rest`]).
     rested: bool,
 }
 
@@ -109,19 +109,17 @@ impl ConnStream {
 
     /// An upgraded connection's reads until it first idles: the session armed a read
     /// timeout of `threads::REST_AFTER`, and when a read runs into it the connection is
-    /// idle, so its thread gives back the stack pages the handshake touched (from here, the
-    /// deepest frame an idle read needs) and reads without a timeout from then on. Done at
-    /// once after every upgrade instead, the `madvise` and the TLB shootdown it sends every
-    /// core were 18 % of the server's CPU in a connect-and-drop loop, for connections that
-    /// would have ended in milliseconds anyway.
-    #[inline(never)]
+    /// idle: from then on reads have no timeout, and this one returns `WouldBlock` so that
+    /// the read loop, near the top of the stack, gives back the pages the handshake touched
+    /// (see `ws/session.rs`). Done at once after every upgrade instead, the `madvise` and
+    /// the TLB shootdown it sends every core were 18 % of the server's CPU in a
+    /// connect-and-drop loop, for connections that would have ended in milliseconds anyway.
     fn rest(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.conn.socket().read(buf) {
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 self.rested = true;
-                crate::conn::threads::release_unused_stack();
                 self.conn.socket().set_read_timeout(None)?;
-                self.conn.socket().read(buf)
+                Err(io::ErrorKind::WouldBlock.into())
             }
             other => other,
         }

@@ -240,6 +240,13 @@ fn read_loop(
     loop {
         let msg = match ws.read() {
             Ok(msg) => msg,
+            // The first quiet spell (`ConnStream::rest`): the handshake was the deepest
+            // this thread will go for a while, and an idle client keeps only the few KiB
+            // its blocking read needs. Released from here, near the top of the stack.
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                crate::conn::threads::release_unused_stack();
+                continue;
+            }
             Err(e) => return classify(e),
         };
         if ws.get_ref().overflowed {

@@ -48,9 +48,19 @@ pub(super) struct Sim {
 
 #[derive(Clone)]
 pub(super) struct Target {
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
     host: String,
     path: String,
+}
+
+impl Target {
+    /// The upgrade request for this target, with `query` (`?…` or "") after its path.
+    pub(super) fn request(&self, query: &str) -> String {
+        format!(
+            "GET {}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            self.path, self.host
+        )
+    }
 }
 
 pub(super) fn parse_url(url: &str) -> Result<Target, String> {
@@ -107,15 +117,7 @@ pub(super) fn run_thread(
         .collect();
     let mut to_connect: VecDeque<usize> = (0..sims.len()).collect();
     let mut pending = 0usize;
-    let requests: Vec<String> = targets
-        .iter()
-        .map(|t| {
-            format!(
-                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                t.path, t.host
-            )
-        })
-        .collect();
+    let requests: Vec<String> = targets.iter().map(|t| t.request("")).collect();
     let mut scratch = vec![0u8; 64 * 1024];
 
     while !clock.stop.load(Ordering::Acquire) {
@@ -226,7 +228,7 @@ pub(super) fn run_thread(
 
 /// A non-blocking connect from 127.0.0.x when the target is loopback and there are more
 /// clients than one source address has ports.
-fn start_connect(addr: SocketAddr, index: usize) -> io::Result<TcpStream> {
+pub(super) fn start_connect(addr: SocketAddr, index: usize) -> io::Result<TcpStream> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     socket.set_nonblocking(true)?;

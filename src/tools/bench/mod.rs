@@ -12,6 +12,7 @@ mod client;
 mod frames;
 pub mod procfs;
 mod report;
+pub mod storm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

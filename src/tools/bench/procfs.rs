@@ -50,8 +50,17 @@ pub(super) fn busiest_thread_secs(before: &[(u32, f64)], after: &[(u32, f64)]) -
 
 /// Resident set size of a process, in KiB.
 pub fn read_rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "VmRSS:")
+}
+
+/// How many threads a process has.
+pub fn read_threads(pid: u32) -> Option<u64> {
+    status_field(pid, "Threads:")
+}
+
+fn status_field(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
