@@ -343,6 +343,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
+    crate::net::entry::accept::tune_listener(&socket)?;
     socket.listen(ACCEPT_BACKLOG)?;
     Ok(socket.into())
 }

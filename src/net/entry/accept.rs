@@ -25,6 +25,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// connection never needs more in flight.
 const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 
+/// Sets on a listening socket what every accepted connection needs: the fixed send buffer
+/// above, and `TCP_NODELAY` (chat frames are small and latency matters more than packet
+/// count; the outbox already batches queued frames into one sendmsg, so Nagle would only
+/// add delay). Linux copies a listener's options into each socket it accepts, so the
+/// accept loop, which every connection waits behind, spends no system call on them.
+pub fn tune_listener(socket: &socket2::Socket) -> std::io::Result<()> {
+    socket.set_send_buffer_size(SOCKET_SEND_BUFFER)?;
+    socket.set_tcp_nodelay(true)
+}
+
 /// Starts the accept loop for `listener` on a thread called `name`.
 pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, pool: Pool) -> std::io::Result<JoinHandle<()>> {
     let label = name.to_string();
@@ -53,7 +63,6 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
         if let Some(since) = failing_since.take() {
             log::warn!("{name}: accept works again after {:.1?}", since.elapsed());
         }
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SOCKET_SEND_BUFFER);
         let tls = match &shared.tls {
             None => None,
             Some(config) => match crate::net::entry::stream::new_tls(config) {
@@ -85,5 +94,31 @@ fn accept_loop(name: &str, listener: &TcpListener, shared: &Arc<Shared>, pool: &
         if let Err(e) = pool.run(job) {
             log::error!("{peer}: cannot start a connection thread: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpStream};
+
+    /// What `tune_listener` sets must reach the accepted sockets without a call of theirs.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_the_send_buffer() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        super::tune_listener(&socket).unwrap();
+        socket.listen(8).unwrap();
+        let listener: std::net::TcpListener = socket.into();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        // The kernel doubles the figure for its bookkeeping.
+        let sndbuf = socket2::SockRef::from(&accepted).send_buffer_size().unwrap();
+        assert_eq!(sndbuf, 2 * super::SOCKET_SEND_BUFFER);
+        drop(accepted);
+        assert_eq!(client.read(&mut [0; 1]).unwrap_or(0), 0);
     }
 }

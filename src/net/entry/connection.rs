@@ -20,9 +20,7 @@ use crate::net::shared::{LiveGuard, Shared};
 
 /// Entry point of a connection thread (see `accept.rs`).
 pub fn serve(conn: Arc<Conn>, mut slot: Slot, shared: &Arc<Shared>, _live: LiveGuard) {
-    // Chat frames are small and latency matters more than packet count; the outbox already
-    // batches queued frames into one sendmsg, so Nagle would only add delay.
-    let _ = conn.socket().set_nodelay(true);
+    // TCP_NODELAY and the send buffer came with the socket (`accept::tune_listener`).
     let timeout = shared.chat.config.handshake_timeout;
     let mut stream = ConnStream::new(Arc::clone(&conn), Instant::now() + timeout);
     // Bytes read but not yet used: the rest of a head, a body, a pipelined request.

@@ -2,7 +2,7 @@
 //! connecting, upgrading, sending on schedule and reading every frame.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::frames::{find, markers, push_frame};
+use super::frames::{find, markers, push_frame, whole_frame, write_some};
 use super::{Clock, ThreadStats};
 use crate::config::BenchArgs;
 
@@ -322,19 +322,7 @@ fn parse_frames(sim: &mut Sim, clock: &Clock, stats: &mut ThreadStats) -> io::Re
     let mut pong: Option<Vec<u8>> = None;
     loop {
         let buf = &sim.rbuf[pos..];
-        if buf.len() < 2 {
-            break;
-        }
-        let opcode = buf[0] & 0x0F;
-        let (hlen, plen) = match buf[1] & 0x7F {
-            126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
-            127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize),
-            126 | 127 => break,
-            n => (2, n as usize),
-        };
-        if buf.len() < hlen + plen {
-            break;
-        }
+        let Some((opcode, hlen, plen)) = whole_frame(buf) else { break };
         let payload = &buf[hlen..hlen + plen];
         match opcode {
             // A frame may carry several messages: the gorilla reference joins what is
@@ -383,19 +371,8 @@ fn queue_message(sim: &mut Sim, clock: &Clock, payload_bytes: usize) {
 }
 
 fn flush(sim: &mut Sim) -> io::Result<()> {
-    let Some(stream) = sim.stream.as_mut() else {
-        return Ok(());
-    };
-    while !sim.wbuf.is_empty() && sim.state != State::Connecting {
-        match stream.write(&sim.wbuf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                sim.wbuf.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+    match sim.stream.as_mut() {
+        Some(stream) if sim.state != State::Connecting => write_some(stream, &mut sim.wbuf),
+        _ => Ok(()),
     }
-    Ok(())
 }

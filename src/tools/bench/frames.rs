@@ -1,4 +1,5 @@
-//! The bytes on the wire: masked client frames out, and the
+//! The bytes on the wire: masked client frames out, server frames in (headers), writes until
+//! the socket would block, and the
 //! `tcb:SENDER:NANOS` markers that make a frame a delivery.
 
 /// Every bench message in a frame: `tcb:SENDER:NANOS` markers, one per message.
@@ -40,6 +41,38 @@ pub(super) fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let mask = [0x5a, 0x17, 0xc3, 0x88];
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+}
+
+/// The first frame in `buf`, once all of it has arrived: (opcode, header length, payload
+/// length). Server frames are unmasked.
+pub(super) fn whole_frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (hlen, plen) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
+        127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize),
+        126 | 127 => return None,
+        n => (2, n as usize),
+    };
+    (buf.len() >= hlen + plen).then_some((buf[0] & 0x0F, hlen, plen))
+}
+
+/// Writes what `wbuf` holds until the socket would block.
+pub(super) fn write_some(stream: &mut mio::net::TcpStream, wbuf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    while !wbuf.is_empty() {
+        match stream.write(wbuf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -10,7 +10,7 @@
 //! when every client is back. Meanwhile the server's threads and RSS are sampled from /proc
 //! every 10 ms for their peaks.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use super::client::{Target, parse_url, start_connect};
-use super::frames::{find, push_frame};
+use super::frames::{find, push_frame, whole_frame, write_some};
 use super::procfs::{read_rss_kib, read_threads};
 use crate::config::BenchArgs;
 
@@ -296,20 +296,9 @@ impl Net {
         let mut pos = 0;
         loop {
             let buf = &p.rbuf[pos..];
-            if buf.len() < 2 {
-                break;
-            }
-            let (hlen, plen) = match buf[1] & 0x7F {
-                126 if buf.len() >= 4 => (4, u16::from_be_bytes([buf[2], buf[3]]) as usize),
-                127 if buf.len() >= 10 => (10, u64::from_be_bytes(buf[2..10].try_into().unwrap_or([0; 8])) as usize),
-                126 | 127 => break,
-                n => (2, n as usize),
-            };
-            if buf.len() < hlen + plen {
-                break;
-            }
+            let Some((opcode, hlen, plen)) = whole_frame(buf) else { break };
             let payload = &buf[hlen..hlen + plen];
-            match buf[0] & 0x0F {
+            match opcode {
                 0x1 => {
                     if let Some(seq) = message_seq(payload) {
                         if !p.strict {
@@ -347,17 +336,8 @@ fn message_seq(payload: &[u8]) -> Option<u64> {
 }
 
 fn flush(p: &mut Peer) -> io::Result<()> {
-    let Some(stream) = p.stream.as_mut() else { return Ok(()) };
-    while !p.wbuf.is_empty() && p.state != State::Connecting {
-        match stream.write(&p.wbuf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                p.wbuf.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+    match p.stream.as_mut() {
+        Some(stream) if p.state != State::Connecting => write_some(stream, &mut p.wbuf),
+        _ => Ok(()),
     }
-    Ok(())
 }
