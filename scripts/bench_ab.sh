@@ -8,6 +8,8 @@
 #   MODES=idle_kib scripts/bench_ab.sh REV   (one of the two figures)
 #   MODES=handshakes_ws scripts/bench_ab.sh REV   handshakes on /ws: presence to the newcomer,
 #                                                 join/leave notices to the other 63 loops
+#   MODES=fanout scripts/bench_ab.sh REV   server CPU ms per 1k deliveries, 200 clients saturated
+#   MODES=p99 scripts/bench_ab.sh REV      p99 ms, 1,000 clients x 100 msg/s, two generator threads
 #
 # Both servers get the same flags: connection caps and rates lifted (the load comes from
 # 127.0.0.x), every other setting at its default. Prints one line per run and the medians.
@@ -33,7 +35,15 @@ run() {
   pid=$!
   for _ in $(seq 1 200); do grep -q "^ws listening" "$work/out" && break; sleep 0.05; done
   ws=$(sed -n 's|^ws listening on ws://||p' "$work/out")
-  if [ "$mode" = handshakes ] || [ "$mode" = handshakes_ws ]; then
+  if [ "$mode" = fanout ]; then
+    "$NEW" bench "ws://$ws/ws" --clients 200 --senders 10 --rate 0 --window 4 --duration-secs 10 --json \
+      --server-pid "$pid" 2>/dev/null |
+      python3 -c 'import json,sys; print(round(json.load(sys.stdin)["server_cpu_ms_per_1k_deliveries"], 3))'
+  elif [ "$mode" = p99 ]; then
+    "$NEW" bench "ws://$ws/ws" --clients 1000 --senders 10 --rate 100 --duration-secs 15 --threads 2 --json \
+      --server-pid "$pid" 2>/dev/null |
+      python3 -c 'import json,sys; print(round(json.load(sys.stdin)["latency_p99_ms"], 2))'
+  elif [ "$mode" = handshakes ] || [ "$mode" = handshakes_ws ]; then
     local path=/echo
     [ "$mode" = handshakes_ws ] && path=/ws
     "$NEW" bench "ws://$ws$path" --handshakes --clients 64 --duration-secs 5 --json --server-pid "$pid" 2>/dev/null |
