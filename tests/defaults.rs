@@ -73,6 +73,10 @@ fn the_17th_unfinished_connection_from_one_address_is_closed_at_accept() {
     let server = BinaryServer::start_defaults(&[]);
     let local: IpAddr = [127, 0, 10, 4].into();
     let mut silent: Vec<TcpStream> = (0..16).map(|_| tcp_from(local, server.http).unwrap()).collect();
+    // The kernel hands a silent socket over after a second (TCP_DEFER_ACCEPT, see
+    // `accept::tune_listener`); from then on each holds a thread and counts toward the cap.
+    let handshaking = || metric(server.http, "threadchat_clients{endpoint=\"handshake\"}");
+    wait_until("the 16 silent sockets are accepted", || handshaking() >= 16);
     // Each is answered once it speaks: they all got a thread.
     let mut extra = tcp_from(local, server.http).unwrap();
     extra.set_read_timeout(Some(WAIT)).unwrap();

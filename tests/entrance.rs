@@ -209,7 +209,22 @@ fn past_the_global_handshake_cap_the_oldest_unfinished_connection_is_closed() {
     let mut c = Client::connect_from(Some(other_ip()), &server.chat_url());
     c.say("in");
     assert_eq!(c.recv_type("message")["text"], "in");
-    assert!(read_until_closed(&mut silent[0]).is_empty(), "the oldest was closed without an answer");
+    // One of them was pushed out, unanswered: the oldest the server accepted. (The kernel
+    // hands silent sockets over after its deferral, in an order of its own; see
+    // `accept::tune_listener`.)
+    let closed = silent
+        .iter_mut()
+        .filter_map(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let gone = match s.read(&mut [0u8; 64]) {
+                Ok(0) => true,
+                Ok(_) => panic!("a silent socket got an answer"),
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            };
+            gone.then_some(())
+        })
+        .count();
+    assert_eq!(closed, 1, "one was closed without an answer");
     assert_eq!(shared.admission.pending(), 19, "the newest 19 are still waiting");
 }
 

@@ -33,8 +33,12 @@ pub const NOTICE_TICK: Duration = Duration::from_millis(50);
 /// A room's notices not sent yet.
 #[derive(Default)]
 pub(super) struct Pending {
-    /// In order: (join?, connection id, user id, name).
-    notices: Vec<(bool, u64, Arc<str>, Arc<str>)>,
+    /// In order: (join?, connection id, user id, name, the user's slot).
+    notices: Vec<(bool, u64, Arc<str>, Arc<str>, u32)>,
+    /// A small number per user seen this tick, so netting counts in an array instead of
+    /// hashing user ids once per member (a busy room nets thousands of notices per tick,
+    /// for each member that entered during it).
+    slots: HashMap<Arc<str>, u32>,
     /// Members who entered while notices were pending, by connection id: how many notices
     /// were queued when it entered. Its presence already showed the room as of then, so it
     /// gets only the later ones.
@@ -46,14 +50,21 @@ impl Pending {
     /// notices alternate (join, leave, join…), so an even number of them since `from`
     /// leaves the user as they were, and an odd number ends on what they are now.
     fn netted(&self, from: usize) -> Vec<usize> {
-        let mut last: HashMap<&str, (usize, usize)> = HashMap::new();
-        for (i, (_, _, user, _)) in self.notices.iter().enumerate().skip(from) {
-            let e = last.entry(user).or_insert((0, i));
+        // Per slot: how many notices since `from`, and the index of the last.
+        let mut last = vec![(0u32, 0usize); self.slots.len()];
+        for (i, (.., slot)) in self.notices.iter().enumerate().skip(from) {
+            let e = &mut last[*slot as usize];
             *e = (e.0 + 1, i);
         }
-        let mut picked: Vec<usize> = last.into_values().filter(|(n, _)| n % 2 == 1).map(|(_, i)| i).collect();
+        let mut picked: Vec<usize> = last.into_iter().filter(|(n, _)| n % 2 == 1).map(|(_, i)| i).collect();
         picked.sort_unstable();
         picked
+    }
+
+    fn push(&mut self, join: bool, id: u64, user: Arc<str>, name: Arc<str>) {
+        let next = self.slots.len() as u32;
+        let slot = *self.slots.entry(Arc::clone(&user)).or_insert(next);
+        self.notices.push((join, id, user, name, slot));
     }
 }
 
@@ -65,7 +76,7 @@ impl Hub {
         if room.pending.is_none() {
             st.noticing.push(room_name.to_string());
         }
-        room.pending.get_or_insert_with(Default::default).notices.push((join, conn.id, conn.user(), conn.name()));
+        room.pending.get_or_insert_with(Default::default).push(join, conn.id, conn.user(), conn.name());
         if st.noticing.len() == 1 && room.pending.as_ref().is_some_and(|p| p.notices.len() == 1) {
             // The first room with notices since the last tick: ask the heartbeat for one.
             let _ = self.closing.send(PendingClose {
@@ -99,7 +110,7 @@ impl Hub {
             let view = views.entry(from).or_insert_with(|| pending.netted(from));
             for &i in view.iter() {
                 let frame = frames[i].get_or_insert_with(|| {
-                    let (join, id, user, name) = &pending.notices[i];
+                    let (join, id, user, name, _) = &pending.notices[i];
                     let (room, id) = (room_name, *id);
                     if *join {
                         ServerMsg::Join { room, id, user, name }.to_frame()
@@ -148,8 +159,11 @@ mod tests {
     use super::*;
 
     fn pending(events: &[(bool, &str)]) -> Pending {
-        let notices = events.iter().map(|(join, u)| (*join, 1, Arc::from(*u), Arc::from(*u))).collect();
-        Pending { notices, entered: HashMap::new() }
+        let mut p = Pending::default();
+        for (join, u) in events {
+            p.push(*join, 1, Arc::from(*u), Arc::from(*u));
+        }
+        p
     }
 
     #[test]
