@@ -45,7 +45,7 @@ impl Hub {
                 // Stored already: it is broadcast whatever the room budget says.
                 let Ok(room) = self.room(&mut st, &m.room, true) else { continue };
                 // Its sender's `join` (if still waiting for the tick) goes first.
-                self.send_notices(room, &m.room, &mut overflowed);
+                self.send_notices(&mut room.pending, &room.members, &m.room, &mut overflowed);
                 room.last_seq = m.seq;
                 room.stats.last_seq.store(m.seq, Ordering::Relaxed);
                 room.remember(m.seq, &frame);

@@ -83,7 +83,7 @@ impl Hub {
                 }
                 if !frames.is_empty() {
                     // This instance's own notices, if still waiting for the tick, go first.
-                    self.send_notices(room, room_name, &mut overflowed);
+                    self.send_notices(&mut room.pending, &room.members, room_name, &mut overflowed);
                 }
                 for frame in &frames {
                     overflowed.extend(self.push_to(&room.members, frame, None));

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use crate::chat::protocol::ServerMsg;
 use crate::conn::{Conn, Kind, Push};
 
-use super::rooms::Room;
 use super::{Deadline, Hub, HubState, PendingClose};
 
 /// How long a join or leave may wait for the notices queued beside it. Short enough that
@@ -30,11 +29,22 @@ use super::{Deadline, Hub, HubState, PendingClose};
 /// storm) costs each member one write per tick, not one per arrival.
 pub const NOTICE_TICK: Duration = Duration::from_millis(50);
 
+/// One `join` (or `leave`) of a user, as it will be framed.
+struct Notice {
+    join: bool,
+    /// The connection that arrived (or left last).
+    id: u64,
+    user: Arc<str>,
+    name: Arc<str>,
+    /// The user's number in [`Pending::slots`].
+    slot: u32,
+}
+
 /// A room's notices not sent yet.
 #[derive(Default)]
 pub(super) struct Pending {
-    /// In order: (join?, connection id, user id, name, the user's slot).
-    notices: Vec<(bool, u64, Arc<str>, Arc<str>, u32)>,
+    /// In the order they happened.
+    notices: Vec<Notice>,
     /// A small number per user seen this tick, so netting counts in an array instead of
     /// hashing user ids once per member (a busy room nets thousands of notices per tick,
     /// for each member that entered during it).
@@ -52,8 +62,8 @@ impl Pending {
     fn netted(&self, from: usize) -> Vec<usize> {
         // Per slot: how many notices since `from`, and the index of the last.
         let mut last = vec![(0u32, 0usize); self.slots.len()];
-        for (i, (.., slot)) in self.notices.iter().enumerate().skip(from) {
-            let e = &mut last[*slot as usize];
+        for (i, notice) in self.notices.iter().enumerate().skip(from) {
+            let e = &mut last[notice.slot as usize];
             *e = (e.0 + 1, i);
         }
         let mut picked: Vec<usize> = last.into_iter().filter(|(n, _)| n % 2 == 1).map(|(_, i)| i).collect();
@@ -64,7 +74,7 @@ impl Pending {
     fn push(&mut self, join: bool, id: u64, user: Arc<str>, name: Arc<str>) {
         let next = self.slots.len() as u32;
         let slot = *self.slots.entry(Arc::clone(&user)).or_insert(next);
-        self.notices.push((join, id, user, name, slot));
+        self.notices.push(Notice { join, id, user, name, slot });
     }
 }
 
@@ -72,13 +82,15 @@ impl Hub {
     /// Queues a `join` (or a `leave`) of `conn`'s user for the other members of `room_name`.
     /// Under the lock.
     pub(super) fn queue_notice(&self, st: &mut HubState, room_name: &str, join: bool, conn: &Conn) {
+        // Every room with notices is in `noticing` until the tick takes them all: an empty
+        // list means no tick is due yet.
+        let ask_for_tick = st.noticing.is_empty();
         let Some(room) = st.rooms.get_mut(room_name) else { return };
         if room.pending.is_none() {
             st.noticing.push(room_name.to_string());
         }
         room.pending.get_or_insert_with(Default::default).push(join, conn.id, conn.user(), conn.name());
-        if st.noticing.len() == 1 && room.pending.as_ref().is_some_and(|p| p.notices.len() == 1) {
-            // The first room with notices since the last tick: ask the heartbeat for one.
+        if ask_for_tick {
             let _ = self.closing.send(PendingClose {
                 conn: std::sync::Weak::new(),
                 deadline: Instant::now() + NOTICE_TICK,
@@ -95,22 +107,28 @@ impl Hub {
         }
     }
 
-    /// Sends `room`'s pending notices now (before anything else is sent there). Under the
-    /// lock: memory only; returns whether anything was queued (its members then need a
-    /// flush), adding the members over their cap to `overflowed`.
-    pub(super) fn send_notices(&self, room: &mut Room, room_name: &str, overflowed: &mut Vec<Arc<Conn>>) -> bool {
-        let Some(pending) = room.pending.take() else { return false };
+    /// Sends a room's pending notices to its `members` now (before anything else is sent
+    /// there). Under the lock: memory only; returns whether anything was queued (the
+    /// members then need a flush), adding the members over their cap to `overflowed`.
+    pub(super) fn send_notices(
+        &self,
+        pending: &mut Option<Box<Pending>>,
+        members: &[Arc<Conn>],
+        room_name: &str,
+        overflowed: &mut Vec<Arc<Conn>>,
+    ) -> bool {
+        let Some(pending) = pending.take() else { return false };
         // Each notice is framed once, when first needed. Most members share one view (they
         // were there before every notice); the few who entered since see fewer.
         let mut frames: Vec<Option<Bytes>> = vec![None; pending.notices.len()];
         let mut views: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut delivered = 0;
-        for conn in room.members.iter().filter(|c| c.kind() == Kind::Chat) {
+        for conn in members.iter().filter(|c| c.kind() == Kind::Chat) {
             let from = pending.entered.get(&conn.id).copied().unwrap_or(0);
             let view = views.entry(from).or_insert_with(|| pending.netted(from));
             for &i in view.iter() {
                 let frame = frames[i].get_or_insert_with(|| {
-                    let (join, id, user, name, _) = &pending.notices[i];
+                    let Notice { join, id, user, name, .. } = &pending.notices[i];
                     let (room, id) = (room_name, *id);
                     if *join {
                         ServerMsg::Join { room, id, user, name }.to_frame()
@@ -141,7 +159,7 @@ impl Hub {
             let mut st = self.state.lock();
             for room_name in std::mem::take(&mut st.noticing) {
                 if let Some(room) = st.rooms.get_mut(&room_name)
-                    && self.send_notices(room, &room_name, &mut overflowed)
+                    && self.send_notices(&mut room.pending, &room.members, &room_name, &mut overflowed)
                 {
                     to_flush.push(room.members.clone());
                 }

@@ -54,7 +54,7 @@ impl Hub {
             for room in rooms {
                 if let Some(r) = st.rooms.get_mut(&room) {
                     // A `join` still waiting for the tick shows the old name: it goes first.
-                    self.send_notices(r, &room, &mut overflowed);
+                    self.send_notices(&mut r.pending, &r.members, &room, &mut overflowed);
                     audience.extend(r.members.iter().filter(|c| seen.insert(c.id)).cloned());
                 }
             }

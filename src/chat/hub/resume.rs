@@ -83,9 +83,10 @@ impl Hub {
             Some(n) if !r.is_member(conn.id) => n as usize,
             _ => return Ok(false),
         };
-        let first = r.recent.len().checked_sub(missed).map(|i| r.recent.get(i));
+        // Seqs in the cache only grow: `missed` entries from after + 1 to last_seq are all of them.
+        let first = r.recent.len().checked_sub(missed).and_then(|i| r.recent.get(i));
         let covered = missed == 0
-            || matches!(first, Some(Some((s, _))) if *s == after + 1)
+            || matches!(first, Some((s, _)) if *s == after + 1)
                 && r.recent.back().is_some_and(|(s, _)| *s == r.last_seq);
         if !covered {
             return Ok(false);

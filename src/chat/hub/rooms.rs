@@ -192,7 +192,7 @@ impl Hub {
                 return;
             }
             // The typist's `join` (if still waiting for the tick) goes first.
-            self.send_notices(r, room, &mut overflowed);
+            self.send_notices(&mut r.pending, &r.members, room, &mut overflowed);
             overflowed.extend(self.push_to(&r.members, frame, skip));
             r.members.clone()
         };
